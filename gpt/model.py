@@ -1,0 +1,269 @@
+"""The GPT of nanochat (late-November-2025 architecture), in one readable file.
+
+Same parameters, same state_dict names and the same function as nanochat's `gpt.py`, so a nanochat checkpoint loads
+unchanged and produces the same logits. Differences, all opt-in or cosmetic:
+- `forward(..., recorder=...)` calls a recorder at named points (see gpt/recorder.py); off by default, costs nothing.
+- `generate` treats top_k 0/None as "no top-k" instead of failing.
+- nanochat asserts the rotary tables are bf16 (it always runs in bf16 on CUDA). We keep them in bf16 everywhere, so an
+  fp32/fp64 CPU run multiplies by exactly the same (bf16-rounded) cos/sin values nanochat uses; the product is then
+  computed in the activation dtype by type promotion.
+
+Shapes: B batch, T sequence, C = n_embd, H = n_head, Hkv = n_kv_head, hd = C // H, V = vocab_size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SOFTCAP = 15.0  # logits are squashed smoothly into (-SOFTCAP, SOFTCAP)
+ROTARY_BASE = 10000
+
+Recorder = Callable[[str, torch.Tensor], None]
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 6  # query heads
+    n_kv_head: int = 6  # key/value heads (GQA when fewer than n_head)
+    n_embd: int = 768
+
+
+def norm(x: torch.Tensor) -> torch.Tensor:
+    """RMS norm over the last dim, no learnable weight (nanochat uses it everywhere, QK norm included)."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x1[i], x2[i]) taken from the two halves of the head dim (half-split, not interleaved)."""
+    assert x.ndim == 4  # [B, T, H, hd]
+    d = x.shape[3] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    y1 = x1 * cos + x2 * sin
+    y2 = x1 * (-sin) + x2 * cos
+    return torch.cat([y1, y2], 3).to(x.dtype)
+
+
+def causal_mask_for(Tq: int, Tk: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The boolean mask (True = may attend) for Tq new queries over Tk keys whose last Tq are the new tokens.
+
+    Covers all three regimes: Tq == Tk is the plain causal triangle; Tq == 1 sees every key; otherwise the cached
+    prefix is fully visible and the new chunk is lower-triangular.
+    """
+    mask = torch.ones((Tq, Tk), dtype=torch.bool, device=device)
+    return mask.tril(diagonal=Tk - Tq)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.n_kv_head = config.n_kv_head
+        self.n_embd = config.n_embd
+        self.head_dim = self.n_embd // self.n_head
+        assert self.n_embd % self.n_head == 0
+        assert self.n_kv_head <= self.n_head and self.n_head % self.n_kv_head == 0
+        self.c_q = nn.Linear(self.n_embd, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(self.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(self.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(self.n_embd, self.n_embd, bias=False)
+
+    def forward(self, x, cos_sin, kv_cache=None, recorder: Recorder | None = None, prefix: str = ""):
+        B, T, C = x.size()
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+
+        # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded).
+        cos, sin = cos_sin
+        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
+        q, k = norm(q), norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
+
+        if kv_cache is not None:
+            k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
+        Tq, Tk = q.size(2), k.size(2)
+        if recorder is not None:
+            recorder(prefix + "attn.q", q)
+            recorder(prefix + "attn.k", k)
+            recorder(prefix + "attn.v", v)
+
+        enable_gqa = self.n_head != self.n_kv_head
+        if kv_cache is None or Tq == Tk:
+            # Training, or a prefill into an empty cache: plain causal attention.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
+        elif Tq == 1:
+            # One new token during decoding: it may look at every cached key (they are all in its past).
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=enable_gqa)
+        else:
+            # A chunk after a cached prefix: the prefix is fully visible, the chunk is causal within itself.
+            mask = causal_mask_for(Tq, Tk, device=q.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
+        if recorder is not None:
+            recorder(prefix + "attn.y", y)
+
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)
+        y = self.c_proj(y)
+        if recorder is not None:
+            recorder(prefix + "attn.out", y)
+        return y
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, recorder: Recorder | None = None, prefix: str = ""):
+        h = F.relu(self.c_fc(x)).square()  # relu^2: cheap and, in nanochat's runs, better than GELU
+        if recorder is not None:
+            recorder(prefix + "mlp.hidden", h)
+        out = self.c_proj(h)
+        if recorder is not None:
+            recorder(prefix + "mlp.out", out)
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos_sin, kv_cache=None, recorder: Recorder | None = None):
+        prefix = f"blocks.{self.attn.layer_idx}."
+        if recorder is not None:
+            recorder(prefix + "input", x)
+        x = x + self.attn(norm(x), cos_sin, kv_cache, recorder, prefix)  # pre-norm residual
+        if recorder is not None:
+            recorder(prefix + "resid_mid", x)
+        x = x + self.mlp(norm(x), recorder, prefix)
+        if recorder is not None:
+            recorder(prefix + "output", x)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(config.vocab_size, config.n_embd),
+            "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+        })
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # untied from wte
+        # Rotary tables for 10x the context, as nanochat: cheap, and generation may run past sequence_len.
+        # Non-persistent buffers: they are recomputed, never stored in checkpoints.
+        self.rotary_seq_len = config.sequence_len * 10
+        cos, sin = self._precompute_rotary_embeddings(self.rotary_seq_len, config.n_embd // config.n_head)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def init_weights(self) -> None:
+        """nanochat's init: scaled normal Linear, N(0,1) embedding, zero lm_head and zero output projections."""
+        self.apply(self._init_weights)
+        torch.nn.init.zeros_(self.lm_head.weight)
+        for block in self.transformer.h:
+            torch.nn.init.zeros_(block.mlp.c_proj.weight)
+            torch.nn.init.zeros_(block.attn.c_proj.weight)
+        cos, sin = self._precompute_rotary_embeddings(self.rotary_seq_len, self.config.n_embd // self.config.n_head)
+        self.cos, self.sin = cos, sin
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            fan_out, fan_in = module.weight.shape
+            std = 1.0 / math.sqrt(fan_in) * min(1.0, math.sqrt(fan_out / fan_in))
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=1.0)
+
+    def _precompute_rotary_embeddings(self, seq_len: int, head_dim: int, base: int = ROTARY_BASE, device=None):
+        if device is None:
+            device = self.transformer.wte.weight.device
+        channel_range = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
+        inv_freq = 1.0 / (base ** (channel_range / head_dim))
+        t = torch.arange(seq_len, dtype=torch.float32, device=device)
+        freqs = torch.outer(t, inv_freq)  # [seq_len, hd/2]: angle of position t in channel pair i
+        cos, sin = freqs.cos().bfloat16(), freqs.sin().bfloat16()
+        return cos[None, :, None, :], sin[None, :, None, :]  # [1, seq_len, 1, hd/2] broadcasts over B and H
+
+    def get_device(self) -> torch.device:
+        return self.transformer.wte.weight.device
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
+                loss_reduction: str = "mean", recorder: Recorder | None = None) -> torch.Tensor:
+        """idx [B, T] -> logits [B, T, V] (float32, softcapped), or the cross-entropy loss when targets are given.
+
+        With a kv_cache, the new tokens sit at positions T0 = kv_cache.get_pos() onwards, so the rotary slice is
+        [T0:T0+T] and attention also sees the cached keys.
+        """
+        B, T = idx.size()
+        T0 = 0 if kv_cache is None else kv_cache.get_pos()
+        if T0 + T > self.cos.size(1):
+            raise ValueError(f"sequence of {T0 + T} positions exceeds the rotary table ({self.cos.size(1)})")
+        # Stage 1: the rotary slice for exactly these positions.
+        cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
+        if recorder is not None:
+            recorder("rotary.cos", cos_sin[0])
+            recorder("rotary.sin", cos_sin[1])
+
+        # Stage 2: the trunk.
+        x = self.transformer.wte(idx)
+        if recorder is not None:
+            recorder("embed", x)
+        x = norm(x)
+        if recorder is not None:
+            recorder("embed_norm", x)
+        for block in self.transformer.h:
+            x = block(x, cos_sin, kv_cache, recorder)
+        x = norm(x)
+        if recorder is not None:
+            recorder("final_norm", x)
+
+        # Stage 3: logits, in float32, softcapped.
+        logits = self.lm_head(x).float()
+        if recorder is not None:
+            recorder("logits_raw", logits)
+        logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
+        if recorder is not None:
+            recorder("logits", logits)
+
+        # Stage 4: training returns the loss (every position is an example), inference returns the logits.
+        if targets is not None:
+            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
+                                   reduction=loss_reduction)
+        return logits
+
+    @torch.inference_mode()
+    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 42) -> Iterator[int]:
+        """The naive teaching loop: batch 1, no cache, re-runs the whole prefix every step, yields token ids."""
+        assert isinstance(tokens, list)
+        device = self.get_device()
+        rng = None
+        if temperature > 0:
+            rng = torch.Generator(device=device)
+            rng.manual_seed(seed)
+        ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        for _ in range(max_tokens):
+            logits = self.forward(ids)[:, -1, :]  # only the last position predicts the next token
+            if top_k:  # 0 or None: off
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            if temperature > 0:
+                probs = F.softmax(logits / temperature, dim=-1)
+                next_ids = torch.multinomial(probs, num_samples=1, generator=rng)
+            else:
+                next_ids = torch.argmax(logits, dim=-1, keepdim=True)
+            ids = torch.cat((ids, next_ids), dim=1)
+            yield next_ids.item()
