@@ -143,7 +143,9 @@ class Tokenizer:
         return self.encoding.decode(list(ids))
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The raw bytes of one token (a special token gives its text, e.g. b"<|bos|>")."""
+        """The raw bytes of one token (a special token gives its text, e.g. b"<|bos|>"). KeyError if unknown."""
+        if not 0 <= token_id < self.vocab_size:
+            raise KeyError(f"token id {token_id} outside the vocabulary (0..{self.vocab_size - 1})")
         return self.encoding.decode_single_token_bytes(token_id)
 
     def token_labels(self, ids: Iterable[int]) -> list[str]:
@@ -152,11 +154,9 @@ class Tokenizer:
         return [self._label(int(i)) for i in ids]
 
     def _label(self, token_id: int) -> str:
-        if not 0 <= token_id < self.vocab_size:
-            return f"#{token_id}"
         try:
             raw = self.token_bytes(token_id)
-        except KeyError:  # a hole in the id space
+        except KeyError:  # beyond the tokenizer (a padded model vocab) or a hole in the id space
             return f"#{token_id}"
         if self.is_special(token_id):
             return raw.decode("utf-8")
@@ -284,12 +284,13 @@ def _latin1_bytes(text, encoding):
     return text.encode("latin1")
 
 
-# What a pickled tiktoken Encoding references, by protocol: 0/1 copyreg._reconstructor + object; 0-2 _codecs.encode
-# (bytes); all tiktoken.core.Encoding. Everything else (os.system, builtins.eval, ...) is refused.
+# What a pickled tiktoken Encoding references, by protocol: 0/1 copyreg._reconstructor + object (spelled with their
+# Python 2 names copy_reg/__builtin__ in those protocols); 0-2 _codecs.encode (bytes); all tiktoken.core.Encoding.
+# Everything else (os.system, builtins.eval, ...) is refused.
 _ALLOWED_GLOBALS = {
     ("tiktoken.core", "Encoding"): _EncodingState,
-    ("copyreg", "_reconstructor"): _reconstruct_plain,
-    ("builtins", "object"): object,
+    ("copy_reg", "_reconstructor"): _reconstruct_plain,
+    ("__builtin__", "object"): object,
     ("_codecs", "encode"): _latin1_bytes,
 }
 

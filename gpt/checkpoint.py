@@ -1,0 +1,320 @@
+"""Loading and saving models: nanochat's checkpoint layout (unchanged) and our own safetensors format.
+
+nanochat layout, under a base dir ($NANOCHAT_BASE_DIR or ~/.cache/nanochat):
+    tokenizer/tokenizer.pkl                              a pickled tiktoken Encoding (read by a restricted unpickler)
+    {base,mid,chatsft,chatrl}_checkpoints/d<N>/model_<step:06d>.pt   state_dict (torch.load, weights_only=True)
+                                              /meta_<step:06d>.json  meta["model_config"] = the six GPTConfig keys
+Our format (the shipped model in gpt/default/, and what save_model writes):
+    config.json                                 {"format", "model_config", "dtype", "shards", "split_tensors", "meta"}
+    model.safetensors or model-0000i-of-0000n.safetensors   weights, each file at most max_shard_bytes
+    tokenizer.tiktoken + tokenizer.json         see gpt/tokenizer.py
+Loading is strict: a missing or unexpected key, a shape mismatch, an unknown config key or a tokenizer whose vocab
+differs from the model's raises CheckpointError naming it. Device rule: CPU runs in float32, CUDA in bfloat16
+(weights cast; the rotary tables stay bf16 as in nanochat).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import Tokenizer
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+NANOCHAT_SOURCES = {"base": "base_checkpoints", "mid": "mid_checkpoints", "sft": "chatsft_checkpoints",
+                    "rl": "chatrl_checkpoints"}
+FORMAT = "inside-forward-model/1"
+COMPILE_PREFIX = "_orig_mod."  # torch.compile wraps the model; nanochat saves some state_dicts with this prefix
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: names the offending key, shape, config entry or vocab size."""
+
+
+@dataclass
+class LoadedModel:
+    model: GPT
+    tokenizer: Tokenizer
+    name: str  # human-readable, e.g. "nanochat sft d20 step 000650" or "random-init d4 (seed 0)"
+    source: str  # where it came from: a directory, or "random-init"
+    device: torch.device
+    dtype: torch.dtype
+    meta: dict = field(default_factory=dict)  # whatever the checkpoint carried besides weights and config
+
+
+# ---- device and dtype --------------------------------------------------------------------------------------------
+def pick_device(name: str | torch.device | None = None) -> torch.device:
+    """None or "auto": CUDA when available, else CPU. Otherwise the named device (it must exist)."""
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """nanochat's rule: bfloat16 on CUDA, float32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+# ---- building a model from a config and a state_dict ---------------------------------------------------------------
+def config_from_dict(d: dict, where: str = "config") -> GPTConfig:
+    """The six GPTConfig keys, exactly: an unknown key (a newer nanochat feature we would silently ignore) or a
+    missing one is an error."""
+    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown model config key(s) {unknown}; this nanochat version is not supported "
+                              f"(known keys: {sorted(fields)})")
+    if missing:
+        raise CheckpointError(f"{where}: model config is missing key(s) {missing}")
+    bad = [k for k, v in d.items() if type(v) is not int or v <= 0]
+    if bad:
+        raise CheckpointError(f"{where}: model config value(s) must be positive integers: {bad}")
+    return GPTConfig(**d)
+
+
+def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(COMPILE_PREFIX): v for k, v in state_dict.items()}
+
+
+def _check_vocab(config: GPTConfig, tokenizer: Tokenizer, where: str) -> None:
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(f"{where}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+                              f"{config.vocab_size}")
+
+
+def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
+                where: str = "checkpoint") -> GPT:
+    """GPT(config) with exactly these weights, on `device` in `dtype` (rotary tables bf16). Strict: CheckpointError
+    on a missing/unexpected key or a shape mismatch."""
+    state_dict = _strip_prefix(state_dict)
+    with torch.device("meta"):  # no memory and no random init for weights that are about to be overwritten
+        model = GPT(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing:
+        raise CheckpointError(f"{where}: missing key(s) {missing}")
+    if unexpected:
+        raise CheckpointError(f"{where}: unexpected key(s) {unexpected}")
+    for k, shape in expected.items():
+        if tuple(state_dict[k].shape) != shape:
+            raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, "
+                                  f"model {shape} (config {dataclasses.asdict(config)})")
+    model = model.to(dtype).to_empty(device=device)
+    model.load_state_dict(state_dict, strict=True)  # copies, casting each tensor to the parameter's dtype/device
+    # to_empty left the rotary buffers uninitialised: recompute them (bf16, on the model's device).
+    model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head)
+    return model.eval()
+
+
+# ---- nanochat layout ---------------------------------------------------------------------------------------------
+def nanochat_base_dir(base_dir: str | Path | None = None) -> Path:
+    if base_dir is not None:
+        return Path(base_dir).expanduser()
+    return Path(os.environ.get("NANOCHAT_BASE_DIR") or Path.home() / ".cache" / "nanochat")
+
+
+def _largest_model_tag(checkpoints_dir: Path) -> str:
+    tags = [p.name for p in checkpoints_dir.iterdir() if p.is_dir()]
+    if not tags:
+        raise FileNotFoundError(f"no model tags (d<N> folders) in {checkpoints_dir}")
+    depth_tags = [t for t in tags if re.fullmatch(r"d\d+", t)]
+    if depth_tags:
+        return max(depth_tags, key=lambda t: int(t[1:]))
+    return max(tags, key=lambda t: (checkpoints_dir / t).stat().st_mtime)  # nanochat's fallback: the newest
+
+
+def _largest_step(model_dir: Path) -> int:
+    steps = [int(m.group(1)) for p in model_dir.glob("model_*.pt") if (m := re.fullmatch(r"model_(\d+)\.pt", p.name))]
+    if not steps:
+        raise FileNotFoundError(f"no model_<step>.pt checkpoints in {model_dir}")
+    return max(steps)
+
+
+def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model_tag: str | None = None,
+                  step: int | None = None, device: torch.device | str | None = None,
+                  dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """Load a checkpoint from nanochat's layout. source: "base" | "mid" | "sft" | "rl". model_tag (e.g. "d20") and
+    step default to the largest depth and the largest step found."""
+    if source not in NANOCHAT_SOURCES:
+        raise ValueError(f"unknown source {source!r}; use one of {sorted(NANOCHAT_SOURCES)}")
+    base = nanochat_base_dir(base_dir)
+    checkpoints_dir = base / NANOCHAT_SOURCES[source]
+    if not checkpoints_dir.is_dir():
+        raise FileNotFoundError(f"no {source} checkpoints: {checkpoints_dir} does not exist")
+    model_tag = model_tag or _largest_model_tag(checkpoints_dir)
+    model_dir = checkpoints_dir / model_tag
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"no model tag {model_tag!r} in {checkpoints_dir}")
+    step = _largest_step(model_dir) if step is None else int(step)
+    model_path, meta_path = model_dir / f"model_{step:06d}.pt", model_dir / f"meta_{step:06d}.json"
+    for p in (model_path, meta_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"missing checkpoint file {p}")
+    tokenizer_path = base / "tokenizer" / "tokenizer.pkl"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"missing tokenizer {tokenizer_path}")
+
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
+        raise CheckpointError(f"{meta_path}: no model_config in meta")
+    config = config_from_dict(meta["model_config"], str(meta_path))
+    tokenizer = Tokenizer.from_nanochat_pickle(tokenizer_path)
+    _check_vocab(config, tokenizer, str(model_dir))
+    try:
+        state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise CheckpointError(f"{model_path}: not a plain state_dict ({e})") from e
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{model_path}: expected a state_dict, got {type(state_dict).__name__}")
+
+    device = pick_device(device)
+    dtype = _as_dtype(dtype, device)
+    model = build_model(config, state_dict, device, dtype, str(model_path))
+    return LoadedModel(model, tokenizer, f"nanochat {source} {model_tag} step {step:06d}", str(model_dir), device,
+                       dtype, meta)
+
+
+# ---- our format --------------------------------------------------------------------------------------------------
+def _shard_name(i: int, n: int) -> str:
+    return "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+
+
+def save_model(directory: str | Path, model: GPT, tokenizer: Tokenizer, meta: dict | None = None,
+               dtype: torch.dtype | str | None = None, max_shard_bytes: int | None = None) -> list[Path]:
+    """Write our format. dtype: stored weight dtype (default: the model's). max_shard_bytes: cap per safetensors file
+    (e.g. < 10 MB for a git repo without LFS); a tensor larger than the cap is split by rows across files.
+    Returns the weight files written. meta must be JSON-serialisable (training notes, loss, step, ...)."""
+    directory = Path(directory)
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model
+    _check_vocab(model.config, tokenizer, str(directory))
+    sd = model.state_dict()
+    dtype = next(iter(sd.values())).dtype if dtype is None else _as_dtype(dtype, torch.device("cpu"))
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        t = v.detach().to("cpu", dtype).contiguous()
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{k}: not finite after casting to {dtype} (overflow?)")
+        tensors[k] = t
+
+    split_tensors: dict[str, int] = {}
+    if max_shard_bytes is not None:  # split oversized tensors into row blocks that each fit one file
+        for k in list(tensors):
+            t = tensors[k]
+            row_bytes = t[0].numel() * t.element_size()
+            if t.numel() * t.element_size() > max_shard_bytes:
+                rows = max_shard_bytes // row_bytes
+                if rows == 0:
+                    raise ValueError(f"{k}: one row ({row_bytes} bytes) exceeds max_shard_bytes={max_shard_bytes}")
+                parts = torch.split(tensors.pop(k), rows)
+                split_tensors[k] = len(parts)
+                tensors.update({f"{k}.part{j}": p.contiguous() for j, p in enumerate(parts)})
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, t in tensors.items():  # greedy packing in state_dict order
+        nbytes = t.numel() * t.element_size()
+        if max_shard_bytes is not None and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][k] = t
+        size += nbytes
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("model*.safetensors"):  # a previous save with other sharding would mix in
+        stale.unlink()
+    names = [_shard_name(i, len(shards)) for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        save_file(shard, directory / name, metadata={"format": "pt"})
+    config = {"format": FORMAT, "model_config": dataclasses.asdict(model.config), "dtype": str(dtype).split(".")[-1],
+              "shards": names, "split_tensors": split_tensors, "meta": meta or {}}
+    (directory / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tokenizer.save(directory)
+    return [directory / n for n in names]
+
+
+def load_model(directory: str | Path, device: torch.device | str | None = None,
+               dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """Read our format (every *.safetensors file in the directory)."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no model in {directory} (config.json missing)")
+    saved = json.loads(config_path.read_text(encoding="utf-8"))
+    if saved.get("format") != FORMAT:
+        raise CheckpointError(f"{config_path}: unknown format {saved.get('format')!r}")
+    config = config_from_dict(saved["model_config"], str(config_path))
+    tokenizer = Tokenizer.load(directory)
+    _check_vocab(config, tokenizer, str(directory))
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {directory}")
+    state_dict: dict[str, torch.Tensor] = {}
+    for f in files:
+        shard = load_file(f)
+        duplicated = sorted(set(shard) & set(state_dict))
+        if duplicated:
+            raise CheckpointError(f"{f}: key(s) {duplicated} also appear in another weight file")
+        state_dict.update(shard)
+    for k, n in saved.get("split_tensors", {}).items():
+        parts = [f"{k}.part{j}" for j in range(n)]
+        missing = [p for p in parts if p not in state_dict]
+        if missing:
+            raise CheckpointError(f"{directory}: missing key(s) {missing}")
+        state_dict[k] = torch.cat([state_dict.pop(p) for p in parts])
+
+    device = pick_device(device)
+    dtype = _as_dtype(dtype, device)
+    model = build_model(config, state_dict, device, dtype, str(directory))
+    meta = saved.get("meta", {})
+    return LoadedModel(model, tokenizer, meta.get("name") or directory.name, str(directory), device, dtype, meta)
+
+
+def load_default(device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """The shipped model in gpt/default/ (our format)."""
+    if not (DEFAULT_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"no shipped model in {DEFAULT_DIR} yet; use random_model(...) or load_nanochat(...)")
+    return load_model(DEFAULT_DIR, device, dtype)
+
+
+def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
+                 device: torch.device | str | None = None) -> LoadedModel:
+    """An untrained model with nanochat's init (lm_head is zero, so every next token is equally likely)."""
+    _check_vocab(config, tokenizer, "random_model")
+    device = pick_device(device)
+    dtype = default_dtype(device)
+    torch.manual_seed(seed)
+    model = GPT(config)
+    model.init_weights()  # on CPU in fp32, so a seed gives the same weights on every device
+    model = build_model(config, model.state_dict(), device, dtype, "random_model")
+    return LoadedModel(model, tokenizer, f"random-init d{config.n_layer} (seed {seed})", "random-init", device, dtype,
+                       {"seed": seed})
+
+
+__all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "config_from_dict", "build_model",
+           "load_nanochat", "save_model", "load_model", "load_default", "random_model", "DEFAULT_DIR",
+           "NANOCHAT_SOURCES"]
