@@ -109,7 +109,8 @@ def _check_vocab(config: GPTConfig, tokenizer: Tokenizer, where: str) -> None:
 def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
                 where: str = "checkpoint") -> GPT:
     """GPT(config) with exactly these weights, on `device` in `dtype` (rotary tables bf16). Strict: CheckpointError
-    on a missing/unexpected key or a shape mismatch."""
+    on a missing/unexpected key or a shape mismatch. The model takes the tensors over (no copy where device and dtype
+    already match), so a big checkpoint is held in memory once."""
     state_dict = _strip_prefix(state_dict)
     with torch.device("meta"):  # no memory and no random init for weights that are about to be overwritten
         model = GPT(config)
@@ -124,9 +125,9 @@ def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: 
         if tuple(state_dict[k].shape) != shape:
             raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, "
                                   f"model {shape} (config {dataclasses.asdict(config)})")
-    model = model.to(dtype).to_empty(device=device)
-    model.load_state_dict(state_dict, strict=True)  # copies, casting each tensor to the parameter's dtype/device
-    # to_empty left the rotary buffers uninitialised: recompute them (bf16, on the model's device).
+    state_dict = {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)  # the meta parameters become these tensors
+    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (bf16, on device).
     model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head)
     return model.eval()
 

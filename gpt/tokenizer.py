@@ -59,7 +59,8 @@ class Tokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "Tokenizer":
-        """Learn BPE merges with rustbpe. `vocab_size` includes the 9 special tokens (as nanochat)."""
+        """Learn BPE merges with rustbpe. `vocab_size` includes the 9 special tokens (as nanochat). On a text too small
+        to supply that many merges the vocabulary comes out smaller: read `.vocab_size` for the model config."""
         import rustbpe  # training-only dependency
 
         n_bpe = vocab_size - len(SPECIAL_TOKENS)
