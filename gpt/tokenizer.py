@@ -111,7 +111,10 @@ class Tokenizer:
         refused with `UnsafePickleError` before it is called. The Encoding is then built by us from the checked state.
         """
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f).load()
+            try:
+                obj = _RestrictedUnpickler(f).load()
+            except UnsafePickleError as e:
+                raise UnsafePickleError(f"{path}: {e}") from None
         if not isinstance(obj, _EncodingState):
             raise UnsafePickleError(f"{path}: expected a pickled tiktoken Encoding, got {type(obj).__name__}")
         return cls(obj.to_encoding(path))
