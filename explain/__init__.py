@@ -1,0 +1,63 @@
+"""explain/: record one forward pass of the model and turn it into tables and Plotly figures, in English and 简体中文.
+
+Entry point (what the UI calls)::
+
+    from explain import build_all
+    views = build_all(model, tokenizer, "The cat sat", lang="en", layer=0, head=0, position=-1)
+    views["attention"].df, views["attention"].fig, views["attention"].text   # pandas, plotly, Markdown
+
+`build_all(model, tokenizer, text_or_ids, lang="en", **options) -> dict[str, ViewResult]` records one forward
+(`trace_forward`) and builds every view of `VIEWS`; `build_views(trace, lang, **options)` does the same for a trace
+you already have (re-use it when only layer/head/position change). text_or_ids: a string (needs the tokenizer),
+a list of ids, a list of lists [B][T] or a tensor [B, T]; tokenizer may be None (labels become "#id").
+Options: layer, head, position (-1 = last), row (batch row shown), j and new_token (causality), kv_steps (chunk sizes),
+gen_tokens, temperature, top_k, seed (generate), views (a subset of VIEWS).
+`ViewResult(name, title, df, fig, text)`; every function raises ValueError with a readable message on bad input.
+
+The views, one function each (all take lang="en" | "zh"):
+ 1 shapes      shapes_view(config_or_model, B=1, T=5, T0=0)           stages, symbolic/concrete shapes, flow diagram
+               shape_table(config, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
+ 2 rotary      rotary_view(model, T, T0=0)                            cos/sin tables and the slice [T0:T0+T]
+ 3 mask        mask_view(labels, chunk=None)                          the three causal-mask regimes
+ 4 attention   attention_view(trace, layer, head, row=0, position=-1) weights from recorded q, k
+               attention_weights(trace, layer) -> [B, H, Tq, Tk] tensor
+ 5 softcap     softcap_view(trace, position=-1, row=0)                15·tanh(x/15), raw vs capped
+ 6 next_token  next_token_view(trace, position=-1, row=0, k=10)       top-k per position, entropy, real next token
+               next_token_stats(trace, row, k) -> dict of arrays
+ 7 training    training_view(trace, row=0)                            per-position CE, mean == forward(idx, targets)
+ 8 causality   causality_view(trace, j=None, new_token=None, row=0)   change token j: exactly 0 change before j
+ 9 logit_lens  logit_lens_view(trace, row=0, position=-1)             every layer read through norm/lm_head/softcap
+               lens_logits(trace, layer, row) -> [T, V] tensor
+10 kv_cache    kv_cache_view(trace, steps=None)                       incremental == full, how the cache fills
+               incremental_logits(model, idx, steps)
+11 generate    generate_view(model, tokens, tokenizer, max_tokens=8, temperature=1.0, top_k=50, seed=42)
+               generate_steps(...) replays GPT.generate exactly; flops_per_token(config, context),
+               generation_flops(config, prompt_len, n_new); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
+               measures naive vs cached wall time (call it on request: it runs the model many times).
+
+Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
+own functions (forward, causal_mask_for, norm, lm_head, SOFTCAP); the one derived quantity is the attention weights,
+softmax(q·kᵀ/√hd + mask) from recorded q, k. Top-k and other reductions run on the model's device: full [T, V] logits
+never leave it. Long prompts are windowed (the last positions up to `position`) or aggregated, and titles say so.
+All text lives in explain/text.py.
+"""
+from explain.attention import attention_view, attention_weights
+from explain.build import VIEWS, build_all, build_views
+from explain.causality import causality_view
+from explain.common import ViewResult
+from explain.generate import (flops_per_token, generate_steps, generate_time_view, generate_view, generation_flops)
+from explain.kvcache import incremental_logits, kv_cache_view
+from explain.lens import lens_logits, logit_lens_view
+from explain.mask import mask_view
+from explain.nexttoken import next_token_stats, next_token_view
+from explain.rotary import rotary_view
+from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES, shape_table, shapes_view
+from explain.softcap import softcap_view
+from explain.trace import Trace, trace_forward
+from explain.training import training_view
+
+__all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "build_all", "build_views",
+           "causality_view", "flops_per_token", "generate_steps", "generate_time_view", "generate_view",
+           "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
+           "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",
+           "trace_forward", "training_view", "TUTORIAL_CONFIG", "TUTORIAL_EXAMPLES"]

@@ -1,0 +1,77 @@
+"""View 4 — attention weights per layer and head, from the recorded q and k (after rotary and QK norm).
+
+The weights are the one derived quantity explain/ computes itself: softmax(q·kᵀ/√hd + mask), with the model's own
+causal_mask_for. scaled_dot_product_attention never materialises them; a test checks weights·v == recorded attn.y.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.text import t
+from explain.trace import Trace
+from gpt.model import causal_mask_for
+
+
+def attention_weights(trace: Trace, layer: int) -> torch.Tensor:
+    """[B, H, Tq, Tk] float32 attention weights of block `layer`, on the device."""
+    if not 0 <= layer < trace.config.n_layer:
+        raise ValueError(f"layer must be in 0..{trace.config.n_layer - 1}")
+    q = trace.rec[f"blocks.{layer}.attn.q"].float()
+    k = trace.rec[f"blocks.{layer}.attn.k"].float()
+    group = q.size(1) // k.size(1)  # GQA: query head h reads key/value head h // group, as enable_gqa does
+    k = k.repeat_interleave(group, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
+    mask = causal_mask_for(q.size(2), k.size(2), device=q.device)
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+
+
+def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, position: int = -1,
+                   window_size: int = 48, lang: str = "en") -> ViewResult:
+    """Heatmap of one head's weights (queries x keys) with token labels.
+
+    Prompts longer than `window_size` show the queries and keys of a window ending at `position`; the weight that
+    those queries put on earlier keys is summed into one extra column (the title says so).
+    """
+    H, T = trace.config.n_head, trace.T
+    if not 0 <= head < H:
+        raise ValueError(f"head must be in 0..{H - 1}")
+    pos = resolve_position(position, T)
+    lo, hi = window(T, pos, window_size)
+    w = attention_weights(trace, layer)[row, head, lo:hi]  # [queries in window, all keys]
+    shown = w[:, lo:hi]
+    labels = trace.labels[row]
+    if lo > 0:
+        earlier = w[:, :lo].sum(dim=-1, keepdim=True)
+        shown = torch.cat([earlier, shown], dim=1)
+    z = np32(shown, 4)
+    earlier_label = t("attention", "earlier", lang, n=lo)
+    key_pos = np.array(([-1] if lo > 0 else []) + list(range(lo, hi)))  # -1 = the summed earlier keys
+    x = np.where(key_pos < 0, lo - 1, key_pos)  # drawn just left of the window
+    queries = np.arange(lo, hi)
+    kk, qq = np.meshgrid(x, queries)
+    visible = kk <= qq
+    df = pd.DataFrame({"layer": layer, "head": head, "query_pos": qq[visible],
+                       "key_pos": np.broadcast_to(key_pos, kk.shape)[visible], "weight": z[visible]})
+    df["query_token"] = [labels[p] for p in df["query_pos"]]
+    df["key_token"] = [labels[p] if p >= 0 else earlier_label for p in df["key_pos"]]
+    axis_labels = {int(p): (labels[p] if p >= lo else earlier_label) for p in x}
+
+    z_masked = np.where(visible, z, np.nan).astype(np.float32)  # masked cells blank, not "0"
+    title = t("attention", "title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
+    if lo > 0:
+        title += t("attention", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+    fig = go.Figure(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
+                               hovertemplate="query %{y} → key %{x}: %{z}<extra></extra>"),
+                    layout=base_layout(title, height=560, margin=dict(l=90, r=20, t=60, b=100)))
+    fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1), title=t("attention", "key", lang))
+    fig.update_yaxes(dict(position_axis(list(queries), labels, max_ticks=window_size, angle=0),
+                          autorange="reversed"), title=t("attention", "query", lang))
+    text = t("attention", "body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
+             hd=trace.config.n_embd // H)
+    return ViewResult("attention", title, df, fig, text)

@@ -1,0 +1,52 @@
+"""build_all: one call that records a forward and builds every view (what the UI calls)."""
+from __future__ import annotations
+
+from explain.attention import attention_view
+from explain.causality import causality_view
+from explain.common import ViewResult
+from explain.generate import generate_view
+from explain.kvcache import kv_cache_view
+from explain.lens import logit_lens_view
+from explain.mask import mask_view
+from explain.nexttoken import next_token_view
+from explain.rotary import rotary_view
+from explain.shapes import shapes_view
+from explain.softcap import softcap_view
+from explain.trace import Trace, trace_forward
+from explain.training import training_view
+from gpt.model import GPT
+
+VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
+         "kv_cache", "generate")
+
+
+def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
+                j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
+                gen_tokens: int = 6, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
+                views: tuple[str, ...] | None = None) -> dict[str, ViewResult]:
+    """Every view (or only `views`) of an existing trace, in VIEWS order."""
+    wanted = VIEWS if views is None else tuple(views)
+    unknown = set(wanted) - set(VIEWS)
+    if unknown:
+        raise ValueError(f"unknown views {sorted(unknown)}; known: {VIEWS}")
+    model = trace.model
+    makers = {
+        "shapes": lambda: shapes_view(model, trace.B, trace.T, 0, lang=lang),
+        "rotary": lambda: rotary_view(model, trace.T, 0, lang=lang),
+        "mask": lambda: mask_view(trace.labels[row], lang=lang),
+        "attention": lambda: attention_view(trace, layer, head, row, position, lang=lang),
+        "softcap": lambda: softcap_view(trace, position, row, lang=lang),
+        "next_token": lambda: next_token_view(trace, position, row, lang=lang),
+        "training": lambda: training_view(trace, row, lang=lang),
+        "causality": lambda: causality_view(trace, j, new_token, row, lang=lang),
+        "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
+        "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),
+        "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
+                                          seed, lang=lang),
+    }
+    return {name: makers[name]() for name in VIEWS if name in wanted}
+
+
+def build_all(model: GPT, tokenizer, text_or_ids, lang: str = "en", **options) -> dict[str, ViewResult]:
+    """Record one forward of `text_or_ids` and build every view; `options` are those of build_views."""
+    return build_views(trace_forward(model, text_or_ids, tokenizer), lang, **options)

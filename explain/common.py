@@ -1,0 +1,57 @@
+"""Small shared pieces of the views: the result type, position windows, array conversion, plot defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+FONT = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, Arial, sans-serif"  # Chinese labels render everywhere
+
+
+@dataclass
+class ViewResult:
+    """One view: the data (downloadable), the picture, and its explanation in the requested language."""
+    name: str
+    title: str
+    df: pd.DataFrame
+    fig: go.Figure
+    text: str
+
+
+def window(T: int, focus: int, size: int) -> tuple[int, int]:
+    """[start, end) of at most `size` positions containing `focus`, as late as possible (causal views look back)."""
+    if T <= size:
+        return 0, T
+    end = min(T, max(size, focus + 1))
+    return end - size, end
+
+
+def resolve_position(position: int, T: int) -> int:
+    """Python-style index (-1 = last) -> 0..T-1, with a clear error."""
+    p = position + T if position < 0 else position
+    if not 0 <= p < T:
+        raise ValueError(f"position {position} is outside the prompt (0..{T - 1})")
+    return p
+
+
+def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
+    """A small tensor -> float32 numpy, rounded so figures stay lean."""
+    return np.round(t.detach().float().cpu().numpy(), decimals).astype(np.float32)
+
+
+def base_layout(title: str, height: int = 420, **kw) -> dict:
+    """Layout every view starts from: white template, compact margins, a CJK-capable font."""
+    layout = dict(title=dict(text=title, font=dict(size=15)), template="plotly_white", height=height,
+                  margin=dict(l=60, r=20, t=60, b=50), font=dict(family=FONT, size=12))
+    layout.update(kw)
+    return layout
+
+
+def position_axis(positions: list[int], labels: list[str], max_ticks: int = 64, angle: int = -60) -> dict:
+    """A numeric position axis whose ticks read as the tokens (duplicates are fine, positions stay distinct)."""
+    step = max(1, -(-len(positions) // max_ticks))
+    shown = positions[::step]
+    return dict(tickmode="array", tickvals=shown, ticktext=[labels[p] for p in shown], tickangle=angle)

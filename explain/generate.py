@@ -1,0 +1,196 @@
+"""View 11 — generation step by step, and what naive generation costs against a KV cache.
+
+`generate_steps` replays GPT.generate's loop (same forward, same top-k filter, same temperature, same seeded
+torch.Generator and multinomial call) and keeps, at each step, the top of the distribution it sampled from; a test
+checks that its tokens equal list(model.generate(...)). Cost is shown two ways: counted FLOPs (`flops_per_token`,
+from the config alone) and wall time measured on the actual model (`generate_time_view`, on request).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from plotly.subplots import make_subplots
+
+from explain.common import ViewResult, base_layout, np32
+from explain.kvcache import new_cache
+from explain.text import t
+from explain.trace import token_labels
+from gpt.model import GPT, GPTConfig
+
+
+@torch.inference_mode()
+def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: float = 1.0,
+                   top_k: int | None = None, seed: int = 42, show_k: int = 10) -> list[dict]:
+    """GPT.generate's loop, keeping per step: the sampled token, the top `show_k` of the distribution it was drawn
+    from (after top-k and temperature; at temperature 0 the softmax of the filtered logits, and argmax picks), how
+    many tokens had non-zero probability, and the entropy. Full distributions stay on the device."""
+    device = model.get_device()
+    rng = None
+    if temperature > 0:
+        rng = torch.Generator(device=device)
+        rng.manual_seed(seed)
+    ids = torch.tensor([tokens], dtype=torch.long, device=device)
+    steps = []
+    for step in range(max_tokens):
+        logits = model.forward(ids)[:, -1, :]
+        if top_k:
+            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+            logits[logits < v[:, [-1]]] = -float("inf")
+        if temperature > 0:
+            probs = F.softmax(logits / temperature, dim=-1)
+            next_ids = torch.multinomial(probs, num_samples=1, generator=rng)
+        else:
+            probs = F.softmax(logits, dim=-1)
+            next_ids = torch.argmax(logits, dim=-1, keepdim=True)
+        top_p, top_ids = probs[0].topk(min(show_k, probs.size(-1)))
+        token = next_ids.item()
+        steps.append(dict(step=step + 1, context=ids.size(1), token=token, p_token=float(probs[0, token]),
+                          candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
+                          top_ids=top_ids.tolist(), top_p=np32(top_p, 5)))
+        ids = torch.cat((ids, next_ids), dim=1)
+    return steps
+
+
+def flops_per_token(config: GPTConfig, context: int) -> int:
+    """Forward FLOPs (multiply + add = 2) for ONE token that attends over `context` keys (itself included).
+
+    Weights: every Linear is 2·in·out per token — per layer c_q C·C, c_k and c_v C·Hkv·hd each, c_proj C·C, MLP
+    2·4C·C; plus lm_head C·V. The embedding lookup, norms, rotary, softmax and softcap are elementwise: left out.
+    Attention: per layer, scores q·k and the weighted sum of v each cost 2·hd per key per head = 2·C·context.
+    """
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    kv = config.n_kv_head * (C // config.n_head)
+    weights = L * (C * C + 2 * C * kv + C * C + 8 * C * C) + C * V
+    return 2 * weights + L * 4 * C * context
+
+
+def forward_flops(config: GPTConfig, T: int, T0: int = 0) -> int:
+    """FLOPs of one forward of T new tokens after T0 cached ones (causal: token i attends over T0+i+1 keys)."""
+    return sum(flops_per_token(config, T0 + i + 1) for i in range(T))
+
+
+def generation_flops(config: GPTConfig, prompt_len: int, n_new: int) -> tuple[int, int]:
+    """(naive, cached) FLOPs to generate n_new tokens after a prompt of prompt_len.
+
+    Naive (GPT.generate) runs a full forward of length P, P+1, ..., P+n-1: the prefix is recomputed every step, so
+    the total grows quadratically with n. Cached: one prefill of P tokens, then n-1 one-token forwards: linear in n
+    (apart from attention over the growing cache, which is the same in both).
+    """
+    naive = sum(forward_flops(config, prompt_len + s) for s in range(n_new))
+    cached = forward_flops(config, prompt_len) + sum(forward_flops(config, 1, prompt_len + s)
+                                                      for s in range(n_new - 1))
+    return naive, cached
+
+
+@torch.inference_mode()
+def cached_generate(model: GPT, tokens: list[int], max_tokens: int) -> list[int]:
+    """Greedy generation through a KV cache: prefill once, then feed one token per step (the cached counterpart of
+    GPT.generate, kept minimal so the timing compares only the loop structure)."""
+    cache = new_cache(model, 1, len(tokens) + max_tokens)
+    ids = torch.tensor([tokens], dtype=torch.long, device=model.get_device())
+    out = []
+    for _ in range(max_tokens):
+        ids = model(ids, kv_cache=cache)[:, -1].argmax(-1, keepdim=True)
+        out.append(ids.item())
+    return out
+
+
+def _cost_lengths(config: GPTConfig, prompt_len: int, n_max: int = 64) -> list[int]:
+    room = max(1, config.sequence_len - prompt_len)
+    return sorted({n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= min(n_max, room)} | {min(n_max, room)})
+
+
+def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int = 8, temperature: float = 1.0,
+                  top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en") -> ViewResult:
+    """Steps x top-k heatmap of what generate sampled from (the chosen token outlined), and counted FLOPs of naive
+    vs cached generation for growing lengths."""
+    if not tokens:
+        raise ValueError("generation needs a prompt of at least one token")
+    max_tokens = max(0, min(max_tokens, model.config.sequence_len - len(tokens)))
+    steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k)
+    all_ids = sorted({i for s in steps for i in s["top_ids"]} | {s["token"] for s in steps})
+    names = dict(zip(all_ids, token_labels(tokenizer, all_ids)))
+    rows = []
+    for s in steps:
+        for r, (i, p) in enumerate(zip(s["top_ids"], s["top_p"]), start=1):
+            rows.append(dict(step=s["step"], context=s["context"], rank=r, token_id=i, token=names[i], prob=float(p),
+                             sampled=i == s["token"], chosen_id=s["token"], chosen_token=names[s["token"]],
+                             p_chosen=s["p_token"], candidates=s["candidates"], entropy=s["entropy"]))
+    df = pd.DataFrame(rows, columns=["step", "context", "rank", "token_id", "token", "prob", "sampled", "chosen_id",
+                                     "chosen_token", "p_chosen", "candidates", "entropy"])
+    df["temperature"], df["top_k"], df["seed"] = temperature, top_k or 0, seed
+
+    lengths = _cost_lengths(model.config, len(tokens))
+    flops = [generation_flops(model.config, len(tokens), n) for n in lengths]
+    text_so_far = "".join(names[s["token"]] for s in steps)
+    title = t("generate", "title", lang, n=len(steps), temperature=temperature, top_k=top_k or t("generate", "off", lang),
+              seed=seed)
+    fig = make_subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
+                        subplot_titles=[t("generate", "heat", lang), t("generate", "cost", lang, P=len(tokens))])
+    if steps:
+        z = np.stack([s["top_p"] for s in steps])
+        cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
+        y = [t("generate", "step", lang, s=s["step"], token=names[s["token"]]) for s in steps]
+        fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
+                                 textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
+                                 colorbar=dict(len=0.55, y=0.75),
+                                 hovertemplate="%{y} rank %{x}: %{text} p=%{z}<extra></extra>"), row=1, col=1)
+        hit = [(s["top_ids"].index(s["token"]) + 1, y[k]) for k, s in enumerate(steps) if s["token"] in s["top_ids"]]
+        fig.add_trace(go.Scatter(x=[h[0] for h in hit], y=[h[1] for h in hit], mode="markers",
+                                 name=t("generate", "sampled", lang), hoverinfo="skip",
+                                 marker=dict(symbol="square-open", size=18, color="#d93025", line=dict(width=2))),
+                      row=1, col=1)
+        fig.update_yaxes(autorange="reversed", row=1, col=1)
+        fig.update_xaxes(title_text=t("generate", "rank", lang), dtick=1, row=1, col=1)
+    for k, (key, color) in enumerate((("naive", "#d93025"), ("cached", "#188038"))):
+        fig.add_trace(go.Scatter(x=lengths, y=[f[k] / 1e9 for f in flops], mode="lines+markers",
+                                 name=t("generate", key, lang), line=dict(color=color)), row=2, col=1)
+    fig.update_xaxes(title_text=t("generate", "n_new", lang), row=2, col=1)
+    fig.update_yaxes(title_text="GFLOP", row=2, col=1)
+    fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
+                                  margin=dict(l=130, r=20, t=70, b=80)))
+    n_last = lengths[-1]
+    text = t("generate", "body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
+             ratio=flops[-1][0] / max(1, flops[-1][1]), seed=seed, temperature=temperature,
+             top_k=top_k or t("generate", "off", lang), text=text_so_far)
+    return ViewResult("generate", title, df, fig, text)
+
+
+def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),
+                       lang: str = "en") -> ViewResult:
+    """Measured wall time (time.perf_counter, on this machine and model) of naive GPT.generate vs cached_generate,
+    both greedy, for growing numbers of new tokens; with their counted FLOPs alongside. Keep lengths small on CPU."""
+    if not tokens:
+        raise ValueError("timing needs a prompt of at least one token")
+    room = model.config.sequence_len - len(tokens)
+    lengths = [n for n in lengths if 1 <= n <= room]
+    if not lengths:
+        raise ValueError(f"no room to generate: the prompt already fills {len(tokens)} of {room + len(tokens)}")
+    cached_generate(model, tokens, 1)  # warm-up (first call allocates)
+    rows = []
+    for n in lengths:
+        t0 = time.perf_counter()
+        naive_out = list(model.generate(tokens, n, temperature=0))
+        t1 = time.perf_counter()
+        cached_out = cached_generate(model, tokens, n)
+        t2 = time.perf_counter()
+        f_naive, f_cached = generation_flops(model.config, len(tokens), n)
+        rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),
+                         naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))
+    df = pd.DataFrame(rows)
+    title = t("generate_time", "title", lang, P=len(tokens), device=str(model.get_device()))
+    fig = go.Figure(layout=base_layout(title, height=420, legend=dict(orientation="h", y=-0.2)))
+    for key, column, color in (("naive", "naive_s", "#d93025"), ("cached", "cached_s", "#188038")):
+        fig.add_trace(go.Scatter(x=df["n_new"], y=df[column] * 1000, mode="lines+markers",
+                                 name=t("generate", key, lang), line=dict(color=color)))
+    fig.update_xaxes(title_text=t("generate", "n_new", lang))
+    fig.update_yaxes(title_text="ms")
+    last = rows[-1]
+    text = t("generate_time", "body", lang, n=last["n_new"], naive=last["naive_s"] * 1000,
+             cached=last["cached_s"] * 1000, speedup=last["speedup"])
+    return ViewResult("generate_time", title, df, fig, text)

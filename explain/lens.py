@@ -1,0 +1,79 @@
+"""View 9 — the logit lens: read every layer's residual stream as if it were the last one.
+
+Each recorded residual (the embedding after norm, then each block's output) is pushed through the model's own final
+norm, lm_head and softcap. At the last block this is exactly what forward does, so the lens ends at the real logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.text import t
+from explain.trace import Trace, token_labels
+from gpt.model import SOFTCAP, norm
+
+
+def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
+    """(names shown, recorded names) of the residual stream read by the lens: embedding, then each block's output."""
+    L = trace.config.n_layer
+    return ["embed"] + [f"block {i}" for i in range(L)], ["embed_norm"] + [f"blocks.{i}.output" for i in range(L)]
+
+
+@torch.inference_mode()
+def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice(None)) -> torch.Tensor:
+    """Softcapped logits [T', V] (on the device) read from residual `layer` (0 = embedding, i+1 = block i's output)."""
+    _, names = lens_inputs(trace)
+    x = trace.rec[names[layer]][row, positions]
+    logits = trace.model.lm_head(norm(x)).float()
+    return SOFTCAP * torch.tanh(logits / SOFTCAP)
+
+
+@torch.inference_mode()
+def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size: int = 32,
+                    lang: str = "en") -> ViewResult:
+    """Layers x positions: each layer's top token (cell text) and the probability it already gives to the model's
+    final top token (colour). Computed for a window of `window_size` positions ending at `position`."""
+    T = trace.T
+    lo, hi = window(T, resolve_position(position, T), window_size)
+    shown, _ = lens_inputs(trace)
+    final = trace.logits[row, lo:hi].argmax(-1)  # the model's answer at each position
+    ar = torch.arange(hi - lo, device=final.device)
+    top_ids, top_p, p_final = [], [], []
+    for layer in range(len(shown)):
+        p = lens_logits(trace, layer, row, slice(lo, hi)).softmax(-1)  # [window, V], stays on the device
+        best = p.max(-1)
+        top_ids.append(best.indices)
+        top_p.append(best.values)
+        p_final.append(p[ar, final])
+    top_ids = torch.stack(top_ids).cpu().numpy()
+    top_p, p_final = np32(torch.stack(top_p), 4), np32(torch.stack(p_final), 4)
+    uniq = np.unique(np.append(top_ids, final.cpu().numpy())).tolist()
+    names = dict(zip(uniq, token_labels(trace.tokenizer, uniq)))
+    final_ids = final.cpu().numpy()
+    labels = trace.labels[row]
+    n_layers, n_pos = top_ids.shape
+    df = pd.DataFrame({"layer": np.repeat(shown, n_pos), "position": np.tile(np.arange(lo, hi), n_layers),
+                       "top_token_id": top_ids.ravel(), "p_top": top_p.ravel(), "p_final_answer": p_final.ravel(),
+                       "final_answer_id": np.tile(final_ids, n_layers)})
+    df["input_token"] = [labels[p] for p in df["position"]]
+    df["top_token"] = [names[i] for i in df["top_token_id"]]
+    df["final_answer"] = [names[i] for i in df["final_answer_id"]]
+
+    title = t("logit_lens", "title", lang) + (t("logit_lens", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+                                               if hi - lo < T else "")
+    cell = np.array([[names[i] for i in r] for r in top_ids], dtype=object)
+    x = np.arange(lo, hi)
+    fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}", textfont=dict(size=9),
+                               colorscale="Greens", zmin=0, zmax=1, colorbar=dict(title="p(final)"),
+                               hovertemplate="%{y}, pos %{x}: top %{text}, p(final)=%{z}<extra></extra>"),
+                    layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(l=80, r=20, t=60, b=90)))
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size), title=t("logit_lens", "x", lang))
+    fig.update_yaxes(autorange="reversed")
+    agree = float((top_ids[-1] == final_ids).mean())
+    first = [next((shown[l] for l in range(n_layers) if top_ids[l, i] == final_ids[i]), "-") for i in range(n_pos)]
+    text = t("logit_lens", "body", lang, L=trace.config.n_layer, agree=agree,
+             last=f"{labels[hi - 1]} → {names[int(final_ids[-1])]}", first_layer=first[-1])
+    return ViewResult("logit_lens", title, df, fig, text)

@@ -1,0 +1,106 @@
+"""View 6 — the next-token distribution at every position: top-k, entropy, and how the real next token fares.
+
+Softmax, top-k, entropy and the rank of the actual next token are computed on the device; only [T, k] ids and
+probabilities and per-position scalars come back.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.text import t
+from explain.trace import Trace, token_labels
+
+
+@torch.inference_mode()
+def next_token_stats(trace: Trace, row: int = 0, k: int = 20) -> dict[str, np.ndarray]:
+    """Per position: top-k ids/probs [T, k], entropy [T] (nats), and for positions 0..T-2 the probability and rank
+    (1 = most likely) of the token that actually comes next in the prompt."""
+    logits = trace.logits[row].float()  # [T, V] stays on the device
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = torch.special.entr(p).sum(-1)
+    top_p, top_ids = p.topk(min(k, p.size(-1)), dim=-1)
+    nxt = trace.idx[row, 1:]
+    ar = torch.arange(nxt.numel(), device=p.device)
+    target_logit = logits[ar, nxt]
+    rank = (logits[:-1] > target_logit[:, None]).sum(-1) + 1
+    return {"top_ids": top_ids.cpu().numpy(), "top_p": np32(top_p, 6), "entropy": np32(entropy, 5),
+            "p_next": np32(p[ar, nxt], 6), "rank_next": rank.cpu().numpy()}
+
+
+def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10, bar_k: int = 20,
+                    window_size: int = 32, lang: str = "en") -> ViewResult:
+    """Positions x top-k heatmap (window of `window_size` positions ending at `position`), entropy and p(actual
+    next) for every position, and the top `bar_k` bar chart at `position`."""
+    T = trace.T
+    pos = resolve_position(position, T)
+    s = next_token_stats(trace, row, max(k, bar_k))
+    labels = trace.labels[row]
+    ids_flat = np.unique(s["top_ids"])
+    names = dict(zip(ids_flat.tolist(), token_labels(trace.tokenizer, ids_flat.tolist())))
+    kk = s["top_ids"].shape[1]
+    ids = trace.ids(row)
+    nxt = ids[1:] + [-1]
+    p_next = np.append(s["p_next"], np.nan).astype(np.float32)
+    rank_next = np.append(s["rank_next"], -1)
+    df = pd.DataFrame({"position": np.repeat(np.arange(T), min(k, kk)), "rank": np.tile(np.arange(1, min(k, kk) + 1), T),
+                       "token_id": s["top_ids"][:, :k].ravel(), "prob": s["top_p"][:, :k].ravel()})
+    df["token"] = [names[i] for i in df["token_id"]]
+    df["input_token"] = [labels[p] for p in df["position"]]
+    df["entropy"] = s["entropy"][df["position"]]
+    df["actual_next_id"] = np.array(nxt)[df["position"]]
+    df["p_actual_next"] = p_next[df["position"]]
+    df["rank_actual_next"] = rank_next[df["position"]]
+
+    lo, hi = window(T, pos, window_size)
+    title = t("next_token", "title", lang, pos=pos, token=labels[pos])
+    if lo > 0:
+        title += t("next_token", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
+                        specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
+                        subplot_titles=[t("next_token", "heat", lang, k=min(k, kk)),
+                                        t("next_token", "bar", lang, k=bar_k, pos=pos, token=labels[pos]),
+                                        t("next_token", "lines", lang)])
+    z = s["top_p"][lo:hi, :k]
+    cell = np.array([[names[i] for i in r] for r in s["top_ids"][lo:hi, :k]], dtype=object)
+    ranks = np.arange(1, z.shape[1] + 1)
+    fig.add_trace(go.Heatmap(z=z, x=ranks, y=np.arange(lo, hi), text=cell, texttemplate="%{text}",
+                             textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1, showscale=False,
+                             hovertemplate="pos %{y} rank %{x}: %{text} p=%{z}<extra></extra>"), row=1, col=1)
+    # Outline the actual next token where it made the top k.
+    hit = [(p, int(rank_next[p])) for p in range(lo, min(hi, T - 1)) if 1 <= rank_next[p] <= z.shape[1]]
+    if hit:
+        fig.add_trace(go.Scatter(x=[r for _, r in hit], y=[p for p, _ in hit], mode="markers",
+                                 marker=dict(symbol="square-open", size=16, color="#d93025", line=dict(width=2)),
+                                 name=t("next_token", "actual", lang), hoverinfo="skip"), row=1, col=1)
+    fig.update_yaxes(dict(position_axis(list(range(lo, hi)), labels, max_ticks=window_size, angle=0),
+                          autorange="reversed"), row=1, col=1)
+    fig.update_xaxes(title_text=t("next_token", "rank", lang), dtick=1, row=1, col=1)
+    top_ids, top_p = s["top_ids"][pos, :bar_k], s["top_p"][pos, :bar_k]
+    colors = ["#d93025" if pos + 1 < T and i == ids[pos + 1] else "#1a73e8" for i in top_ids]
+    fig.add_trace(go.Bar(x=top_p[::-1], y=np.arange(len(top_p))[::-1], orientation="h", marker_color=colors[::-1],
+                         showlegend=False, hovertemplate="%{x}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(tickmode="array", tickvals=np.arange(len(top_p)), ticktext=[names[i] for i in top_ids],
+                     autorange="reversed", row=1, col=2)
+    fig.update_xaxes(title_text="p", row=1, col=2)
+    x = np.arange(T)
+    fig.add_trace(go.Scatter(x=x, y=s["entropy"], name=t("next_token", "entropy", lang), line=dict(color="#9334e6")),
+                  row=2, col=1)
+    fig.add_trace(go.Scatter(x=x[:-1], y=s["p_next"], name=t("next_token", "p_next", lang), mode="lines+markers",
+                             marker=dict(size=4), line=dict(color="#d93025")), row=2, col=1, secondary_y=True)
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=48), row=2, col=1)
+    fig.update_yaxes(title_text=t("next_token", "entropy", lang), row=2, col=1)
+    fig.update_yaxes(title_text=t("next_token", "p_next", lang), range=[0, 1], row=2, col=1, secondary_y=True)
+    fig.update_layout(base_layout(title, height=900, legend=dict(orientation="h", y=-0.12),
+                                  margin=dict(l=90, r=60, t=70, b=80)))
+    known = s["p_next"]
+    text = t("next_token", "body", lang, T=T, V=trace.config.vocab_size,
+             max_entropy=float(np.log(trace.config.vocab_size)),
+             mean_p=float(known.mean()) if known.size else float("nan"),
+             top1=int((s["rank_next"] == 1).sum()), n=int(known.size))
+    return ViewResult("next_token", title, df, fig, text)

@@ -1,0 +1,215 @@
+"""View 1 — shapes and stages: every tensor of forward with its symbolic shape, concrete shape and dtype.
+
+The shapes come from running the real GPT.forward on PyTorch's "meta" device (tensors with a shape and dtype but no
+data) through the model's recorder. So any config and any B, T, T0 costs nothing and cannot run out of memory, and the
+shapes are the model's own, not a second description of it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from explain.common import ViewResult, base_layout
+from explain.text import t
+from gpt.kv_cache import KVCache
+from gpt.model import GPT, GPTConfig
+from gpt.recorder import Recorder
+
+# Recorded name -> (stage, code that produces it, symbolic shape). Block tensors use "blocks.0." (block 0 stands for
+# every block: they all have the same shapes).
+_ACTIVATIONS = [
+    ("rotary.cos", 1, "cos[:, T0:T0+T]", "[1, T, 1, hd/2]"),
+    ("rotary.sin", 1, "sin[:, T0:T0+T]", "[1, T, 1, hd/2]"),
+    ("embed", 2, "wte(idx)", "[B, T, C]"),
+    ("embed_norm", 2, "norm(x)", "[B, T, C]"),
+    ("blocks.0.input", 2, "x entering block", "[B, T, C]"),
+    ("blocks.0.attn.q", 2, "norm(rotary(c_q(norm(x))))", "[B, H, T, hd]"),
+    ("blocks.0.attn.k", 2, "norm(rotary(c_k(norm(x)))) (+ cache)", "[B, Hkv, Tk, hd]"),
+    ("blocks.0.attn.v", 2, "c_v(norm(x)) (+ cache)", "[B, Hkv, Tk, hd]"),
+    ("blocks.0.attn.y", 2, "softmax(q·kᵀ/√hd + mask)·v", "[B, H, T, hd]"),
+    ("blocks.0.attn.out", 2, "c_proj(y)", "[B, T, C]"),
+    ("blocks.0.resid_mid", 2, "x + attn", "[B, T, C]"),
+    ("blocks.0.mlp.hidden", 2, "relu(c_fc(norm(x)))²", "[B, T, 4C]"),
+    ("blocks.0.mlp.out", 2, "c_proj(hidden)", "[B, T, C]"),
+    ("blocks.0.output", 2, "x + mlp", "[B, T, C]"),
+    ("final_norm", 2, "norm(x)", "[B, T, C]"),
+    ("logits_raw", 3, "lm_head(x).float()", "[B, T, V]"),
+    ("logits", 3, "15·tanh(logits_raw/15)", "[B, T, V]"),
+]
+# Per-head slices, inserted after the tensor they slice: (after, name, code, symbolic, head count attribute).
+_PER_HEAD = {
+    "blocks.0.attn.q": ("q[:, h]", "one query head", "[B, T, hd]", "n_head"),
+    "blocks.0.attn.k": ("k[:, g]", "one key head", "[B, Tk, hd]", "n_kv_head"),
+    "blocks.0.attn.v": ("v[:, g]", "one value head", "[B, Tk, hd]", "n_kv_head"),
+}
+_PARAMS = [
+    (2, "transformer.wte.weight", "[V, C]"),
+    (2, "transformer.h.0.attn.c_q.weight", "[H·hd, C]"),
+    (2, "transformer.h.0.attn.c_k.weight", "[Hkv·hd, C]"),
+    (2, "transformer.h.0.attn.c_v.weight", "[Hkv·hd, C]"),
+    (2, "transformer.h.0.mlp.c_fc.weight", "[4C, C]"),
+    (3, "lm_head.weight", "[V, C]"),
+]
+_DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int64: "int64",
+          torch.float64: "float64"}
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _meta_model(config: GPTConfig, dtype: torch.dtype) -> GPT:
+    with torch.device("meta"):
+        model = GPT(config)
+    model.transformer.to(dtype)  # parameters only: the rotary buffers stay bf16, as in the real model
+    model.lm_head.to(dtype)
+    return model
+
+
+def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
+                dtype: torch.dtype = torch.float32) -> pd.DataFrame:
+    """Every stage of forward for input [B, T] after T0 cached positions: name, symbolic and concrete shape, dtype.
+
+    Runs GPT.forward on the meta device twice: inference (recorded; with a KV cache prefilled with T0 positions when
+    T0 > 0) and training (targets [B, T] -> the loss; only meaningful without a cache, so T0 = 0 there).
+    """
+    if B < 1 or T < 1 or T0 < 0:
+        raise ValueError("need B >= 1, T >= 1, T0 >= 0")
+    if T0 + T > 10 * config.sequence_len:
+        raise ValueError(f"T0 + T = {T0 + T} exceeds the rotary table (10 x sequence_len)")
+    # Every block has the same shapes, so one block is enough to run (meta ops still cost a little Python time).
+    model = _meta_model(replace(config, n_layer=1), dtype)
+    hd, L = config.n_embd // config.n_head, config.n_layer
+    kv_cache = None
+    if T0 > 0:
+        kv_cache = KVCache(B, config.n_kv_head, T0 + T, hd, 1, device="meta", dtype=dtype)
+        model(torch.zeros(B, T0, dtype=torch.long, device="meta"), kv_cache=kv_cache)
+    rec = Recorder()
+    idx = torch.zeros(B, T, dtype=torch.long, device="meta")
+    logits = model(idx, kv_cache=kv_cache, recorder=rec)
+    loss = model(idx, targets=idx)
+    loss_none = model(idx, targets=idx, loss_reduction="none")
+
+    rows = [dict(stage=2, name="idx", code="input token ids", symbolic="[B, T]", concrete=_fmt(idx.shape),
+                 dtype="int64", kind="input", branch="both")]
+    for stage, name, sym in _PARAMS:
+        rows.append(dict(stage=stage, name=name, code="parameter", symbolic=sym,
+                         concrete=_fmt(model.get_parameter(name).shape), dtype=_DTYPE[dtype], kind="parameter",
+                         branch="both"))
+    for name, stage, code, sym in _ACTIVATIONS:
+        x = rec[name]
+        rows.append(dict(stage=stage, name=name, code=code, symbolic=sym, concrete=_fmt(x.shape),
+                         dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
+        if name in _PER_HEAD:
+            code_h, what, sym_h, count = _PER_HEAD[name]
+            n = getattr(config, count)
+            rows.append(dict(stage=stage, name=name + " (one head)", code=f"{code_h}, {what} of {n}", symbolic=sym_h,
+                             concrete=_fmt(x[:, 0].shape), dtype=_DTYPE[x.dtype], kind="per head", branch="both"))
+        if name == "blocks.0.attn.v":
+            q, k = rec["blocks.0.attn.q"], rec["blocks.0.attn.k"]
+            rows.append(dict(stage=stage, name="attention weights", code="softmax(q·kᵀ/√hd + mask)",
+                             symbolic="[B, H, T, Tk]", concrete=_fmt((*q.shape[:3], k.shape[2])),
+                             dtype=_DTYPE[q.dtype], kind="inside sdpa", branch="both"))
+        if name == "blocks.0.output" and L > 1:
+            rows.append(dict(stage=2, name=f"blocks.1 … blocks.{L - 1}", code=f"{L - 1} more blocks, same shapes",
+                             symbolic="[B, T, C]", concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation",
+                             branch="both"))
+    rows += [
+        dict(stage=4, name="return logits", code="targets=None", symbolic="[B, T, V]", concrete=_fmt(logits.shape),
+             dtype=_DTYPE[logits.dtype], kind="output", branch="inference"),
+        dict(stage=4, name="targets", code="idx shifted left by one", symbolic="[B, T]", concrete=_fmt(idx.shape),
+             dtype="int64", kind="input", branch="training"),
+        dict(stage=4, name="loss", code="cross_entropy(logits.view(-1, V), targets.view(-1))", symbolic="[]",
+             concrete=_fmt(loss.shape), dtype=_DTYPE[loss.dtype], kind="output", branch="training"),
+        dict(stage=4, name="loss (loss_reduction='none')", code="one loss per position", symbolic="[B·T]",
+             concrete=_fmt(loss_none.shape), dtype=_DTYPE[loss_none.dtype], kind="output", branch="training"),
+    ]
+    df = pd.DataFrame(rows)
+    return df.sort_values("stage", kind="stable").reset_index(drop=True)
+
+
+def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> go.Figure:
+    """A box-and-arrow picture of forward, each box showing its symbolic and concrete shape."""
+    shape_of = dict(zip(df["name"], zip(df["symbolic"], df["concrete"])))
+    shapes, notes = [], []
+
+    def box(x, y, w, label, name, color="#e8f0fe", h=0.72):
+        sym, conc = shape_of[name]
+        shapes.append(dict(type="rect", x0=x - w / 2, x1=x + w / 2, y0=y - h / 2, y1=y + h / 2,
+                           fillcolor=color, line=dict(color="#5f6368", width=1)))
+        notes.append(dict(x=x, y=y, text=f"<b>{label}</b><br>{sym} = {conc}", showarrow=False, font=dict(size=11)))
+
+    def arrow(x0, y0, x1, y1):
+        notes.append(dict(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
+                          showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.2, arrowcolor="#5f6368"))
+
+    # Stage bands (drawn first, behind the boxes) with their names on the right.
+    for stage, (y0, y1), color in [(1, (0.5, -1.5), "#fef7e0"), (2, (-1.5, -10.5), "#e6f4ea"),
+                                   (3, (-10.5, -12.5), "#fce8e6"), (4, (-12.5, -14.5), "#f3e8fd")]:
+        shapes.append(dict(type="rect", x0=-0.2, x1=12.2, y0=y1, y1=y0, fillcolor=color, opacity=0.6,
+                           line=dict(width=0), layer="below"))
+        notes.append(dict(x=12.1, y=(y0 + y1) / 2, text=t("shapes", f"stage{stage}", lang), showarrow=False,
+                          xanchor="right", textangle=-90, font=dict(size=11, color="#5f6368")))
+    X = 5.5
+    box(X, 0, 4.2, "idx", "idx", "#ffffff")
+    box(1.6, -1.0, 2.8, "cos, sin [T0:T0+T]", "rotary.cos", "#fff3c4")
+    box(X, -2, 4.2, "wte(idx)", "embed")
+    box(X, -3, 4.2, "norm", "embed_norm")
+    # The block, drawn once with its repeat count.
+    shapes.append(dict(type="rect", x0=0.2, x1=10.8, y0=-9.5, y1=-3.55, line=dict(color="#188038", width=2,
+                                                                                  dash="dot")))
+    notes.append(dict(x=0.3, y=-3.75, text=f"<b>Block × n_layer = {config.n_layer}</b>", showarrow=False,
+                      xanchor="left", font=dict(size=12, color="#188038")))
+    box(2.3, -4.5, 3.0, "q", "blocks.0.attn.q")
+    box(5.5, -4.5, 3.0, "k", "blocks.0.attn.k")
+    box(8.7, -4.5, 3.0, "v", "blocks.0.attn.v")
+    box(X, -5.5, 6.0, "softmax(q·kᵀ/√hd + mask)", "attention weights", "#fff3c4")
+    box(X, -6.5, 4.2, "y = weights·v", "blocks.0.attn.y")
+    box(X, -7.5, 4.2, "x + c_proj(y)", "blocks.0.resid_mid")
+    box(X, -8.5, 4.2, "MLP relu²", "blocks.0.mlp.hidden")
+    box(X, -10, 4.2, "final norm", "final_norm")
+    box(X, -11, 4.2, "lm_head", "logits_raw")
+    box(X, -12, 4.2, "softcap 15·tanh(x/15)", "logits")
+    box(2.8, -13.5, 4.4, t("shapes", "inference", lang), "return logits", "#ffffff")
+    box(8.2, -13.5, 4.4, t("shapes", "training", lang), "loss", "#ffffff")
+    for y0, y1 in [(0, -2), (-2, -3), (-5.5, -6.5), (-6.5, -7.5), (-7.5, -8.5), (-8.5, -10), (-10, -11),
+                   (-11, -12)]:
+        arrow(X, y0 - 0.36, X, y1 + 0.36)
+    for x in (2.3, 5.5, 8.7):
+        arrow(X, -3.36, x, -4.14)
+    for x in (2.3, 5.5, 8.7):
+        arrow(x, -4.86, X, -5.14)
+    arrow(1.6, -1.36, 2.3, -4.14)   # rotary slice rotates q ...
+    arrow(2.2, -1.36, 5.5, -4.14)   # ... and k
+    arrow(X, -12.36, 2.8, -13.14)
+    arrow(X, -12.36, 8.2, -13.14)
+    fig = go.Figure(layout=base_layout(title, height=820, shapes=shapes, annotations=notes, showlegend=False,
+                                       xaxis=dict(visible=False, range=[-0.3, 12.3]),
+                                       yaxis=dict(visible=False, range=[-14.6, 0.6])))
+    fig.add_trace(go.Scatter(x=[0, 12], y=[0, -14], mode="markers", marker=dict(opacity=0), hoverinfo="skip"))
+    return fig
+
+
+def shapes_view(config_or_model: GPTConfig | GPT, B: int = 1, T: int = 5, T0: int = 0,
+                lang: str = "en") -> ViewResult:
+    """Shapes and stages for input [B, T] after T0 cached positions, on any config (or a model's config and dtype)."""
+    if isinstance(config_or_model, GPT):
+        config, dtype = config_or_model.config, config_or_model.lm_head.weight.dtype
+    else:
+        config, dtype = config_or_model, torch.float32
+    df = shape_table(config, B, T, T0, dtype)
+    hd = config.n_embd // config.n_head
+    dims = dict(B=B, T=T, T0=T0, Tk=T0 + T, C=config.n_embd, H=config.n_head, Hkv=config.n_kv_head, hd=hd,
+                V=config.vocab_size, L=config.n_layer)
+    title = t("shapes", "title", lang, **dims)
+    fig = _flow_figure(df, config, title, lang)
+    return ViewResult("shapes", title, df, fig, t("shapes", "body", lang, **dims))
+
+
+TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)
+# The tutorial's three worked examples: (B, T, T0).
+TUTORIAL_EXAMPLES = {"inference [2, 5]": (2, 5, 0), "training [2, 128]": (2, 128, 0),
+                     "kv cache: [100, 200, 300] then [400]": (1, 1, 3)}

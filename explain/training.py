@@ -1,0 +1,72 @@
+"""View 7 — training: targets are the input shifted by one, and every position is a training example.
+
+The per-position cross-entropy is read from the recorded logits (-log softmax at the target); the loss is what the
+model's own forward returns with targets, and the view shows that the two agree.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from explain.common import ViewResult, base_layout, np32, position_axis
+from explain.text import t
+from explain.trace import Trace, token_labels
+
+
+def shifted_targets(idx: torch.Tensor) -> torch.Tensor:
+    """targets[:, i] = idx[:, i+1]; the last position has no known next token, so -1 (the loss's ignore_index)."""
+    targets = torch.full_like(idx, -1)
+    targets[:, :-1] = idx[:, 1:]
+    return targets
+
+
+@torch.inference_mode()
+def per_position_ce(trace: Trace) -> torch.Tensor:
+    """[B, T-1] cross-entropy of each position's prediction of the next prompt token (nats), on the device."""
+    logp = trace.logits[:, :-1].float().log_softmax(-1)
+    return -logp.gather(-1, trace.idx[:, 1:, None])[..., 0]
+
+
+@torch.inference_mode()
+def training_view(trace: Trace, row: int = 0, lang: str = "en") -> ViewResult:
+    """Cross-entropy at every position of the prompt next to forward(idx, targets)'s loss (their mean)."""
+    B, T = trace.B, trace.T
+    targets = shifted_targets(trace.idx)
+    model_loss = float(trace.model(trace.idx, targets=targets)) if T > 1 else float("nan")
+    ce = np32(per_position_ce(trace), 6)  # [B, T-1]
+    p_target = np.exp(-ce)
+    tgt = targets.cpu().numpy()
+    frames = []
+    for b in range(B):
+        labels = trace.labels[b]
+        tgt_ids = tgt[b].tolist()
+        frames.append(pd.DataFrame({
+            "row": b, "position": np.arange(T), "input_token": labels,
+            "target_id": tgt_ids, "target_token": labels[1:] + [""],
+            "ce": np.append(ce[b], np.nan).astype(np.float32),
+            "p_target": np.append(p_target[b], np.nan).astype(np.float32)}))
+    df = pd.concat(frames, ignore_index=True)
+    mean_ce = float(np.nanmean(df["ce"])) if T > 1 else float("nan")
+    uniform = math.log(trace.config.vocab_size)
+
+    labels = trace.labels[row]
+    title = t("training", "title", lang, n=B * (T - 1), loss=model_loss)
+    x = np.arange(T - 1)
+    pair_labels = [f"{labels[i]}→{labels[i + 1]}" for i in range(T - 1)]
+    fig = go.Figure(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("training", "ce", lang),
+                           customdata=np.round(p_target[row], 4),
+                           hovertemplate="%{x}: CE=%{y}, p(target)=%{customdata}<extra></extra>"),
+                    layout=base_layout(title, height=460, margin=dict(l=60, r=20, t=60, b=110)))
+    fig.add_hline(y=model_loss, line=dict(color="#d93025", dash="dash"),
+                  annotation_text=t("training", "loss_line", lang, loss=model_loss), annotation_position="top left")
+    fig.add_hline(y=uniform, line=dict(color="#9aa0a6", dash="dot"),
+                  annotation_text=t("training", "uniform_line", lang, u=uniform), annotation_position="bottom right")
+    fig.update_xaxes(position_axis(list(x), pair_labels, max_ticks=64), title=t("training", "pair_axis", lang))
+    fig.update_yaxes(title=t("training", "ce", lang))
+    text = t("training", "body", lang, T=T, B=B, n=B * (T - 1), loss=model_loss, mean=mean_ce,
+             diff=abs(model_loss - mean_ce), u=uniform, V=trace.config.vocab_size)
+    return ViewResult("training", title, df, fig, text)
