@@ -57,6 +57,19 @@ def pick_seed(seed: int | None) -> int:
     return secrets.randbits(31) if seed is None else int(seed)
 
 
+def stop_token_ids(tokenizer: Tokenizer) -> set[int]:
+    return {tokenizer.special_id(name) for name in STOP_TOKENS}
+
+
+def check_prompt(prompt_ids: list[int], limit: int) -> None:
+    """A clear error for prompts the model cannot take (a prompt that exactly fills the context is allowed: the
+    reply then stops at once with "context_full")."""
+    if len(prompt_ids) == 0:
+        raise ValueError("the prompt is empty: give at least one token (chat prompts start with <|bos|>)")
+    if len(prompt_ids) > limit:
+        raise ValueError(f"the prompt has {len(prompt_ids)} tokens, more than the model's context of {limit}")
+
+
 def sampling_tensors(params: list[SamplingParams], device: torch.device) -> tuple[torch.Tensor, ...]:
     """Per-row (temperature, top_k, top_p) tensors [B] for gpt.sampling.sample."""
     temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
@@ -66,21 +79,23 @@ def sampling_tensors(params: list[SamplingParams], device: torch.device) -> tupl
 
 
 class Engine:
-    """Streams replies of `model` with a KV cache. On a GPU, serving goes through gpt.serving's batched server."""
+    """Streams replies of `model` with a KV cache.
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer):
+    On a GPU (or with batched=True) every stream goes through gpt.serving.BatchServer: concurrent chats share one
+    CUDA-graph decode loop. On CPU each stream runs the plain loop below in the caller's thread.
+    """
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, batched: bool | None = None, max_batch: int = 32,
+                 compile: bool = False):
         self.model = model
         self.tokenizer = tokenizer
-        self.stop_ids = {tokenizer.special_id(name) for name in STOP_TOKENS}
+        self.stop_ids = stop_token_ids(tokenizer)
         # A model's vocab may be padded past the tokenizer's (nanochat rounds it up): never sample an id it lacks.
         self.n_sampled = min(model.config.vocab_size, tokenizer.vocab_size)
-
-    def check_prompt(self, prompt_ids: list[int]) -> None:
-        limit = self.model.config.sequence_len
-        if len(prompt_ids) == 0:
-            raise ValueError("the prompt is empty: give at least one token (chat prompts start with <|bos|>)")
-        if len(prompt_ids) > limit:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens, more than the model's context of {limit}")
+        self.server = None
+        if batched if batched is not None else model.get_device().type == "cuda":
+            from gpt.serving import BatchServer  # imports this module: import late
+            self.server = BatchServer(model, tokenizer, max_batch=max_batch, compile=compile)
 
     def new_cache(self, batch_size: int) -> KVCache:
         c = self.model.config
@@ -91,14 +106,17 @@ class Engine:
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[StreamEvent]:
         """Yield one StreamEvent per generated token, then a final one with done=True and the stop reason."""
+        if self.server is not None:
+            yield from self.server.stream(prompt_ids, params, should_stop)
+            return
         params = params or SamplingParams()
         params.validate()
-        self.check_prompt(prompt_ids)
+        check_prompt(prompt_ids, self.model.config.sequence_len)
         seed = pick_seed(params.seed)
         device = self.model.get_device()
         temperature, top_k, top_p = sampling_tensors([params], device)
         seed_t = torch.tensor([seed], dtype=torch.long, device=device)
-        width = candidate_width([params.top_k])
+        width = candidate_width([params])
         decoder = StreamDecoder(self.tokenizer)
         limit = self.model.config.sequence_len
         cache = self.new_cache(1)
@@ -134,4 +152,8 @@ class Engine:
             params_list = [params_list] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params_list)} SamplingParams")
-        return [[e.token for e in self.stream(p, sp) if not e.done] for p, sp in zip(prompts, params_list)]
+        if self.server is not None:  # submit every row first, so that they decode together
+            streams = [self.server.stream(p, sp) for p, sp in zip(prompts, params_list)]
+        else:  # one after another
+            streams = (self.stream(p, sp) for p, sp in zip(prompts, params_list))
+        return [[e.token for e in s if not e.done] for s in streams]

@@ -36,3 +36,56 @@ class KVCache:
         if layer_idx == self.kv.size(0) - 1:
             self.pos = t1
         return self.kv[layer_idx, 0, :, :, :t1], self.kv[layer_idx, 1, :, :, :t1]
+
+
+class RowKVCache:
+    """A static KV cache where every row has its own position: what a server of unrelated chat sessions needs.
+
+    Row b's next token goes to position pos[b] (a LongTensor [B] on the device). Shapes never change and nothing
+    reads a position on the host, so a forward through it can be captured as a CUDA graph and replayed at any
+    positions. Per layer, k/v are [B, Hkv, seq_len, hd] (separate tensors, so writes stay in place under
+    torch.compile). Two settings, chosen by the caller before a forward:
+    - rows: None runs all B rows; a LongTensor [R] runs only those rows (e.g. prefilling one joining session).
+    - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
+      short chat does not pay for reading seq_len positions of keys.
+    GPT.forward sees get_pos() as a tensor (per-row rotary angles) and uses `attn_mask`, built at layer 0:
+    query t of row b sees key j iff j <= pos[b] + t (the causal rule in absolute positions; stale keys beyond a
+    row's position are never visible).
+    """
+
+    def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        shape = (batch_size, num_heads, seq_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
+        self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.seq_len = seq_len
+        self.rows: torch.Tensor | None = None
+        self.span = seq_len
+        self.attn_mask: torch.Tensor | None = None
+        self._write_pos: torch.Tensor | None = None
+
+    def get_pos(self) -> torch.Tensor:
+        return self.pos if self.rows is None else self.pos[self.rows]
+
+    def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.size(2)
+        rows = self.rows if self.rows is not None else torch.arange(k.size(0), device=k.device)
+        if layer_idx == 0:  # the same positions and mask serve every layer of this forward
+            self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
+            visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
+            self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
+                ~visible, float("-inf"))
+        # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
+        self.k[layer_idx][rows[:, None], :, self._write_pos] = k.transpose(1, 2)
+        self.v[layer_idx][rows[:, None], :, self._write_pos] = v.transpose(1, 2)
+        if layer_idx == len(self.k) - 1:
+            # Idle rows of a static batch keep stepping on garbage; the clamp keeps their writes in bounds.
+            # Running rows never get there: their owner stops them at seq_len.
+            if self.rows is None:
+                self.pos.add_(T).clamp_(max=self.seq_len - 1)
+            else:
+                self.pos[self.rows] = (self.pos[self.rows] + T).clamp(max=self.seq_len - 1)
+        if self.rows is None:
+            return self.k[layer_idx][:, :, : self.span], self.v[layer_idx][:, :, : self.span]
+        return self.k[layer_idx][self.rows, :, : self.span], self.v[layer_idx][self.rows, :, : self.span]

@@ -97,7 +97,10 @@ class CausalSelfAttention(nn.Module):
             recorder(prefix + "attn.v", v)
 
         enable_gqa = self.n_head != self.n_kv_head
-        if kv_cache is None or Tq == Tk:
+        mask = getattr(kv_cache, "attn_mask", None)  # a cache with per-row positions knows which keys each row sees
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
+        elif kv_cache is None or Tq == Tk:
             # Training, or a prefill into an empty cache: plain causal attention.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
         elif Tq == 1:
@@ -209,10 +212,16 @@ class GPT(nn.Module):
         """
         B, T = idx.size()
         T0 = 0 if kv_cache is None else kv_cache.get_pos()
-        if T0 + T > self.cos.size(1):
-            raise ValueError(f"sequence of {T0 + T} positions exceeds the rotary table ({self.cos.size(1)})")
         # Stage 1: the rotary slice for exactly these positions.
-        cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
+        if isinstance(T0, torch.Tensor):
+            # Per-row start positions [B] (gpt.kv_cache.RowKVCache, batched serving): each row gets its own angles.
+            # No bounds check here: it would sync with the GPU; the cache's owner guards the context.
+            pos = T0[:, None] + torch.arange(T, device=idx.device)
+            cos_sin = self.cos[0, pos], self.sin[0, pos]  # [B, T, 1, hd/2]
+        else:
+            if T0 + T > self.cos.size(1):
+                raise ValueError(f"sequence of {T0 + T} positions exceeds the rotary table ({self.cos.size(1)})")
+            cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
         if recorder is not None:
             recorder("rotary.cos", cos_sin[0])
             recorder("rotary.sin", cos_sin[1])

@@ -78,8 +78,11 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     return torch.where(temperature > 0, sampled, greedy)
 
 
-def candidate_width(top_ks: list[int | None]) -> int | None:
-    """How many of the largest logits `sample` must look at: the largest top_k, or None (all) if a row has none."""
-    if any(not k for k in top_ks):
+def candidate_width(rows: list) -> int | None:
+    """How many of the largest logits `sample` must look at for these rows (objects with .temperature, .top_k):
+    the largest top_k among sampling rows, or None (the whole vocab) if one of them has top-k off. Greedy rows
+    (temperature 0) need none: they take the argmax of the raw logits."""
+    sampling = [r.top_k for r in rows if r.temperature > 0]
+    if any(not k for k in sampling):
         return None
-    return max(top_ks)
+    return max(sampling, default=1)

@@ -213,7 +213,7 @@ def test_filter_keeps_smallest_set_with_mass_p(top_k, top_p):
     temps = torch.tensor([0.5, 1.0, 1.5, 0.8, 2.0, 1.2])
     k = torch.full((B,), top_k)
     p = torch.full((B,), top_p)
-    for width in (None, candidate_width([top_k] * B)):
+    for width in (None, candidate_width([SamplingParams(temperature=1.0, top_k=top_k)])):
         scaled, ids = filter_logits(logits, temps, k, p, width)
         for b in range(B):
             ours = set(ids[b][torch.isfinite(scaled[b])].tolist())

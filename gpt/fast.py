@@ -1,0 +1,147 @@
+"""Fast decoding for a static batch of rows (gpt-fast style): a static KV cache, and each step captured as a CUDA graph.
+
+Why it is fast. At batch 1 a decode step is ~35 small kernels per layer; launched one by one from Python the GPU
+mostly waits for the CPU. A CUDA graph records the step's kernels once and replays them with one call; torch.compile
+(optional) first fuses the small elementwise kernels, so fewer remain. Both need a step whose shapes and memory
+addresses never change and which never asks the CPU for a value: the cache is a RowKVCache (positions live in a
+device tensor, written with index_put), sampling is tensor-only (gpt/sampling.py) and its result is fed back as the
+next input on the device. The forward is still GPT.forward from gpt/model.py; nothing here re-implements it.
+
+Graphs are kept per shape key: decode (span, width) and prefill (padded prompt length, span, width), where span is the
+attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU, or with
+graphs=False, the same functions run eagerly.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from gpt.kv_cache import RowKVCache
+from gpt.model import GPT
+from gpt.sampling import candidate_width, sample
+
+MIN_SPAN = 128  # smallest attention window bucket
+MIN_PREFILL = 16  # smallest padded prompt length
+TOPK_BUCKET = 64  # sampling looks at the 64 largest logits when every sampling row has top_k <= 64
+
+
+def bucket(n: int, minimum: int, maximum: int) -> int:
+    """The next power of two >= n (at least `minimum`), capped at `maximum`."""
+    size = minimum
+    while size < n:
+        size *= 2
+    return min(size, maximum)
+
+
+def width_bucket(rows: list) -> int | None:
+    """Sampling candidate width for rows with .temperature/.top_k: TOPK_BUCKET or the whole vocab (None)."""
+    width = candidate_width(rows)
+    return TOPK_BUCKET if width is not None and width <= TOPK_BUCKET else None
+
+
+class StaticDecoder:
+    """B rows decoded together. Per row: its cache positions, the token it feeds next, and its sampling settings,
+    all device tensors that the owner writes between steps. `decode()` advances every row by one token."""
+
+    def __init__(self, model: GPT, batch_size: int, n_sampled: int | None = None, graphs: bool | None = None,
+                 compile: bool = False):
+        c = model.config
+        w = model.transformer.wte.weight
+        self.model, self.device, self.batch_size = model, w.device, batch_size
+        self.seq_len = c.sequence_len
+        self.n_sampled = n_sampled or c.vocab_size
+        self.cache = RowKVCache(batch_size, c.n_kv_head, c.sequence_len, c.n_embd // c.n_head, c.n_layer,
+                                w.device, w.dtype)
+        dev = self.device
+        self.tokens = torch.zeros(batch_size, dtype=torch.long, device=dev)  # what each row feeds next
+        self.temperature = torch.zeros(batch_size, device=dev)
+        self.top_k = torch.ones(batch_size, dtype=torch.long, device=dev)
+        self.top_p = torch.ones(batch_size, device=dev)
+        self.seed = torch.zeros(batch_size, dtype=torch.long, device=dev)
+        # prefill inputs (one row at a time): padded prompt, its row, its true length
+        self.prompt = torch.zeros(1, self.seq_len, dtype=torch.long, device=dev)
+        self.row = torch.zeros(1, dtype=torch.long, device=dev)
+        self.prompt_len = torch.ones(1, dtype=torch.long, device=dev)
+        self.use_graphs = (dev.type == "cuda") if graphs is None else graphs
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self._decode_fn = torch.compile(self._decode_step, dynamic=False) if compile else self._decode_step
+        self._prefill_fn = self._prefill_step  # prompts vary in length: graphs per bucket, no compile
+
+    # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
+
+    def _decode_step(self, width: int | None) -> torch.Tensor:
+        logits = self.model(self.tokens[:, None], kv_cache=self.cache)[:, -1, : self.n_sampled]
+        # counter = the sampled token's position = every row's position after this step (as Engine.stream)
+        nxt = sample(logits, self.temperature, self.top_k, self.top_p, self.seed, self.cache.pos, width)
+        self.tokens.copy_(nxt)
+        return nxt
+
+    def _prefill_step(self, T: int, width: int | None) -> torch.Tensor:
+        row = self.row
+        start = self.cache.pos[row]
+        logits = self.model(self.prompt[:, :T], kv_cache=self.cache)[0, :, : self.n_sampled]  # [T, V]
+        last = logits.index_select(0, self.prompt_len - 1)  # the last real (unpadded) prompt position
+        end = start + self.prompt_len
+        self.cache.pos[row] = end  # padding positions hold garbage, invisible until overwritten
+        nxt = sample(last, self.temperature[row], self.top_k[row], self.top_p[row], self.seed[row], end, width)
+        self.tokens[row] = nxt
+        return nxt
+
+    # ---- running them: eagerly or as graph replays ---------------------------------------------------------------
+
+    def _run(self, key: tuple, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not self.use_graphs:
+            return fn()
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(fn)
+        graph, out = self.graphs[key]
+        graph.replay()
+        return out
+
+    def _capture(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        # Warm-up runs (compilation, cuBLAS workspaces) really execute: they write K/V at the rows' current
+        # positions (harmless: the next real step overwrites them) and move positions and tokens (restored).
+        saved = self.cache.pos.clone(), self.tokens.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                fn()
+                self.cache.pos.copy_(saved[0])
+                self.tokens.copy_(saved[1])
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            out = fn()
+        return graph, out
+
+    @torch.inference_mode()
+    def decode(self, span: int, width: int | None) -> torch.Tensor:
+        """One token for every row ([B] on the device). span must cover every running row's position + 1."""
+        self.cache.rows, self.cache.span = None, span
+        return self._run(("decode", span, width), lambda: self._decode_fn(width))
+
+    @torch.inference_mode()
+    def prefill(self, row: int, prompt_ids: list[int], width: int | None) -> torch.Tensor:
+        """Reset `row`, run its prompt, sample its first token ([1] on the device; also fed next by decode)."""
+        n = len(prompt_ids)
+        T = bucket(n, MIN_PREFILL, self.seq_len)
+        self.prompt[0, :n] = torch.tensor(prompt_ids, dtype=torch.long).to(self.device, non_blocking=True)
+        self.row.fill_(row)
+        self.prompt_len.fill_(n)
+        self.cache.pos[row] = 0
+        self.cache.rows, self.cache.span = self.row, bucket(T, MIN_SPAN, self.seq_len)
+        return self._run(("prefill", T, self.cache.span, width), lambda: self._prefill_fn(T, width))
+
+    def set_row(self, row: int, temperature: float, top_k: int | None, top_p: float, seed: int) -> None:
+        """A session's sampling settings for its row (device writes, ordered before the next step)."""
+        self.temperature[row] = temperature
+        self.top_k[row] = top_k or 0
+        self.top_p[row] = top_p
+        self.seed[row] = seed
+
+    def clear_row(self, row: int) -> None:
+        """An idle row samples greedily from the 1 largest logit: it never widens the step's candidate set."""
+        self.set_row(row, 0.0, 1, 1.0, 0)

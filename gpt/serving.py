@@ -1,0 +1,200 @@
+"""Many chat sessions, one decode loop: the batched server behind Engine.stream on a GPU.
+
+Each session owns one row of a StaticDecoder (gpt/fast.py) while it runs. A background thread loops:
+1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token;
+2. drop sessions that were stopped (should_stop) or abandoned by their reader;
+3. launch one decode step for all rows (a CUDA-graph replay) and copy the new tokens to pinned host memory;
+4. while the GPU runs that step, hand out the tokens of the previous step: stream text, detect stop tokens,
+   max_tokens and a full context, and free finished rows.
+Step 4 overlapping step 3 hides the Python work behind the GPU. A row's extra step launched after its session ended
+is discarded; rows never write past the cache (RowKVCache clamps idle rows). Each session has its own sampling
+settings, seed and queue of StreamEvents; a session's tokens do not depend on who else is in the batch.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from typing import Callable, Iterator
+
+import torch
+
+from gpt.detok import StreamDecoder
+from gpt.engine import SamplingParams, StreamEvent, check_prompt, pick_seed, stop_token_ids
+from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket
+from gpt.model import GPT
+from gpt.tokenizer import Tokenizer
+
+
+class _Session:
+    def __init__(self, prompt: list[int], params: SamplingParams, should_stop, tokenizer: Tokenizer):
+        self.prompt, self.params, self.should_stop = prompt, params, should_stop
+        self.seed = pick_seed(params.seed)
+        self.detok = StreamDecoder(tokenizer)
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.row: int | None = None
+        self.length = len(prompt)  # tokens in the sequence that the reader has been given
+        self.n = 0  # generated tokens handed out
+        self.launched = 0  # decode steps launched for this session (device position = len(prompt) + launched)
+        self.done = False
+        self.abandoned = False  # the reader went away
+
+
+class BatchServer:
+    """`stream()` has Engine.stream's contract; up to `max_batch` sessions decode together, others wait."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int = 32, graphs: bool | None = None,
+                 compile: bool = False):
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.seq_len = model.config.sequence_len
+        n_sampled = min(model.config.vocab_size, tokenizer.vocab_size)
+        self.decoder = StaticDecoder(model, max_batch, n_sampled, graphs, compile)
+        for row in range(max_batch):
+            self.decoder.clear_row(row)
+        self.rows: list[_Session | None] = [None] * max_batch
+        self.waiting: deque[_Session] = deque()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        pin = self.decoder.device.type == "cuda"
+        self.host = [torch.zeros(max_batch, dtype=torch.long, pin_memory=pin) for _ in range(2)]
+        self.steps = 0
+
+    # ---- the reader's side --------------------------------------------------------------------------------------
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[StreamEvent]:
+        params = params or SamplingParams()
+        params.validate()
+        check_prompt(prompt_ids, self.seq_len)
+        session = _Session(list(prompt_ids), params, should_stop, self.tokenizer)
+        with self.lock:
+            self.waiting.append(session)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="gpt-batch-server", daemon=True)
+                self.thread.start()
+        self.wake.set()
+        return self._read(session)
+
+    def _read(self, session: _Session) -> Iterator[StreamEvent]:
+        try:
+            while True:
+                event = session.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if event.done:
+                    return
+        finally:
+            session.abandoned = True  # if we stopped early, the loop frees the row
+            self.wake.set()
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        in_flight = None
+        while True:
+            try:
+                self._admit()
+                self._drop_stopped()
+                launched = self._launch()
+                if in_flight is not None:
+                    self._deliver(*in_flight)
+                in_flight = launched
+                if in_flight is None:
+                    self.wake.wait()
+                    self.wake.clear()
+            except Exception as e:  # noqa: BLE001 - fail the sessions in hand, keep serving
+                in_flight = None
+                self._fail_all(e)
+
+    @torch.inference_mode()
+    def _admit(self) -> None:
+        while True:
+            with self.lock:
+                if not self.waiting or None not in self.rows:
+                    return
+                session = self.waiting.popleft()
+            if session.abandoned:
+                continue
+            if not self._check_finished(session):
+                continue
+            row = self.rows.index(None)
+            p = session.params
+            self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.seed)
+            first = self.decoder.prefill(row, session.prompt, width_bucket([p]))
+            session.row = row
+            self.rows[row] = session
+            self._take(session, int(first))
+
+    def _drop_stopped(self) -> None:
+        for session in self.rows:
+            if session is None:
+                continue
+            if session.abandoned:
+                self._finish(session, "stopped")
+            elif session.should_stop is not None and session.should_stop():
+                self._finish(session, "stopped")
+
+    @torch.inference_mode()
+    def _launch(self):
+        active = [(row, s) for row, s in enumerate(self.rows) if s is not None]
+        if not active:
+            return None
+        for _, s in active:
+            s.launched += 1
+        span = bucket(max(len(s.prompt) + s.launched for _, s in active), MIN_SPAN, self.seq_len)
+        out = self.decoder.decode(span, width_bucket([s.params for _, s in active]))
+        host = self.host[self.steps % 2]
+        self.steps += 1
+        host.copy_(out, non_blocking=True)
+        done = None
+        if out.is_cuda:
+            done = torch.cuda.Event()
+            done.record()
+        return done, host, active
+
+    def _deliver(self, done, host: torch.Tensor, active: list) -> None:
+        if done is not None:
+            done.synchronize()
+        tokens = host.tolist()
+        for row, session in active:
+            if self.rows[row] is session:  # not finished since this step was launched
+                self._take(session, tokens[row])
+
+    # ---- one session's bookkeeping -------------------------------------------------------------------------
+
+    def _check_finished(self, session: _Session) -> bool:
+        """False (and the final event sent) if the session must stop before its next token."""
+        if session.n >= session.params.max_tokens:
+            self._finish(session, "max_tokens")
+        elif session.length >= self.seq_len:
+            self._finish(session, "context_full")
+        return not session.done
+
+    def _take(self, session: _Session, token: int) -> None:
+        if token in self.stop_ids:
+            self._finish(session, "assistant_end")
+            return
+        session.n += 1
+        session.length += 1
+        session.events.put(StreamEvent(token, session.detok.push(token), False, None, session.seed))
+        self._check_finished(session)
+
+    def _finish(self, session: _Session, reason: str) -> None:
+        session.done = True
+        session.events.put(StreamEvent(None, session.detok.flush(), True, reason, session.seed))
+        if session.row is not None:
+            self.rows[session.row] = None
+            self.decoder.clear_row(session.row)
+            session.row = None
+
+    def _fail_all(self, error: Exception) -> None:
+        with self.lock:
+            sessions = [s for s in self.rows if s is not None] + list(self.waiting)
+            self.waiting.clear()
+        self.rows = [None] * len(self.rows)
+        for s in sessions:
+            s.done = True
+            s.events.put(RuntimeError(f"the batch server failed: {error!r}"))

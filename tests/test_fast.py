@@ -1,0 +1,183 @@
+"""The fast path on CPU: per-row positions (RowKVCache) against one full forward per row, the static decoder against
+the eager engine, and the batched server against each session run alone. (CUDA-graph capture itself is checked by
+bench/bench_decode.py on a GPU: greedy tokens equal the eager engine's, bf16 logits near fp32.)"""
+import threading
+
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from gpt.engine import Engine, SamplingParams
+from gpt.fast import MIN_SPAN, StaticDecoder, bucket
+from gpt.kv_cache import RowKVCache
+from gpt.serving import BatchServer
+
+SEQ = 256  # > MIN_SPAN, so attention windows shorter than the cache are exercised
+
+PARAMS = [
+    SamplingParams(temperature=0.0, top_k=None, max_tokens=40),
+    SamplingParams(temperature=1.0, top_k=None, seed=4, max_tokens=40),
+    SamplingParams(temperature=0.7, top_k=20, top_p=0.9, seed=5, max_tokens=40),
+    SamplingParams(temperature=1.3, top_k=100, top_p=0.8, seed=6, max_tokens=40),  # wider than the top-k bucket
+]
+TEXTS = ["The teacher", "Attention lets each position look back at the positions before it", "老师", "It"]
+
+
+@pytest.fixture
+def model(tiny_tokenizer):
+    return make_tiny_model(tiny_tokenizer.vocab_size, sequence_len=SEQ)
+
+
+def prompts(tok):
+    return [[tok.bos_token_id] + tok.encode(t) for t in TEXTS]
+
+
+def no_stop_tokens(monkeypatch, model, tok):
+    """Make the stop tokens impossible, so that runs are long enough to compare."""
+    forward = model.forward
+    stop = [tok.special_id("<|assistant_end|>"), tok.bos_token_id]
+
+    def wrapped(*args, **kwargs):
+        logits = forward(*args, **kwargs).clone()
+        logits[..., stop] = -1e4
+        return logits
+
+    monkeypatch.setattr(model, "forward", wrapped)
+
+
+def alone(model, tok, prompt, params, **kwargs):
+    return [e.token for e in Engine(model, tok).stream(prompt, params, **kwargs) if not e.done]
+
+
+@torch.inference_mode()
+def test_row_positions_match_full_forward_for_32_steps(model):
+    """Rows of different lengths, prefilled one at a time, then decoded together: every step's logits equal one
+    full forward over that row's whole sequence."""
+    g = torch.Generator().manual_seed(0)
+    V, c = model.config.vocab_size, model.config
+    seqs = [torch.randint(V, (n,), generator=g).tolist() for n in (3, 17, 100)]
+    cache = RowKVCache(3, c.n_kv_head, SEQ, c.n_embd // c.n_head, c.n_layer)
+    for r, s in enumerate(seqs):
+        cache.rows, cache.span = torch.tensor([r]), SEQ
+        model(torch.tensor([s]), kv_cache=cache)
+    assert cache.pos.tolist() == [3, 17, 100]
+    cache.rows = None
+    steps = []
+    for _ in range(34):
+        nxt = torch.randint(V, (3,), generator=g)
+        cache.span = bucket(int(cache.pos.max()) + 1, MIN_SPAN, SEQ)
+        steps.append(model(nxt[:, None], kv_cache=cache)[:, -1])
+        for r, s in enumerate(seqs):
+            s.append(int(nxt[r]))
+    assert cache.span == SEQ  # the last steps crossed from the 128-window to the full cache
+    for r, s in enumerate(seqs):
+        full = model(torch.tensor([s]))[0, -34:]  # position t predicts token t + 1: the 34 decode steps
+        torch.testing.assert_close(torch.stack([step[r] for step in steps]), full, rtol=1e-5, atol=1e-5)
+
+
+def test_static_decoder_equals_eager_engine(model, tiny_tokenizer, monkeypatch):
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)
+    expected = [alone(model, tiny_tokenizer, p, sp) for p, sp in zip(ps, PARAMS)]
+    dec = StaticDecoder(model, 5, graphs=False)  # one row more than sessions: an idle row rides along
+    dec.clear_row(4)
+    got = []
+    for r, (p, sp) in enumerate(zip(ps, PARAMS)):
+        dec.set_row(r, sp.temperature, sp.top_k, sp.top_p, sp.seed or 0)
+        width = None if r >= 1 else 64  # both sampling-width paths
+        got.append([int(dec.prefill(r, p, width)[0])])
+    lengths = [len(p) + 1 for p in ps]
+    for _ in range(39):
+        out = dec.decode(bucket(max(lengths), MIN_SPAN, SEQ), None)
+        for r in range(4):
+            got[r].append(int(out[r]))
+        lengths = [n + 1 for n in lengths]
+    assert got == expected
+    assert len(set(expected[1])) > 5
+
+
+def test_server_sessions_equal_each_session_alone(model, tiny_tokenizer, monkeypatch):
+    """Sessions join at different times (and queue: max_batch 3 < 4 sessions); each stream is its own run."""
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)
+    expected = [alone(model, tiny_tokenizer, p, sp) for p, sp in zip(ps, PARAMS)]
+    server = BatchServer(model, tiny_tokenizer, max_batch=3)
+    results = [None] * 4
+
+    def read(i):
+        events = list(server.stream(ps[i], PARAMS[i]))
+        results[i] = ([e.token for e in events[:-1]], events[-1].stop_reason, "".join(e.text for e in events))
+
+    first = server.stream(ps[0], PARAMS[0])
+    head = [next(first).token for _ in range(5)]  # session 0 is mid-reply when the others join
+    threads = [threading.Thread(target=read, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    rest = [e.token for e in first if not e.done]
+    for t in threads:
+        t.join(timeout=60)
+    assert head + rest == expected[0]
+    for i in (1, 2, 3):
+        tokens, reason, text = results[i]
+        assert tokens == expected[i], i
+        assert reason == "max_tokens" and text == tiny_tokenizer.decode(tokens)
+
+
+def test_server_stop_reasons_and_leaving(model, tiny_tokenizer, monkeypatch):
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)
+    server = BatchServer(model, tiny_tokenizer, max_batch=2)
+    greedy = SamplingParams(temperature=0.0, max_tokens=1000)
+    # context_full: the sequence never exceeds sequence_len
+    long_prompt = (ps[1] * SEQ)[: SEQ - 6]
+    events = list(server.stream(long_prompt, greedy))
+    assert len(events) == 7 and events[-1].stop_reason == "context_full"
+    assert [e.token for e in events[:-1]] == alone(model, tiny_tokenizer, long_prompt, greedy)
+    # should_stop: the session ends with "stopped" and its row is free again
+    events = []
+    for e in server.stream(ps[0], greedy, should_stop=lambda: len(events) >= 3):
+        events.append(e)
+    assert events[-1].stop_reason == "stopped" and len(events) < SEQ // 2
+    # a reader that walks away: its row is freed, a waiting session gets it
+    abandoned = server.stream(ps[2], greedy)
+    next(abandoned)
+    abandoned.close()
+    other = server.stream(ps[3], SamplingParams(temperature=0.0, max_tokens=5))
+    third = server.stream(ps[0], SamplingParams(temperature=0.0, max_tokens=3))
+    assert [e.token for e in other if not e.done] == alone(model, tiny_tokenizer, ps[3], greedy)[:5]
+    assert [e.token for e in third if not e.done] == alone(model, tiny_tokenizer, ps[0], greedy)[:3]
+    assert server.rows == [None, None]
+    # bad input: a clear error, and the server keeps serving
+    with pytest.raises(ValueError, match="more than the model's context"):
+        server.stream([1] * (SEQ + 1), greedy)
+    zero = list(server.stream(ps[0], SamplingParams(max_tokens=0)))
+    assert zero[-1].stop_reason == "max_tokens" and len(zero) == 1
+
+
+def test_server_stops_on_assistant_end(model, tiny_tokenizer, monkeypatch):
+    end = tiny_tokenizer.special_id("<|assistant_end|>")
+    free = alone(model, tiny_tokenizer, prompts(tiny_tokenizer)[0], SamplingParams(temperature=0.0, max_tokens=6))
+    forward, calls = model.forward, [0]
+
+    def force_after_three(*args, **kwargs):  # call 0 is the prefill (first token), calls 1, 2, 3 decode steps
+        logits = forward(*args, **kwargs).clone()
+        logits[..., end] = 1e4 if calls[0] == 3 else -1e4
+        calls[0] += 1
+        return logits
+
+    monkeypatch.setattr(model, "forward", force_after_three)
+    server = BatchServer(model, tiny_tokenizer, max_batch=2)
+    events = list(server.stream(prompts(tiny_tokenizer)[0], SamplingParams(temperature=0.0, max_tokens=6)))
+    assert [e.token for e in events[:-1]] == free[:3] and events[-1].stop_reason == "assistant_end"
+
+
+def test_engine_batched_generate_batch_equals_sequential(model, tiny_tokenizer, monkeypatch):
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)
+    batched = Engine(model, tiny_tokenizer, batched=True, max_batch=4).generate_batch(ps, PARAMS)
+    sequential = Engine(model, tiny_tokenizer).generate_batch(ps, PARAMS)
+    assert batched == sequential
+
+
+def test_bucket():
+    assert [bucket(n, 16, 100) for n in (1, 16, 17, 64, 65, 1000)] == [16, 16, 32, 64, 100, 100]
