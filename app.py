@@ -1,0 +1,61 @@
+"""Inside Forward: chat with a nanochat GPT and look inside its forward pass.
+
+    python app.py                              # the shipped default model, http://127.0.0.1:7860
+    python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
+    python app.py --checkpoint DIR             # our format (config.json + safetensors) or a nanochat base dir
+    python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
+
+Hugging Face Spaces runs this file as is (it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+# Before gradio is imported: no telemetry, no version check, nothing leaves the machine at launch.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="interface to listen on (0.0.0.0 to serve a classroom network)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--checkpoint", default=None,
+                   help="a model directory in our format, or a nanochat base dir (tokenizer/ + *_checkpoints/)")
+    p.add_argument("--nanochat", action="store_true",
+                   help="load a nanochat run from --checkpoint, else $NANOCHAT_BASE_DIR or ~/.cache/nanochat")
+    p.add_argument("--source", default="sft", choices=["base", "mid", "sft", "rl"], help="nanochat checkpoint kind")
+    p.add_argument("--model-tag", default=None, help="nanochat depth tag, e.g. d20 (default: the largest)")
+    p.add_argument("--step", type=int, default=None, help="nanochat checkpoint step (default: the last)")
+    p.add_argument("--random-config", default=None, metavar="K=V,...",
+                   help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto = bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--share", action="store_true",
+                   help="also open a temporary public *.gradio.live link (needs internet; off by default)")
+    p.add_argument("--concurrency", type=int, default=2, help="requests that run the model at the same time")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from demo.app import build_demo, launch_kwargs
+    from demo.models import load
+
+    models = load(checkpoint=args.checkpoint, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
+                  step=args.step, random_config=args.random_config,
+                  device=None if args.device == "auto" else args.device, dtype=args.dtype)
+    if models.notice:
+        print(f"warning: {models.notice}")
+    print(f"model: {models.main.name} on {models.main.device} ({models.main.dtype})")
+    demo = build_demo(models)
+    demo.queue(default_concurrency_limit=args.concurrency)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

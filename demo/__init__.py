@@ -1,0 +1,1 @@
+"""The Gradio app of Inside Forward: Chat, Inside forward, Generate step by step, Lessons."""

@@ -1,0 +1,168 @@
+"""The whole UI: header (which model, language, link), four tabs, and the wiring between them."""
+from __future__ import annotations
+
+import gradio as gr
+
+from demo import chat, generate_tab, inside, lessons
+from demo.i18n import LANGS, Relabel, lang_code, t
+from demo.links import Field, decode, encode
+from demo.models import Models, describe
+
+TABS = ("chat", "inside", "generate", "lessons")
+
+CSS = """
+#header h1 { font-size: 1.3rem; margin: 0.1rem 0 0.2rem 0; }
+#model-line p, #model-notice p { margin: 0; }
+#model-notice { color: #b45309; }
+#chat-stats p, #gen-cost-text p { font-size: 0.9rem; }
+.view { border-top: 1px solid var(--border-color-primary); padding-top: 0.6rem; }
+.view-text { font-size: 0.92rem; }
+"""
+
+# Builds the absolute link from the query the server composed, and puts it on the clipboard when allowed.
+COPY_JS = """(q) => {
+  const url = window.location.origin + window.location.pathname + (q ? "?" + q : "");
+  try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {}
+  return url;
+}"""
+
+
+def launch_kwargs() -> dict:
+    """Gradio 6 takes theme/css/js at launch()."""
+    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS)
+
+
+def header_md(models: Models, lang: str) -> str:
+    return f"{t('model_line', lang)}: {describe(models.main, lang)}"
+
+
+def notice_md(models: Models, lang: str) -> str:
+    return t("load_failed", lang, why=models.notice, name=models.main.name) if models.notice else ""
+
+
+def link_fields(ctx: int) -> list[Field]:
+    """Everything a link can carry, with defaults (= what a fresh page shows) and valid ranges."""
+    return [
+        Field("tab", "chat", choices=TABS),
+        Field("lang", "en", choices=tuple(LANGS)),
+        Field("msg", ""),
+        Field("temperature", 0.8, 0, 2), Field("top_k", 50, 0, 200), Field("top_p", 1.0, 0.05, 1),
+        Field("max_tokens", min(256, ctx), 1, ctx), Field("seed", "random", max_len=20),
+        *inside.LINK_FIELDS, *generate_tab.LINK_FIELDS,
+    ]
+
+
+def build_demo(models: Models) -> gr.Blocks:
+    relabel = Relabel()
+    ctx = models.main.model.config.sequence_len
+    with gr.Blocks(title="Inside Forward") as demo:
+        lang_state = gr.State("en")
+        tab_state = gr.State("chat")
+        with gr.Row(elem_id="header"):
+            with gr.Column(scale=4):
+                title = gr.Markdown(f"# {t('title')}")
+                model_line = gr.Markdown(header_md(models, "en"), elem_id="model-line")
+                model_notice = gr.Markdown(notice_md(models, "en"), elem_id="model-notice")
+            with gr.Column(scale=2, min_width=280):
+                lang_radio = relabel(gr.Radio(list(LANGS.values()), value=LANGS["en"], label=t("language"),
+                                              elem_id="lang"), "language")
+                copy = relabel(gr.Button(t("copy_link"), size="sm", elem_id="copy-link"), value="copy_link")
+                link_box = relabel(gr.Textbox(label=t("link"), elem_id="link-box", interactive=False, max_lines=2),
+                                   "link")
+        query_box = gr.Textbox(visible=False)
+
+        with gr.Tabs(selected="chat", elem_id="tabs") as tabs:
+            with relabel(gr.Tab(t("tab_chat"), id="chat", elem_id="tab-chat"), "tab_chat") as tab_chat:
+                chat_ui = chat.build(models, relabel, lang_state)
+            with relabel(gr.Tab(t("tab_inside"), id="inside", elem_id="tab-inside"), "tab_inside") as tab_inside:
+                inside_ui = inside.build(models, relabel, lang_state)
+            with relabel(gr.Tab(t("tab_generate"), id="generate", elem_id="tab-generate"),
+                         "tab_generate") as tab_generate:
+                gen_ui = generate_tab.build(models, relabel, lang_state)
+            with relabel(gr.Tab(t("tab_lessons"), id="lessons", elem_id="tab-lessons"), "tab_lessons") as tab_less:
+                lesson_ui = lessons.build(relabel)
+        for name, tab in zip(TABS, (tab_chat, tab_inside, tab_generate, tab_less)):
+            tab.select(lambda n=name: n, None, tab_state, queue=False, api_name=False)
+
+        # ---- language: relabel everything, then redraw the views (their text comes from explain/) -----------
+        def set_language(choice: str):
+            lang = lang_code(choice)
+            return [lang, f"# {t('title', lang)}", header_md(models, lang), notice_md(models, lang),
+                    *relabel.updates(lang)]
+
+        lang_radio.change(set_language, lang_radio, [lang_state, title, model_line, model_notice,
+                                                     *relabel.components], queue=False, api_name=False) \
+            .then(**inside_ui.refresh)
+
+        # ---- shareable links ------------------------------------------------------------------------------------
+        fields = link_fields(ctx)
+        parts = {"msg": chat_ui.message, "temperature": chat_ui.temperature, "top_k": chat_ui.top_k,
+                 "top_p": chat_ui.top_p, "max_tokens": chat_ui.max_tokens, "seed": chat_ui.seed,
+                 **inside_ui.link_parts(), **gen_ui.link_parts()}
+        keys = [f.key for f in fields if f.key in parts]
+        components = [parts[k] for k in keys]
+
+        def make_query(tab: str, lang: str, *values) -> str:
+            return encode(dict(zip(keys, values), tab=tab, lang=lang), fields)
+
+        copy.click(make_query, [tab_state, lang_state, *components], query_box, queue=False, api_name="link") \
+            .then(None, query_box, link_box, js=COPY_JS)
+
+        def updates_for(state: dict, tab: str) -> list:
+            return [gr.Tabs(selected=tab), tab, *(gr.update(value=state[k]) if k in state else gr.update()
+                                                  for k in keys)]
+
+        def restore(request: gr.Request):
+            state = decode(dict(request.query_params) if request else {}, fields)
+            return [*updates_for(state, state.get("tab", "chat")), LANGS[state.get("lang", "en")]]
+
+        def open_view(tab: str, *args):
+            """After a restore: redraw what the link showed (the views of its prompt, the generate step)."""
+            n_inside = len(inside_ui.inputs)
+            ins, gen = args[:n_inside], args[n_inside:]
+            inside_out = [gr.update()] * len(inside_ui.outputs)
+            gen_out = [gr.update()] * len(gen_ui.show_outputs)
+            if tab == "inside" and (ins[1] or ins[2]):
+                inside_out = inside_ui.run_fn(*ins)
+            if tab == "generate" and gen[5]:
+                gen_out = gen_ui.show_fn(*gen)
+            return [*inside_out, *gen_out]
+
+        demo.load(restore, None, [tabs, tab_state, *components, lang_radio], queue=False, api_name=False) \
+            .then(open_view, [tab_state, *inside_ui.inputs, *gen_ui.show_inputs],
+                  [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
+
+        # ---- cross-tab jumps: chat -> inside forward, lessons -> the view that answers them ---------------------
+        def look_inside(history, lang: str):
+            messages = chat.plain(history)
+            if not messages:
+                raise gr.Error(t("no_reply_yet", lang))
+            ids, _ = models.main.tokenizer.render_conversation(messages)
+            ids = ids[-ctx:]
+            return updates_for({"preset": "custom", "model": "loaded", "prompt": "", "focus": "all",
+                                "ids": ", ".join(map(str, ids)), "pos": -1}, "inside")
+
+        chat_ui.look_inside.click(look_inside, [chat_ui.chatbot, lang_state], [tabs, tab_state, *components],
+                                  queue=False, api_name=False).success(**inside_ui.run_event())
+
+        for lesson, button in zip(lessons.LESSONS, lesson_ui.buttons):
+            settings = dict(lesson.settings)
+            follow = inside_ui.run_event()
+            if lesson.tab == "generate":
+                follow = gen_ui.cost_event() if settings.pop("gcost", False) else gen_ui.show_event()
+                settings.setdefault("gstep", 1)
+            else:
+                settings.update({k: v for k, v in zip(("model", "prompt", "ids"), inside.PRESETS[settings["preset"]][2:])})
+            button.click(lambda s=settings, tab=lesson.tab: updates_for(s, tab), None,
+                         [tabs, tab_state, *components], queue=False, api_name=False).then(**follow)
+    return demo
+
+
+def serve_in_background(models: Models, host: str = "127.0.0.1", port: int | None = None,
+                        concurrency: int = 2) -> tuple[gr.Blocks, str]:
+    """Start the app without blocking (tests, notebooks); returns (demo, local URL). Stop with demo.close()."""
+    demo = build_demo(models)
+    demo.queue(default_concurrency_limit=concurrency)
+    _, url, _ = demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    return demo, url

@@ -1,0 +1,147 @@
+"""Generate step by step: the naive `generate` loop one token at a time, and its cost against the cached engine."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from explain.generate import generate_time_view, generate_view
+from demo.gpu import gpu
+from demo.i18n import Relabel, t
+from demo.links import Field
+from demo.models import Models
+
+MAX_STEPS = 64
+PLAY_DELAY_S = 0.35  # auto-play pace: slow enough to read each step
+
+LINK_FIELDS = [
+    Field("gprompt", "Once upon a time"),
+    Field("gtemp", 0.8, 0, 2), Field("gtopk", 50, 0, 200), Field("gseed", 42, 0, 2**31 - 1),
+    Field("gsteps", 16, 1, MAX_STEPS), Field("gstep", 0, 0, MAX_STEPS),
+]
+
+
+@dataclass
+class GenerateTab:
+    prompt: gr.Textbox
+    temperature: gr.Slider
+    top_k: gr.Slider
+    seed: gr.Number
+    steps: gr.Slider
+    step: gr.Number  # tokens generated so far (what the page shows)
+    show_fn: object
+    show_inputs: list
+    show_outputs: list
+    cost_fn: object
+    cost_inputs: list
+    cost_outputs: list
+
+    def link_parts(self) -> dict:
+        return {"gprompt": self.prompt, "gtemp": self.temperature, "gtopk": self.top_k, "gseed": self.seed,
+                "gsteps": self.steps, "gstep": self.step}
+
+    def show_event(self) -> dict:
+        return dict(fn=self.show_fn, inputs=self.show_inputs, outputs=self.show_outputs, api_name=False)
+
+    def cost_event(self) -> dict:
+        return dict(fn=self.cost_fn, inputs=self.cost_inputs, outputs=self.cost_outputs, api_name=False)
+
+
+def prompt_ids(models: Models, text: str, lang: str) -> list[int]:
+    ids = models.main.tokenizer.encode(text or "")
+    if not ids:
+        raise gr.Error(t("empty_prompt", lang))
+    ctx = models.main.model.config.sequence_len
+    if len(ids) + MAX_STEPS > ctx:
+        gr.Warning(t("prompt_too_long", lang, n=len(ids), ctx=ctx - MAX_STEPS))
+        ids = ids[-(ctx - MAX_STEPS):]
+    return ids
+
+
+def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab:
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = relabel(gr.Textbox("Once upon a time", label=t("gen_prompt"), lines=2, elem_id="gen-prompt"),
+                             "gen_prompt")
+            with gr.Row():
+                reset = relabel(gr.Button(t("gen_reset"), elem_id="gen-reset"), value="gen_reset")
+                step_btn = relabel(gr.Button(t("gen_step"), variant="primary", elem_id="gen-step"), value="gen_step")
+                play = relabel(gr.Button(t("gen_play"), elem_id="gen-play"), value="gen_play")
+                pause = relabel(gr.Button(t("gen_pause"), elem_id="gen-pause"), value="gen_pause")
+        with gr.Column(scale=2):
+            with gr.Row():
+                temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("temperature"),
+                                                elem_id="gen-temperature"), "temperature")
+                top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("top_k"), elem_id="gen-top-k"), "top_k")
+            with gr.Row():
+                seed = relabel(gr.Number(42, precision=0, minimum=0, label=t("seed"), elem_id="gen-seed"), "seed")
+                steps = relabel(gr.Slider(1, MAX_STEPS, value=16, step=1, label=t("gen_steps"),
+                                          elem_id="gen-steps"), "gen_steps")
+    step = gr.Number(0, precision=0, visible=False, elem_id="gen-step-count")
+    text = relabel(gr.HighlightedText(label=t("gen_text"), combine_adjacent=False, show_legend=False,
+                                      elem_id="gen-text"), "gen_text")
+    with gr.Row():
+        with gr.Column(scale=3):
+            plot = gr.Plot(show_label=False, elem_id="gen-plot")
+        with gr.Column(scale=2):
+            explanation = gr.Markdown(elem_classes=["view-text"])
+    history = relabel(gr.Dataframe(label=t("gen_history"), interactive=False, max_height=260,
+                                   elem_id="gen-history"), "gen_history")
+    with gr.Row():
+        cost_btn = relabel(gr.Button(t("gen_cost"), elem_id="gen-cost"), value="gen_cost")
+        cost_len = relabel(gr.Slider(8, 256, value=64, step=8, label=t("gen_cost_len"), elem_id="gen-cost-len"),
+                           "gen_cost_len")
+    with gr.Row():
+        with gr.Column(scale=3):
+            cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot")
+        with gr.Column(scale=2):
+            cost_text = gr.Markdown(elem_id="gen-cost-text")
+
+    @gpu
+    def show(prompt_text, temp, k, seed_v, n_steps, n, lang):
+        """The state after `n` steps of model.generate(prompt, temperature, top_k, seed) (recomputed: deterministic)."""
+        ids = prompt_ids(models, prompt_text, lang)
+        n = max(0, min(int(n or 0), int(n_steps)))
+        tok = models.main.tokenizer
+        view = generate_view(models.main.model, ids, tok, n, temperature=float(temp), top_k=int(k) or None,
+                             seed=int(seed_v or 0), lang=lang)
+        chosen = view.df.drop_duplicates("step")["chosen_id"].tolist()
+        spans = [(tok.decode(ids), None)] + [(tok.decode([i]), "new") for i in chosen]
+        steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "candidates",
+                                                    "entropy"]]
+        return n, spans, view.fig, f"### {view.title}\n\n{view.text}", steps_table
+
+    show_inputs = [prompt, temperature, top_k, seed, steps, step, lang_state]
+    show_outputs = [step, text, plot, explanation, history]
+
+    def advance(prompt_text, temp, k, seed_v, n_steps, n, lang):
+        if int(n or 0) >= int(n_steps):
+            gr.Info(t("gen_done", lang))
+        return show(prompt_text, temp, k, seed_v, n_steps, int(n or 0) + 1, lang)
+
+    def autoplay(prompt_text, temp, k, seed_v, n_steps, n, lang):
+        n = int(n or 0)
+        if n >= int(n_steps):
+            n = 0
+        while n < int(n_steps):
+            n += 1
+            yield show(prompt_text, temp, k, seed_v, n_steps, n, lang)
+            time.sleep(PLAY_DELAY_S)
+
+    reset.click(lambda *a: show(*a[:5], 0, a[6]), show_inputs, show_outputs, api_name="generate_reset")
+    step_btn.click(advance, show_inputs, show_outputs, api_name="generate_step")
+    playing = play.click(autoplay, show_inputs, show_outputs, api_name=False)
+    pause.click(None, None, None, cancels=[playing], queue=False, api_name=False)
+
+    @gpu
+    def cost(prompt_text, max_len, lang):
+        ids = prompt_ids(models, prompt_text, lang)
+        lengths = tuple(n for n in (4, 8, 16, 32, 64, 128, 256) if n <= int(max_len))
+        view = generate_time_view(models.main.model, ids, lengths, lang=lang)
+        return view.fig, f"### {view.title}\n\n{view.text}"
+
+    cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]
+    cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost")
+    return GenerateTab(prompt, temperature, top_k, seed, steps, step, show, show_inputs, show_outputs, cost,
+                       cost_inputs, cost_outputs)

@@ -1,0 +1,276 @@
+"""Inside forward tab: one forward pass of a prompt (or token ids, or the chat), shown through every explain/ view."""
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
+from explain.rotary import rotary_view
+from explain.shapes import shapes_view
+from demo.gpu import gpu
+from demo.i18n import Relabel, t
+from demo.links import Field
+from demo.models import Models
+
+
+# Examples: (label en, label zh, model, prompt, ids). ids syntax: rows split by ';', a '|' ends the cached prefix,
+# "random BxT" draws B rows of T ids with seed 0 (the tutorial's torch.randint).
+PRESETS: dict[str, tuple[str, str, str, str, str]] = {
+    "custom": ("Your own prompt", "自己的提示词", "loaded", "", ""),
+    "story": ("A short English prompt", "一句英文提示", "loaded", "Once upon a time, there was a little", ""),
+    "chinese": ("A Chinese prompt", "一句中文提示", "loaded", "今天天气不错，我们一起去", ""),
+    "tutorial_2x5": ("Tutorial: input [2, 5] → logits [2, 5, 50304]", "教程：输入 [2, 5] → logits [2, 5, 50304]",
+                     "tutorial", "", "100, 200, 300, 400, 500; 600, 700, 800, 900, 1000"),
+    "tutorial_train": ("Tutorial: training input [2, 128] → one loss", "教程：训练输入 [2, 128] → 一个损失",
+                       "tutorial", "", "random 2x128"),
+    "tutorial_kv": ("Tutorial: KV cache [100, 200, 300] then [400] (T0 = 3)",
+                    "教程：KV 缓存 [100, 200, 300] 之后输入 [400]（T0 = 3）", "tutorial", "", "100, 200, 300 | 400"),
+}
+
+VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
+
+LINK_FIELDS = [
+    Field("focus", "all", choices=("all", *VIEWS)),
+    Field("preset", "custom", choices=tuple(PRESETS)),
+    Field("model", "loaded", choices=("loaded", "tutorial")),
+    Field("prompt", ""),
+    Field("ids", "", max_len=20000),
+    Field("layer", 0, 0, 64), Field("head", 0, 0, 64), Field("pos", -1, -1, 100000),
+]
+
+
+@dataclass
+class Request:
+    """What to run: a [B, T] batch of ids, of which the first `prefix` positions are (conceptually) cached."""
+    ids: list[list[int]]
+    prefix: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
+    """'1, 2, 3 | 4; 5, 6, 7 | 8' or 'random 2x128' -> Request. Raises gr.Error with a readable message."""
+    text = text.strip()
+    if text.lower().startswith("random"):
+        dims = text[6:].strip().lower().replace("×", "x").split("x")
+        if len(dims) != 2 or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
+            raise gr.Error(t("bad_ids", lang, v=vocab_size, bad=text))
+        gen = torch.Generator().manual_seed(0)
+        return Request(torch.randint(0, vocab_size, (int(dims[0]), int(dims[1])), generator=gen).tolist())
+    rows, prefixes, bad = [], set(), []
+    for row_text in filter(str.strip, text.split(";")):
+        parts = row_text.split("|")
+        if len(parts) > 2:
+            bad.append(row_text.strip())
+            continue
+        row = []
+        for piece in ",".join(parts).replace(",", " ").split():
+            if piece.isdigit() and int(piece) < vocab_size:
+                row.append(int(piece))
+            else:
+                bad.append(piece)
+        rows.append(row)
+        prefixes.add(len(parts[0].replace(",", " ").split()) if len(parts) == 2 else 0)
+    if bad:
+        raise gr.Error(t("bad_ids", lang, v=vocab_size, bad=", ".join(bad[:8])))
+    if not rows or not rows[0]:
+        raise gr.Error(t("empty_prompt", lang))
+    if len({len(r) for r in rows}) > 1 or len(prefixes) > 1:
+        raise gr.Error(t("ragged_ids", lang))
+    prefix = prefixes.pop()
+    return Request(rows, prefix if prefix < len(rows[0]) else 0)
+
+
+def make_request(models: Models, which: str, prompt: str, ids: str, lang: str) -> Request:
+    loaded = models.pick(which)
+    ctx = loaded.model.config.sequence_len
+    if (ids or "").strip():
+        req = parse_ids(ids, loaded.model.config.vocab_size, lang)
+    elif (prompt or "").strip():
+        req = Request([loaded.tokenizer.encode(prompt)])
+        if not req.ids[0]:
+            raise gr.Error(t("empty_prompt", lang))
+    else:
+        raise gr.Error(t("empty_prompt", lang))
+    T = len(req.ids[0])
+    if T > ctx:
+        gr.Warning(t("prompt_too_long", lang, n=T, ctx=ctx))
+        req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
+    if len(req.ids) > 1:
+        req.notes.append(t("batch_note", lang, b=len(req.ids)))
+    return req
+
+
+def views_for(models: Models, which: str, req: Request, layer: int, head: int, position: int, lang: str) -> list:
+    """explain/'s views of this request (the generate view lives in its own tab), as ViewResults."""
+    loaded = models.pick(which)
+    tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
+    T = len(req.ids[0])
+    kv_steps = [req.prefix, T - req.prefix] if req.prefix else None
+    views = build_all(loaded.model, tokenizer, req.ids, lang, layer=layer, head=head, position=position,
+                              kv_steps=kv_steps, views=VIEWS)
+    if req.prefix:  # the tutorial's cache example: this call feeds T - T0 new tokens after T0 cached ones
+        views["shapes"] = shapes_view(loaded.model, len(req.ids), T - req.prefix, req.prefix, lang=lang)
+        views["rotary"] = rotary_view(loaded.model, T - req.prefix, req.prefix, lang=lang)
+    return list(views.values())
+
+
+@dataclass
+class InsideTab:
+    preset: gr.Dropdown
+    model: gr.Radio
+    prompt: gr.Textbox
+    ids: gr.Textbox
+    layer: gr.Slider
+    head: gr.Slider
+    position: gr.Slider
+    focus: gr.Dropdown
+    run: gr.Button
+    run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang) -> outputs
+    inputs: list
+    outputs: list
+    refresh: dict  # .then(**refresh): rerun only if views are showing (after a language switch)
+
+    def link_parts(self) -> dict:
+        return {"preset": self.preset, "model": self.model, "prompt": self.prompt, "ids": self.ids,
+                "layer": self.layer, "head": self.head, "pos": self.position, "focus": self.focus}
+
+    def run_event(self) -> dict:
+        """kwargs for .then(**...) that rerun the views with the current inputs."""
+        return dict(fn=self.run_fn, inputs=self.inputs, outputs=self.outputs, api_name=False)
+
+
+def focus_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t("view_all", lang), "all")] + [(t("view_" + v, lang), v) for v in VIEWS]
+
+
+def figure_html_note() -> str:
+    try:
+        import kaleido  # noqa: F401
+        return ""
+    except ImportError:
+        return "png_note"
+
+
+def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
+    cfg = models.main.model.config
+    with gr.Row():
+        with gr.Column(scale=3):
+            preset = gr.Dropdown([(v[0], k) for k, v in PRESETS.items()], value="custom", label=t("preset"),
+                                 elem_id="inside-preset")
+            relabel(preset, "preset", choices=lambda lang: [(v[lang == "zh"], k) for k, v in PRESETS.items()])
+            prompt = relabel(gr.Textbox(label=t("prompt"), placeholder=t("prompt_ph"), lines=2,
+                                        elem_id="inside-prompt"), "prompt", placeholder="prompt_ph")
+            ids = relabel(gr.Textbox(label=t("ids"), lines=1, elem_id="inside-ids"), "ids")
+        with gr.Column(scale=2):
+            model = gr.Radio([(t("model_loaded"), "loaded"), (t("model_tutorial"), "tutorial")], value="loaded",
+                             label=t("model_choice"), elem_id="inside-model")
+            relabel(model, "model_choice", choices=lambda lang: [(t("model_loaded", lang), "loaded"),
+                                                                   (t("model_tutorial", lang), "tutorial")])
+            layer = relabel(gr.Slider(0, max(cfg.n_layer - 1, 1), value=0, step=1, label=t("layer"),
+                                      elem_id="inside-layer"), "layer")
+            head = relabel(gr.Slider(0, max(cfg.n_head - 1, 1), value=0, step=1, label=t("head"),
+                                     elem_id="inside-head"), "head")
+            position = relabel(gr.Slider(-1, cfg.sequence_len - 1, value=-1, step=1, label=t("position"),
+                                         elem_id="inside-position"), "position")
+            focus = gr.Dropdown(focus_choices("en"), value="all", label=t("focus"), elem_id="inside-focus")
+            relabel(focus, "focus", choices=focus_choices)
+            run = relabel(gr.Button(t("run_forward"), variant="primary", elem_id="inside-run"), value="run_forward")
+    notes = gr.Markdown(elem_id="inside-notes")
+    slots = []
+    for i in range(len(VIEWS)):
+        with gr.Column(visible=False, elem_id=f"view-{i}", elem_classes=["view"]) as col:
+            with gr.Row():
+                with gr.Column(scale=3):
+                    plot = gr.Plot(elem_id=f"view-plot-{i}", show_label=False)
+                with gr.Column(scale=2):
+                    text = gr.Markdown(elem_classes=["view-text"])
+            with gr.Accordion(t("data"), open=False) as acc:
+                table = gr.Dataframe(interactive=False, max_height=300, wrap=False)
+                csv = relabel(gr.DownloadButton(t("download_csv"), size="sm"), value="download_csv")
+        relabel(acc, "data")
+        slots.append((col, plot, text, table, csv))
+    with gr.Row():
+        export = relabel(gr.Button(t("download_html"), size="sm", elem_id="inside-export"), value="download_html")
+        export_file = gr.File(visible=False, elem_id="inside-export-file")
+    png_note = figure_html_note()
+    export_note = gr.Markdown(t(png_note) if png_note else "")
+    if png_note:
+        relabel(export_note, value=png_note)
+    last = gr.State([])
+
+    @gpu
+    def run_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
+        req = make_request(models, which, prompt_text, ids_text, lang)
+        loaded = models.pick(which)
+        c = loaded.model.config
+        layer_v, head_v = min(int(layer_v), c.n_layer - 1), min(int(head_v), c.n_head - 1)
+        T = len(req.ids[0])
+        pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
+        try:
+            views = views_for(models, which, req, layer_v, head_v, pos_v, lang)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        if focus_v in VIEWS:
+            views = [v for v in views if v.name == focus_v] or views
+        tmp = Path(tempfile.mkdtemp(prefix="inside-"))
+        out = [gr.update(value="\n\n".join(req.notes)),
+               gr.update(maximum=max(c.n_layer - 1, 1), value=layer_v),
+               gr.update(maximum=max(c.n_head - 1, 1), value=head_v),
+               gr.update(maximum=max(T - 1, 1), value=pos_v)]
+        for i, (col, plot, text, table, csv) in enumerate(slots):
+            if i < len(views):
+                v = views[i]
+                path = tmp / f"{i:02d}-{v.name}.csv"
+                v.df.to_csv(path, index=False)
+                out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", v.df.head(500), str(path)]
+            else:
+                out += [gr.update(visible=False), None, "", None, None]
+        return [*out, views]
+
+    inputs = [model, prompt, ids, layer, head, position, focus, lang_state]
+    outputs = [notes, layer, head, position] + [c for slot in slots for c in slot] + [last]
+    run.click(run_views, inputs, outputs, api_name="inside")
+    for slider in (layer, head, position):
+        slider.release(run_views, inputs, outputs, api_name=False)
+    focus.input(run_views, inputs, outputs, api_name=False)
+
+    def apply_preset(key: str):
+        _, _, which, prompt_text, ids_text = PRESETS.get(key, PRESETS["custom"])
+        if key == "custom":
+            return gr.update(), gr.update(), gr.update()
+        return which, prompt_text, ids_text
+
+    preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
+        .then(run_views, inputs, outputs, api_name=False)
+
+    def export_zip(views):
+        if not views:
+            raise gr.Error(t("empty_prompt"))
+        tmp = Path(tempfile.mkdtemp(prefix="inside-export-"))
+        path = tmp / "inside-forward.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+            for i, v in enumerate(views):
+                z.writestr(f"{i:02d}-{v.name}.csv", v.df.to_csv(index=False))
+                html = io.StringIO()
+                v.fig.write_html(html, include_plotlyjs="directory", full_html=True)
+                z.writestr(f"{i:02d}-{v.name}.html", html.getvalue())
+            import plotly.offline
+
+            z.writestr("plotly.min.js", plotly.offline.get_plotlyjs())
+        return gr.update(value=str(path), visible=True)
+
+    export.click(export_zip, last, export_file, api_name=False)
+    def refresh(views, *args):
+        """Rerun (e.g. in the new language) only when views are already on the page."""
+        if not views:
+            return [gr.update()] * len(outputs)
+        return run_views(*args)
+
+    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, run_views, inputs, outputs,
+                     dict(fn=refresh, inputs=[last, *inputs], outputs=outputs, api_name=False))

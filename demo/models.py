@@ -1,0 +1,130 @@
+"""Which model the app serves, the random-init tutorial model, and the one-line description the header shows."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from gpt.checkpoint import LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model
+from gpt.engine import Engine
+from gpt.model import GPT, GPTConfig
+from gpt.tokenizer import Tokenizer
+
+# The config of the tutorial's shape questions: input [2, 5] -> logits [2, 5, 50304].
+TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)
+# Used only when no trained model exists: small enough to build in a second anywhere.
+FALLBACK_CONFIG = GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head=2, n_kv_head=2, n_embd=64)
+
+
+@dataclass
+class Models:
+    """The served model (+ its engine) and the lazily built random-init model of the tutorial's config."""
+
+    main: LoadedModel
+    notice: str = ""  # why the requested model is not the one served ("" when it is)
+    _tutorial: LoadedModel | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.main.model, self.main.tokenizer)
+
+    def tutorial(self) -> LoadedModel:
+        """nanochat init of the tutorial config, with the served model's tokenizer, on the same device."""
+        with self._lock:
+            if self._tutorial is None:
+                self._tutorial = untrained(TUTORIAL_CONFIG, self.main.tokenizer, self.main.device)
+            return self._tutorial
+
+    def pick(self, which: str) -> LoadedModel:
+        return self.tutorial() if which == "tutorial" else self.main
+
+
+def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0) -> LoadedModel:
+    """nanochat's init of any config. Unlike gpt.checkpoint.random_model it accepts a vocab larger than the
+    tokenizer's (the tutorial's 50304 is such a padded vocab; ids past the tokenizer are labelled "#id")."""
+    if config.vocab_size == tokenizer.vocab_size:
+        return random_model(config, tokenizer, seed=seed, device=device)
+    if config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+    torch.manual_seed(seed)
+    model = GPT(config)
+    model.init_weights()
+    dims = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, vocab={config.vocab_size}"
+    return LoadedModel(model.to(device).eval(), tokenizer, f"random-init ({dims})", "random-init", device,
+                       torch.float32, {"seed": seed})
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(loaded: LoadedModel, lang: str = "en") -> str:
+    """'name · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in `lang`)."""
+    from demo.i18n import t
+
+    c = loaded.model.config
+    dtype = str(loaded.dtype).replace("torch.", "")
+    return (f"**{loaded.name}** · {n_params(loaded.model) / 1e6:.1f}M {t('params', lang)} · "
+            f"{c.n_layer} {t('layers', lang)} × {c.n_embd} · {t('context', lang)} {c.sequence_len} · "
+            f"`{loaded.device}` · `{dtype}`")
+
+
+def parse_config(spec: str) -> GPTConfig:
+    """'n_layer=4,n_head=4,n_embd=128' -> GPTConfig (unnamed fields keep the tutorial config's values)."""
+    known = {f.name for f in fields(GPTConfig)}
+    values = {f.name: getattr(TUTORIAL_CONFIG, f.name) for f in fields(GPTConfig)}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in known or not value.strip().isdigit():
+            raise ValueError(f"bad --random-config entry {part!r}: expected key=int with key in {sorted(known)}")
+        values[key] = int(value)
+    if "n_kv_head" not in spec:
+        values["n_kv_head"] = values["n_head"]
+    return GPTConfig(**values)
+
+
+def fallback_tokenizer() -> Tokenizer:
+    """A tiny BPE trained on the app's own labels: lets a random-init model run with no files at all."""
+    from demo.i18n import LABELS
+
+    texts = [s for pair in LABELS.values() for s in pair] * 4
+    return Tokenizer.train(texts, 512)
+
+
+def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
+         step: int | None = None, random_config: str | None = None, device: str | None = None,
+         dtype: str | None = None) -> Models:
+    """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice."""
+    dev = pick_device(device)
+    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else None
+    notice = ""
+    try:
+        if random_config is not None:
+            return Models(untrained(parse_config(random_config), _default_tokenizer(), dev))
+        if checkpoint and _is_our_format(checkpoint):
+            return Models(load_model(checkpoint, device=dev, dtype=torch_dtype))
+        if checkpoint or nanochat:
+            return Models(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
+                                        dtype=torch_dtype))
+    except Exception as e:  # noqa: BLE001 - any failure is reported in the UI, and we keep serving something
+        notice = f"{type(e).__name__}: {e}"
+    try:
+        return Models(load_default(device=dev, dtype=torch_dtype), notice=notice)
+    except FileNotFoundError as e:
+        notice = notice or f"no trained model yet ({e})"
+    return Models(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
+
+
+def _is_our_format(path: str) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "config.json").is_file()
+
+
+def _default_tokenizer() -> Tokenizer:
+    try:
+        return load_default(device="cpu").tokenizer
+    except FileNotFoundError:
+        return fallback_tokenizer()
