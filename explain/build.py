@@ -22,7 +22,7 @@ VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "trai
 
 def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
                 j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
-                gen_tokens: int = 6, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
+                gen_tokens: int = 4, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
                 views: tuple[str, ...] | None = None) -> dict[str, ViewResult]:
     """Every view (or only `views`) of an existing trace, in VIEWS order."""
     wanted = VIEWS if views is None else tuple(views)
@@ -42,7 +42,8 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
         "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),
         "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
-                                          seed, lang=lang),
+                                          seed, lang=lang,
+                                          first_logits=trace.logits[0, -1] if trace.B == 1 else None),
     }
     return {name: makers[name]() for name in VIEWS if name in wanted}
 

@@ -5,9 +5,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, np32, position_axis, window
+from explain.common import ViewResult, base_layout, np32, position_axis, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder
@@ -61,7 +60,7 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
     title = t("causality", "title", lang, j=j, old=labels[j], new=new_label, leak=leak)
     if lo > 0 or hi < T:
         title += t("causality", "windowed", lang, lo=lo, hi=hi - 1, T=T)
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14, shared_xaxes=True,
+    fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14, shared_xaxes=True,
                         subplot_titles=[t("causality", "heat", lang), t("causality", "bars", lang)])
     sub = d[:, lo:hi]
     with np.errstate(divide="ignore"):

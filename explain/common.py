@@ -7,8 +7,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 FONT = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, Arial, sans-serif"  # Chinese labels render everywhere
+_GRID = dict(gridcolor="#ebebeb", zerolinecolor="#dadce0", linecolor="#dadce0")
+# A small template of our own: plotly's named templates ("plotly_white") cost ~12 ms and ~6 KB of JSON per figure.
+TEMPLATE = dict(layout=dict(colorway=["#1a73e8", "#d93025", "#188038", "#f9ab00", "#9334e6", "#12b5cb"],
+                            plot_bgcolor="white", paper_bgcolor="white", xaxis=_GRID, yaxis=_GRID))
 
 
 @dataclass
@@ -44,10 +49,15 @@ def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
 
 def base_layout(title: str, height: int = 420, **kw) -> dict:
     """Layout every view starts from: white template, compact margins, a CJK-capable font."""
-    layout = dict(title=dict(text=title, font=dict(size=15)), template="plotly_white", height=height,
+    layout = dict(title=dict(text=title, font=dict(size=15)), template=TEMPLATE, height=height,
                   margin=dict(l=60, r=20, t=60, b=50), font=dict(family=FONT, size=12))
     layout.update(kw)
     return layout
+
+
+def subplots(**kw) -> go.Figure:
+    """make_subplots on a figure that already has our template (so plotly's default template is never built)."""
+    return make_subplots(figure=go.Figure(layout=dict(template=TEMPLATE)), **kw)
 
 
 def position_axis(positions: list[int], labels: list[str], max_ticks: int = 64, angle: int = -60) -> dict:

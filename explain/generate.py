@@ -14,9 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, np32
+from explain.common import ViewResult, base_layout, np32, subplots
 from explain.kvcache import new_cache
 from explain.text import t
 from explain.trace import token_labels
@@ -25,10 +24,15 @@ from gpt.model import GPT, GPTConfig
 
 @torch.inference_mode()
 def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: float = 1.0,
-                   top_k: int | None = None, seed: int = 42, show_k: int = 10) -> list[dict]:
+                   top_k: int | None = None, seed: int = 42, show_k: int = 10,
+                   first_logits: torch.Tensor | None = None) -> list[dict]:
     """GPT.generate's loop, keeping per step: the sampled token, the top `show_k` of the distribution it was drawn
     from (after top-k and temperature; at temperature 0 the softmax of the filtered logits, and argmax picks), how
-    many tokens had non-zero probability, and the entropy. Full distributions stay on the device."""
+    many tokens had non-zero probability, and the entropy. Full distributions stay on the device.
+
+    first_logits: the last position's logits [V] of a batch-1 forward of exactly `tokens` (e.g. a recorded trace),
+    to skip recomputing step 1 — the same forward gives the same numbers.
+    """
     device = model.get_device()
     rng = None
     if temperature > 0:
@@ -37,7 +41,10 @@ def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: 
     ids = torch.tensor([tokens], dtype=torch.long, device=device)
     steps = []
     for step in range(max_tokens):
-        logits = model.forward(ids)[:, -1, :]
+        if step == 0 and first_logits is not None:
+            logits = first_logits[None].clone()  # cloned: the top-k filter below writes into it
+        else:
+            logits = model.forward(ids)[:, -1, :]
         if top_k:
             v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
             logits[logits < v[:, [-1]]] = -float("inf")
@@ -106,13 +113,14 @@ def _cost_lengths(config: GPTConfig, prompt_len: int, n_max: int = 64) -> list[i
 
 
 def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int = 8, temperature: float = 1.0,
-                  top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en") -> ViewResult:
+                  top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en",
+                  first_logits: torch.Tensor | None = None) -> ViewResult:
     """Steps x top-k heatmap of what generate sampled from (the chosen token outlined), and counted FLOPs of naive
-    vs cached generation for growing lengths."""
+    vs cached generation for growing lengths. first_logits: see generate_steps."""
     if not tokens:
         raise ValueError("generation needs a prompt of at least one token")
     max_tokens = max(0, min(max_tokens, model.config.sequence_len - len(tokens)))
-    steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k)
+    steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k, first_logits)
     all_ids = sorted({i for s in steps for i in s["top_ids"]} | {s["token"] for s in steps})
     names = dict(zip(all_ids, token_labels(tokenizer, all_ids)))
     rows = []
@@ -130,7 +138,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     text_so_far = "".join(names[s["token"]] for s in steps)
     title = t("generate", "title", lang, n=len(steps), temperature=temperature, top_k=top_k or t("generate", "off", lang),
               seed=seed)
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
+    fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
                         subplot_titles=[t("generate", "heat", lang), t("generate", "cost", lang, P=len(tokens))])
     if steps:
         z = np.stack([s["top_p"] for s in steps])

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, position_axis
+from explain.common import ViewResult, base_layout, position_axis, subplots
 from explain.text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
@@ -76,7 +75,7 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
                    for s, r in enumerate(log)]
     max_diff = float(diff.max())
     title = t("kv_cache", "title", lang, n=len(log), diff=max_diff)
-    fig = make_subplots(rows=2, cols=1, row_heights=[0.5, 0.5], vertical_spacing=0.16, shared_xaxes=True,
+    fig = subplots(rows=2, cols=1, row_heights=[0.5, 0.5], vertical_spacing=0.16, shared_xaxes=True,
                         subplot_titles=[t("kv_cache", "fill", lang), t("kv_cache", "diff", lang)])
     x = np.arange(T)
     fig.add_trace(go.Heatmap(z=fill, x=x, y=steps_names, zmin=0, zmax=2, showscale=False, xgap=1, ygap=2,

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, position_axis
+from explain.common import ViewResult, base_layout, position_axis, subplots
 from explain.text import t
 from gpt.model import causal_mask_for
 
@@ -30,7 +29,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
     lo = max(0, T - window)
     regimes = mask_regimes(T, chunk)
     names = [t("mask", r, lang, Tq=Tq, Tk=Tk) for r, Tq, Tk in regimes]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.06,
+    fig = subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.06,
                         column_widths=[0.45, 0.2, 0.35])
     rows = []
     for col, (regime, Tq, Tk) in enumerate(regimes, start=1):

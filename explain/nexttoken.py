@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 
@@ -61,7 +60,7 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
     title = t("next_token", "title", lang, pos=pos, token=labels[pos])
     if lo > 0:
         title += t("next_token", "windowed", lang, lo=lo, hi=hi - 1, T=T)
-    fig = make_subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
+    fig = subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
                         specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
                         subplot_titles=[t("next_token", "heat", lang, k=min(k, kk)),
                                         t("next_token", "bar", lang, k=bar_k, pos=pos, token=labels[pos]),

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, np32
+from explain.common import ViewResult, base_layout, np32, subplots
 from explain.text import t
 from gpt.model import GPT
 
@@ -33,7 +32,7 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     windowed = lo > 0 or hi < T0 + T
     title = t("rotary", "title", lang, T0=T0, T1=T0 + T, lo=lo, hi=hi - 1) + (
         t("rotary", "windowed", lang, lo=lo, hi=hi - 1) if windowed else "")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("cos", "sin"), horizontal_spacing=0.08)
+    fig = subplots(rows=1, cols=2, subplot_titles=("cos", "sin"), horizontal_spacing=0.08)
     for col, z in ((1, cos), (2, sin)):
         fig.add_trace(go.Heatmap(z=z, x=pairs, y=pos, zmin=-1, zmax=1, colorscale="RdBu", showscale=col == 2,
                                  hovertemplate="pos %{y}, pair %{x}: %{z}<extra></extra>"), row=1, col=col)

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
-from explain.common import ViewResult, base_layout, np32, resolve_position
+from explain.common import ViewResult, base_layout, np32, resolve_position, subplots
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.model import SOFTCAP
@@ -51,7 +50,7 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
 
     label = trace.labels[row][p]
     title = t("softcap", "title", lang, pos=p, token=label, cap=SOFTCAP)
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.07,
+    fig = subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.07,
                         subplot_titles=[t("softcap", "curve", lang), t("softcap", "hist", lang),
                                         t("softcap", "probs", lang, n=len(id_list))])
     span = max(2.5 * SOFTCAP, 1.1 * float(raw.abs().max()))

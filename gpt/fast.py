@@ -7,7 +7,7 @@ addresses never change and which never asks the CPU for a value: the cache is a 
 device tensor, written with index_put), sampling is tensor-only (gpt/sampling.py) and its result is fed back as the
 next input on the device. The forward is still GPT.forward from gpt/model.py; nothing here re-implements it.
 
-Graphs are kept per shape key: decode (span, width) and prefill (padded prompt length, span, width), where span is the
+Graphs are kept per shape key: decode (batch, span, width) and prefill (padded prompt length, span, width), where span is the
 attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU, or with
 graphs=False, the same functions run eagerly.
 """
@@ -71,11 +71,13 @@ class StaticDecoder:
 
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
 
-    def _decode_step(self, width: int | None) -> torch.Tensor:
-        logits = self.model(self.tokens[:, None], kv_cache=self.cache)[:, -1, : self.n_sampled]
-        # counter = the sampled token's position = every row's position after this step (as Engine.stream)
-        nxt = sample(logits, self.temperature, self.top_k, self.top_p, self.seed, self.cache.pos, width)
-        self.tokens.copy_(nxt)
+    def _decode_step(self, b: int, width: int | None) -> torch.Tensor:
+        tokens = self.tokens[:b]
+        logits = self.model(tokens[:, None], kv_cache=self.cache)[:, -1, : self.n_sampled]
+        # counter = the sampled token's position = the row's position after this step (as in Engine.stream)
+        nxt = sample(logits, self.temperature[:b], self.top_k[:b], self.top_p[:b], self.seed[:b],
+                     self.cache.pos[:b], width)
+        tokens.copy_(nxt)
         return nxt
 
     def _prefill_step(self, T: int, width: int | None) -> torch.Tensor:
@@ -118,10 +120,11 @@ class StaticDecoder:
         return graph, out
 
     @torch.inference_mode()
-    def decode(self, span: int, width: int | None) -> torch.Tensor:
-        """One token for every row ([B] on the device). span must cover every running row's position + 1."""
-        self.cache.rows, self.cache.span = None, span
-        return self._run(("decode", span, width), lambda: self._decode_fn(width))
+    def decode(self, batch: int, span: int, width: int | None) -> torch.Tensor:
+        """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
+        row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile)."""
+        self.cache.rows, self.cache.batch, self.cache.span = None, batch, span
+        return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, width))
 
     @torch.inference_mode()
     def prefill(self, row: int, prompt_ids: list[int], width: int | None) -> torch.Tensor:

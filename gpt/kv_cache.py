@@ -45,7 +45,9 @@ class RowKVCache:
     reads a position on the host, so a forward through it can be captured as a CUDA graph and replayed at any
     positions. Per layer, k/v are [B, Hkv, seq_len, hd] (separate tensors, so writes stay in place under
     torch.compile). Two settings, chosen by the caller before a forward:
-    - rows: None runs all B rows; a LongTensor [R] runs only those rows (e.g. prefilling one joining session).
+    - rows: None runs the first `batch` rows (views: the server admits sessions into the lowest free rows and
+      runs the smallest batch bucket that holds the highest busy row); a LongTensor [R] runs only those rows (e.g. prefilling
+      one joining session).
     - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
       short chat does not pay for reading seq_len positions of keys.
     GPT.forward sees get_pos() as a tensor (per-row rotary angles) and uses `attn_mask`, built at layer 0:
@@ -61,31 +63,36 @@ class RowKVCache:
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.seq_len = seq_len
         self.rows: torch.Tensor | None = None
+        self.batch = batch_size
         self.span = seq_len
         self.attn_mask: torch.Tensor | None = None
         self._write_pos: torch.Tensor | None = None
 
     def get_pos(self) -> torch.Tensor:
-        return self.pos if self.rows is None else self.pos[self.rows]
+        return self.pos[: self.batch] if self.rows is None else self.pos[self.rows]
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = k.size(2)
-        rows = self.rows if self.rows is not None else torch.arange(k.size(0), device=k.device)
         if layer_idx == 0:  # the same positions and mask serve every layer of this forward
             self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
             visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
             self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
                 ~visible, float("-inf"))
-        # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
-        self.k[layer_idx][rows[:, None], :, self._write_pos] = k.transpose(1, 2)
-        self.v[layer_idx][rows[:, None], :, self._write_pos] = v.transpose(1, 2)
-        if layer_idx == len(self.k) - 1:
-            # Idle rows of a static batch keep stepping on garbage; the clamp keeps their writes in bounds.
-            # Running rows never get there: their owner stops them at seq_len.
-            if self.rows is None:
-                self.pos.add_(T).clamp_(max=self.seq_len - 1)
-            else:
-                self.pos[self.rows] = (self.pos[self.rows] + T).clamp(max=self.seq_len - 1)
+        last = layer_idx == len(self.k) - 1
         if self.rows is None:
-            return self.k[layer_idx][:, :, : self.span], self.v[layer_idx][:, :, : self.span]
+            k_all, v_all, pos = self.k[layer_idx][: self.batch], self.v[layer_idx][: self.batch], self.pos[: self.batch]
+            at = torch.arange(k.size(0), device=k.device)[:, None]
+            # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
+            k_all[at, :, self._write_pos] = k.transpose(1, 2)
+            v_all[at, :, self._write_pos] = v.transpose(1, 2)
+            if last:
+                # Idle rows of a static batch keep stepping on garbage; the clamp keeps their writes in bounds.
+                # Running rows never get there: their owner stops them at seq_len.
+                pos.add_(T).clamp_(max=self.seq_len - 1)
+            return k_all[:, :, : self.span], v_all[:, :, : self.span]
+        rows = self.rows[:, None]
+        self.k[layer_idx][rows, :, self._write_pos] = k.transpose(1, 2)
+        self.v[layer_idx][rows, :, self._write_pos] = v.transpose(1, 2)
+        if last:
+            self.pos[self.rows] = (self.pos[self.rows] + T).clamp(max=self.seq_len - 1)
         return self.k[layer_idx][self.rows, :, : self.span], self.v[layer_idx][self.rows, :, : self.span]

@@ -3,7 +3,7 @@
 Each session owns one row of a StaticDecoder (gpt/fast.py) while it runs. A background thread loops:
 1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token;
 2. drop sessions that were stopped (should_stop) or abandoned by their reader;
-3. launch one decode step for all rows (a CUDA-graph replay) and copy the new tokens to pinned host memory;
+3. launch one decode step for the rows up to the highest busy one (a CUDA-graph replay per batch bucket) and copy the new tokens to pinned host memory;
 4. while the GPU runs that step, hand out the tokens of the previous step: stream text, detect stop tokens,
    max_tokens and a full context, and free finished rows.
 Step 4 overlapping step 3 hides the Python work behind the GPU. A row's extra step launched after its session ended
@@ -145,10 +145,12 @@ class BatchServer:
         for _, s in active:
             s.launched += 1
         span = bucket(max(len(s.prompt) + s.launched for _, s in active), MIN_SPAN, self.seq_len)
-        out = self.decoder.decode(span, width_bucket([s.params for _, s in active]))
+        # Sessions take the lowest free row, so one user decodes a batch of 1, not max_batch rows.
+        batch = bucket(active[-1][0] + 1, 1, len(self.rows))
+        out = self.decoder.decode(batch, span, width_bucket([s.params for _, s in active]))
         host = self.host[self.steps % 2]
         self.steps += 1
-        host.copy_(out, non_blocking=True)
+        host[:batch].copy_(out, non_blocking=True)
         done = None
         if out.is_cuda:
             done = torch.cuda.Event()

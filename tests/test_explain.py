@@ -152,6 +152,9 @@ def test_generate_view_and_greedy_cached_equals_naive(trace):
     view = generate_view(trace.model, prompt, max_tokens=3, temperature=0.9, top_k=20, seed=5)
     chosen = view.df.groupby("step")["chosen_id"].first()
     assert list(chosen) == list(trace.model.generate(prompt, 3, temperature=0.9, top_k=20, seed=5))
+    # Step 1 may reuse a recorded batch-1 forward of the prompt: same numbers, same tokens.
+    reused = generate_steps(trace.model, prompt, 3, 0.9, 20, 5, first_logits=trace_forward(trace.model, prompt).logits[0, -1])
+    assert [s["token"] for s in reused] == list(chosen)
 
 
 def test_flop_counts():
