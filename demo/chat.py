@@ -37,7 +37,7 @@ def parse_seed(text: str | int | float | None, lang: str = "en") -> int | None:
         value = float(s)
     except ValueError:
         raise gr.Error(t("bad_seed", lang)) from None
-    if not value.is_integer() or value < 0:
+    if not value.is_integer() or not 0 <= value < 2**63:  # the engine keeps seeds in int64 tensors
         raise gr.Error(t("bad_seed", lang))
     return int(value)
 
@@ -108,7 +108,7 @@ def make_reply(models: Models):
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
         messages = plain(history)
-        if not messages or messages[-1]["role"] != "user":
+        if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
             raise gr.Error(t("empty_message", lang))
         params = sampling(temperature, top_k, top_p, max_tokens, seed, lang)
         prompt, dropped = fit_context(models, messages, params.max_tokens, lang)

@@ -107,7 +107,9 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         view = generate_view(models.main.model, ids, tok, n, temperature=float(temp), top_k=int(k) or None,
                              seed=int(seed_v or 0), lang=lang)
         chosen = view.df.drop_duplicates("step")["chosen_id"].tolist()
-        spans = [(tok.decode(ids), None)] + [(tok.decode([i]), "new") for i in chosen]
+        # GPT.generate samples from the model's whole vocab, which may be padded past the tokenizer's: label those
+        spans = [(tok.decode(ids), None)] + [(tok.decode([i]) if i < tok.vocab_size else f"#{i}", "new")
+                                              for i in chosen]
         steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "candidates",
                                                     "entropy"]]
         return n, spans, view.fig, f"### {view.title}\n\n{view.text}", steps_table

@@ -106,17 +106,20 @@ def make_request(models: Models, which: str, prompt: str, ids: str, lang: str) -
     return req
 
 
-def views_for(models: Models, which: str, req: Request, layer: int, head: int, position: int, lang: str) -> list:
-    """explain/'s views of this request (the generate view lives in its own tab), as ViewResults."""
+def views_for(models: Models, which: str, req: Request, layer: int, head: int, position: int, lang: str,
+              names: tuple[str, ...] = VIEWS) -> list:
+    """explain/'s views `names` of this request (the generate view lives in its own tab), as ViewResults."""
     loaded = models.pick(which)
     tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
     T = len(req.ids[0])
     kv_steps = [req.prefix, T - req.prefix] if req.prefix else None
     views = build_all(loaded.model, tokenizer, req.ids, lang, layer=layer, head=head, position=position,
-                              kv_steps=kv_steps, views=VIEWS)
+                      kv_steps=kv_steps, views=names)
     if req.prefix:  # the tutorial's cache example: this call feeds T - T0 new tokens after T0 cached ones
-        views["shapes"] = shapes_view(loaded.model, len(req.ids), T - req.prefix, req.prefix, lang=lang)
-        views["rotary"] = rotary_view(loaded.model, T - req.prefix, req.prefix, lang=lang)
+        if "shapes" in views:
+            views["shapes"] = shapes_view(loaded.model, len(req.ids), T - req.prefix, req.prefix, lang=lang)
+        if "rotary" in views:
+            views["rotary"] = rotary_view(loaded.model, T - req.prefix, req.prefix, lang=lang)
     return list(views.values())
 
 
@@ -209,20 +212,21 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         req = make_request(models, which, prompt_text, ids_text, lang)
         loaded = models.pick(which)
         c = loaded.model.config
+        asked = (int(layer_v), int(head_v), int(pos_v))
         layer_v, head_v = min(int(layer_v), c.n_layer - 1), min(int(head_v), c.n_head - 1)
         T = len(req.ids[0])
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
         try:
-            views = views_for(models, which, req, layer_v, head_v, pos_v, lang)
+            views = views_for(models, which, req, layer_v, head_v, pos_v, lang,
+                              (focus_v,) if focus_v in VIEWS else VIEWS)  # compute only what is shown
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        if focus_v in VIEWS:
-            views = [v for v in views if v.name == focus_v] or views
         tmp = Path(tempfile.mkdtemp(prefix="inside-"))
-        out = [gr.update(value="\n\n".join(req.notes)),
-               gr.update(maximum=max(c.n_layer - 1, 1), value=layer_v),
-               gr.update(maximum=max(c.n_head - 1, 1), value=head_v),
-               gr.update(maximum=max(T - 1, 1), value=pos_v)]
+        # A slider gets its value back only when it was clamped: one moved while this ran keeps its new value.
+        out = [gr.update(value="\n\n".join(req.notes))] + [
+            gr.update(maximum=hi, value=v) if v != a else gr.update(maximum=hi)
+            for hi, v, a in zip((max(c.n_layer - 1, 1), max(c.n_head - 1, 1), max(T - 1, 1)),
+                                (layer_v, head_v, pos_v), asked)]
         for i, (col, plot, text, table, csv) in enumerate(slots):
             if i < len(views):
                 v = views[i]
