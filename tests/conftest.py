@@ -7,16 +7,21 @@
   weight perturbed with a fixed seed. nanochat's init zeroes lm_head and the output projections, which makes every
   logit exactly 0 (and every block the identity); the perturbation makes outputs depend on the input.
 - `make_tiny_model(vocab_size, seed=0, **config)` builds the same thing for other sizes/seeds.
+- `live_app` (session): the real app served on a free local port for the browser and API tests (see live_app.py).
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 import torch
 
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from live_app import LiveApp
 
 TINY_VOCAB = 512
 TINY_CONFIG = dict(sequence_len=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)  # GQA on purpose
@@ -63,3 +68,11 @@ def make_tiny_model(vocab_size: int, seed: int = 0, **config) -> GPT:
 @pytest.fixture
 def tiny_model(tiny_tokenizer: Tokenizer) -> GPT:
     return make_tiny_model(tiny_tokenizer.vocab_size)
+
+
+@pytest.fixture(scope="session")
+def live_app() -> Iterator[LiveApp]:
+    from live_app import serve  # imports gradio and playwright: only for the tests that use the app
+
+    with serve() as app:
+        yield app

@@ -1,0 +1,227 @@
+"""The app in a real browser: Debian's Chromium, headless, driven by Playwright, against the served app.
+
+With SCREENSHOTS_DIR set, the tests also save the README's screenshots there (see README "What it looks like").
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from demo import inside, lessons
+from demo.i18n import LANGS, t
+from gpt.engine import Engine, SamplingParams
+from live_app import LiveApp, goto, launch_chromium, open_app
+
+MESSAGE = "Tell me a story about a robot who learns to paint."
+REPLY_TOKENS = 40  # long enough to watch it grow and to press Stop in the middle (see live_app.TOKEN_INTERVAL_S)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+SHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+# Every view slot that is showing has a Plotly figure drawn with a non-zero size.
+PLOTS_DRAWN = """(n) => {
+  const shown = [...document.querySelectorAll(".view")].filter(v => v.getBoundingClientRect().height > 0);
+  return shown.length === n && shown.every(v => {
+    const svg = v.querySelector("svg.main-svg");
+    if (!svg) return false;
+    const r = svg.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  });
+}"""
+# Records every distinct text the last reply of the chatbot shows, as it streams in.
+WATCH_REPLY = """() => {
+  window.replies = [];
+  const box = document.querySelector("#chatbot");
+  new MutationObserver(() => {
+    const bots = box.querySelectorAll(".bot-row .message-content");
+    const text = bots.length ? bots[bots.length - 1].textContent : "";
+    if (text && text !== window.replies.at(-1)) window.replies.push(text);
+  }).observe(box, {childList: true, subtree: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_app: LiveApp) -> Iterator[Page]:
+    page = open_app(browser, live_app.url)
+    yield page
+    page.context.close()
+
+
+def snap(page: Page, name: str) -> None:
+    """Save a full-page screenshot for the README when SCREENSHOTS_DIR is set."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=Path(SHOTS) / f"{name}.png", full_page=True)
+
+
+def set_slider(page: Page, elem_id: str, value: float) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.blur()  # commits the value (and fires the slider's release event)
+
+
+def wait_idle(page: Page) -> None:
+    """Until no event of this page is running or waiting in the queue."""
+    page.wait_for_function("!document.querySelector('.pending, .generating')")
+
+
+def stats(page: Page) -> str:
+    return page.locator("#chat-stats").inner_text()
+
+
+@pytest.fixture(scope="module")
+def long_reply(live_app: LiveApp) -> tuple[float, int]:
+    """(temperature, seed) with which the served model's reply to MESSAGE runs on for at least REPLY_TOKENS."""
+    tok = live_app.models.main.tokenizer
+    prompt = tok.render_for_completion([{"role": "user", "content": MESSAGE}])
+    engine = Engine(live_app.models.main.model, tok, batched=False)
+    for seed in range(40):  # sampled, not greedy: an untrained model's greedy reply repeats one (invisible) byte
+        params = SamplingParams(temperature=1.0, top_k=None, top_p=1.0, seed=seed, max_tokens=REPLY_TOKENS)
+        if list(engine.stream(prompt, params))[-1].stop_reason == "max_tokens":
+            return 1.0, seed
+    raise AssertionError(f"the model ends every reply to {MESSAGE!r} before {REPLY_TOKENS} tokens")
+
+
+def start_chat(page: Page, settings: tuple[float, int], max_tokens: int) -> None:
+    """Send MESSAGE with these (temperature, seed), recording how the reply grows."""
+    temperature, seed = settings
+    set_slider(page, "chat-temperature", temperature)
+    set_slider(page, "chat-top-k", 0)
+    set_slider(page, "chat-max-tokens", max_tokens)
+    page.fill("#chat-seed textarea", str(seed))
+    page.evaluate(WATCH_REPLY)
+    page.fill("#chat-message textarea", MESSAGE)
+    page.click("#chat-send")
+
+
+def test_chat_reply_streams_in(page: Page, long_reply: tuple[float, int]) -> None:
+    start_chat(page, long_reply, REPLY_TOKENS)
+    expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
+    replies = page.evaluate("window.replies")
+    assert len(replies) > 1, "the reply arrived in one piece"
+    assert len(replies[0]) < len(replies[-1])
+    assert re.match(rf"{REPLY_TOKENS}\b", stats(page)), stats(page)  # we asked for REPLY_TOKENS and got them all
+    expect(page.locator("#chatbot .user-row")).to_contain_text(MESSAGE)
+    snap(page, "chat")
+
+
+def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_reply: tuple[float, int]) -> None:
+    start_chat(page, long_reply, live_app.models.main.model.config.sequence_len)
+    page.wait_for_function("window.replies.length >= 2")
+    page.click("#chat-stop")
+    wait_idle(page)
+    before = page.evaluate("window.replies")
+    time.sleep(1.0)
+    assert page.evaluate("window.replies") == before, "the reply kept growing after Stop"
+    tokens = int(re.match(r"\d+", stats(page)).group())
+    assert tokens < REPLY_TOKENS, f"Stop came after {tokens} tokens: the reply was not halted"
+
+
+@pytest.mark.parametrize("example", ["prompt", "tutorial_2x5"])
+def test_every_inside_view_draws(page: Page, live_app: LiveApp, example: str) -> None:
+    page.click("#tab-inside-button")
+    if example == "prompt":
+        page.fill("#inside-prompt textarea", MESSAGE)
+        page.click("#inside-run")
+        shape = f"[1, {len(live_app.models.main.tokenizer.encode(MESSAGE))}]"  # input [B, T]
+    else:
+        page.click("#inside-preset input")
+        page.get_by_role("option", name=inside.PRESETS[example][0]).click()
+        shape = "[2, 5, 50304]"  # the tutorial's question: input [2, 5] gives logits [2, 5, 50304]
+    page.wait_for_function(PLOTS_DRAWN, arg=len(inside.VIEWS), timeout=120_000)
+    expect(page.locator("#view-plot-0")).to_contain_text(shape)
+    assert page.locator(".toast-body.error").count() == 0
+
+
+def test_language_switch_relabels_and_reexplains(page: Page, live_app: LiveApp) -> None:
+    goto(page, live_app.url + "?tab=inside&preset=chinese&prompt=今天天气不错，我们一起去&focus=next_token")
+    page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
+    tabs = page.locator("[role=tab]")
+    english_view = page.locator("#view-0 .prose.view-text").inner_text()
+    assert not CJK.search(" ".join(tabs.all_inner_texts()))
+    page.get_by_label(LANGS["zh"]).check()
+    expect(tabs).to_have_text([t(f"tab_{name}", "zh") for name in ("chat", "inside", "generate", "lessons")])
+    expect(page.locator("#inside-run")).to_have_text(t("run_forward", "zh"))
+    expect(page.locator("#view-0 .prose.view-text")).not_to_have_text(english_view, timeout=60_000)
+    assert CJK.search(page.locator("#view-0 .prose.view-text").inner_text())  # the explanation is re-written in Chinese
+    page.wait_for_function(PLOTS_DRAWN, arg=1)
+    snap(page, "chinese")
+
+
+def test_copied_link_restores_the_state(page: Page, browser: Browser, live_app: LiveApp) -> None:
+    c = live_app.models.main.model.config
+    layer, head, position, temperature = c.n_layer - 1, c.n_head - 1, 3, 0.35
+    set_slider(page, "chat-temperature", temperature)
+    page.click("#tab-inside-button")
+    page.fill("#inside-prompt textarea", MESSAGE)
+    page.click("#inside-focus input")
+    page.get_by_role("option", name=t("view_attention")).click()
+    wait_idle(page)
+    for elem_id, value in (("inside-layer", layer), ("inside-head", head), ("inside-position", position)):
+        set_slider(page, elem_id, value)
+        wait_idle(page)
+    page.wait_for_function(PLOTS_DRAWN, arg=1)
+    snap(page, "inside")
+    page.get_by_label(LANGS["zh"]).check()
+    expect(page.locator("#tab-inside-button")).to_have_text(t("tab_inside", "zh"))
+    wait_idle(page)
+
+    page.click("#copy-link")
+    link_box = page.locator("#link-box textarea")
+    expect(link_box).to_have_value(re.compile(r"\?."))
+    link = link_box.input_value()
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    assert query == {"tab": "inside", "lang": "zh", "prompt": MESSAGE, "temperature": str(temperature),
+                     "focus": "attention", "layer": str(layer), "head": str(head), "pos": str(position)}
+
+    restored = open_app(browser, link)
+    try:
+        expect(restored.locator("#tab-inside-button")).to_have_attribute("aria-selected", "true")
+        expect(restored.locator("#inside-prompt textarea")).to_have_value(MESSAGE)
+        for elem_id, value in (("inside-layer", layer), ("inside-head", head), ("inside-position", position),
+                               ("chat-temperature", temperature)):
+            expect(restored.locator(f"#{elem_id} input[type=number]")).to_have_value(str(value))
+        expect(restored.get_by_label(LANGS["zh"])).to_be_checked()
+        expect(restored.locator("#tab-inside-button")).to_have_text(t("tab_inside", "zh"))
+        restored.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)  # the link's view is drawn again
+    finally:
+        restored.context.close()
+
+
+def test_generate_steps_one_token_at_a_time(page: Page) -> None:
+    page.click("#tab-generate-button")
+    steps_table = page.locator("#gen-history [role=grid]")
+    new_tokens = page.locator("#gen-text .token.highlighted")
+    for step in (1, 2, 3):
+        page.click("#gen-step")
+        expect(steps_table).to_have_attribute("aria-rowcount", str(1 + step))  # the header, then a row per step
+        expect(new_tokens).to_have_count(step)
+    expect(page.locator("#gen-text .token").first).to_have_text(page.locator("#gen-prompt textarea").input_value())
+    page.wait_for_function("document.querySelector('#gen-plot svg.main-svg')")
+    snap(page, "generate")
+
+
+def test_lesson_opens_its_live_view(page: Page) -> None:
+    page.click("#tab-lessons-button")
+    buttons = page.locator("[id^=lesson-btn-]")
+    expect(buttons).to_have_count(len(lessons.LESSONS))
+    snap(page, "lessons")
+    question = next(i for i, lesson in enumerate(lessons.LESSONS) if lesson.settings.get("preset") == "tutorial_2x5")
+    page.click(f"#lesson-btn-{question}")
+    expect(page.locator("#tab-inside-button")).to_have_attribute("aria-selected", "true")
+    page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
+    expect(page.locator("#view-plot-0")).to_contain_text("[2, 5, 50304]")
