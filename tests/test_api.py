@@ -1,0 +1,158 @@
+"""The app's named API endpoints through gradio_client, checked against the served model run directly in the test."""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Iterator
+from urllib.parse import parse_qs
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from demo.i18n import t
+from gpt.engine import Engine, SamplingParams
+from live_app import LiveApp
+
+MESSAGE = "What is a transformer?"
+PROMPT = "Once upon a time"
+SLOT = 4  # /inside returns the notes and the three sliders, then (plot, text, table, csv) for each view shown
+
+
+@pytest.fixture(scope="module")
+def client(live_app: LiveApp) -> Iterator[Client]:
+    client = Client(live_app.url, verbose=False, analytics_enabled=False, download_files=False)
+    yield client
+    client.close()
+
+
+def user(text: str) -> list[dict]:
+    """A chat history holding one user message, in the Chatbot's API format."""
+    return [{"role": "user", "content": [{"type": "text", "text": text}]}]
+
+
+def table(data: dict) -> list[dict]:
+    """A Dataframe output -> one dict per row."""
+    return [dict(zip(data["headers"], row)) for row in data["data"]]
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, seed", [(0.0, 0, 1.0, 0), (1.0, 50, 0.9, 7)])
+def test_chat_reply_is_the_engines(client: Client, live_app: LiveApp, temperature: float, top_k: int, top_p: float,
+                                   seed: int) -> None:
+    chat, stats, _ = client.predict(user(MESSAGE), temperature, top_k, top_p, 24, str(seed), api_name="/respond")
+    tok = live_app.models.main.tokenizer
+    prompt = tok.render_for_completion([{"role": "user", "content": MESSAGE}])
+    params = SamplingParams(temperature=temperature, top_k=top_k or None, top_p=top_p, seed=seed, max_tokens=24)
+    events = list(Engine(live_app.models.main.model, tok, batched=False).stream(prompt, params))
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert "".join(part["text"] for part in chat[-1]["content"]) == "".join(e.text for e in events)
+    assert stats.startswith(f"**{len(events) - 1}** ")  # the token count (the last event only says why it ended)
+
+
+def test_training_view_is_the_models_loss(client: Client, live_app: LiveApp) -> None:
+    out = client.predict("loaded", MESSAGE, "", 0, 0, -1, "training", api_name="/inside")
+    rows = table(out[SLOT + 2])
+    model, tok = live_app.models.main.model, live_app.models.main.tokenizer
+    ids = torch.tensor([tok.encode(MESSAGE)], device=model.get_device())
+    with torch.no_grad():
+        ce = F.cross_entropy(model(ids)[0, :-1].float(), ids[0, 1:], reduction="none").cpu().numpy()
+    assert [r["position"] for r in rows] == list(range(ids.shape[1]))
+    assert [r["target_id"] for r in rows[:-1]] == ids[0, 1:].tolist()
+    np.testing.assert_allclose([r["ce"] for r in rows[:-1]], ce, rtol=1e-3, atol=1e-3)
+
+
+def test_inside_cuts_a_long_prompt_to_the_context(client: Client, live_app: LiveApp) -> None:
+    ctx = live_app.models.main.model.config.sequence_len
+    out = client.predict("loaded", "word " * (ctx + 50), "", 0, 0, -1, "shapes", api_name="/inside")
+    assert [r["concrete"] for r in table(out[SLOT + 2]) if r["name"] == "idx"] == [f"[1, {ctx}]"]  # input [B, T]
+    assert out[3]["maximum"] == ctx - 1  # the position slider covers the positions kept
+
+
+def test_tutorial_shapes_are_the_tutorial_models(client: Client, live_app: LiveApp) -> None:
+    ids = [[100, 200, 300, 400, 500], [600, 700, 800, 900, 1000]]
+    text = "; ".join(", ".join(map(str, row)) for row in ids)
+    out = client.predict("tutorial", "", text, 0, 0, -1, "shapes", api_name="/inside")
+    logits_rows = [r for r in table(out[SLOT + 2]) if r["name"] == "return logits"]
+    model = live_app.models.tutorial().model
+    with torch.no_grad():
+        shape = list(model(torch.tensor(ids, device=model.get_device())).shape)
+    assert shape == [2, 5, 50304]  # the tutorial's question
+    assert [r["concrete"] for r in logits_rows] == [str(shape)]
+
+
+def test_generate_steps_are_greedy_decoding(client: Client, live_app: LiveApp) -> None:
+    model, tok = live_app.models.main.model, live_app.models.main.tokenizer
+    ids = torch.tensor([tok.encode(PROMPT)], device=model.get_device())
+    greedy = []
+    with torch.no_grad():
+        for _ in range(3):
+            greedy.append(int(model(ids)[0, -1].argmax()))
+            ids = torch.cat([ids, ids.new_tensor([[greedy[-1]]])], dim=1)
+    step, spans, _, _, steps = client.predict(PROMPT, 0, 0, 42, 16, 2, api_name="/generate_step")
+    assert step == 3
+    assert [s["token"] for s in spans] == [PROMPT] + [tok.decode([i]) for i in greedy]
+    assert [r["step"] for r in table(steps)] == [1, 2, 3]
+
+
+def test_link_carries_what_differs_from_the_defaults(client: Client) -> None:
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/link"]["parameters"]
+    values = [p.get("parameter_default", "") for p in params]
+    changes = {0: "hello", 1: 0.3, 9: "a prompt", 11: 1}  # msg, temperature, inside prompt, layer
+    for i, value in changes.items():
+        values[i] = value
+    query = client.predict(*values, api_name="/link")
+    assert parse_qs(query) == {"msg": ["hello"], "temperature": ["0.3"], "prompt": ["a prompt"], "layer": ["1"]}
+
+
+def plotly_array(value: list | dict) -> np.ndarray:
+    """A Plotly data array: a list, or {"dtype", "bdata"} (the raw values in base64)."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)
+
+
+def test_cost_comparison_times_both_loops(client: Client) -> None:
+    plot, _ = client.predict(PROMPT, 32, api_name="/generate_cost")
+    traces = json.loads(plot["plot"])["data"]
+    assert len(traces) == 2  # the naive loop and the cached engine
+    for trace in traces:
+        x, y = plotly_array(trace["x"]), plotly_array(trace["y"])
+        assert len(x) > 1 and x.min() > 0 and x.max() <= 32  # generation lengths up to the one asked for
+        assert len(y) == len(x) and (y > 0).all()  # measured times
+
+
+GOOD = {"/respond": (user("Hi"), 0.0, 0, 1.0, 4, "0"), "/inside": ("loaded", PROMPT, "", 0, 0, -1, "shapes"),
+        "/generate_step": (PROMPT, 0.0, 0, 42, 16, 0)}
+
+
+def bad_inputs(live_app: LiveApp) -> list[tuple[str, tuple, str]]:
+    """(endpoint, inputs, what the error says) for inputs that cannot run."""
+    tok, config = live_app.models.main.tokenizer, live_app.models.main.model.config
+    ctx = config.sequence_len
+    long_message = "word " * ctx
+    n_long = len(tok.render_for_completion([{"role": "user", "content": long_message}]))
+    return [
+        ("/respond", ([], 0.8, 50, 1.0, 16, "1"), t("empty_message")),
+        ("/respond", (user("  "), 0.8, 50, 1.0, 16, "1"), t("empty_message")),
+        ("/respond", (user(long_message), 0.8, 50, 1.0, 16, "1"), t("message_too_long", n=n_long, ctx=ctx)),
+        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "abc"), t("bad_seed")),
+        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "1e30"), t("bad_seed")),
+        ("/respond", (user(MESSAGE), -1, 50, 1.0, 16, "1"), "less than minimum"),
+        ("/respond", (user(MESSAGE), 0.8, 50, 0.0, 16, "1"), "less than minimum"),
+        ("/inside", ("loaded", "", "", 0, 0, -1, "all"), t("empty_prompt")),
+        ("/inside", ("loaded", "", "1, 2, x", 0, 0, -1, "all"), t("bad_ids", v=config.vocab_size, bad="x")),
+        ("/inside", ("loaded", PROMPT, "", 0, 0, -1, "nonsense"), "not in the list of choices"),
+        ("/generate_step", ("", 0.8, 50, 42, 16, 0), t("empty_prompt")),
+        ("/generate_step", (PROMPT, 0.8, 50, 42, 10_000, 0), "greater than maximum"),
+    ]
+
+
+def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(client: Client, live_app: LiveApp) -> None:
+    for endpoint, inputs, message in bad_inputs(live_app):
+        with pytest.raises(AppError) as err:
+            client.predict(*inputs, api_name=endpoint)
+        assert message in str(err.value), (endpoint, inputs)
+        assert client.predict(*GOOD[endpoint], api_name=endpoint)  # the next good call works
