@@ -17,6 +17,7 @@ CSS = """
 #chat-stats p, #gen-cost-text p { font-size: 0.9rem; }
 .view { border-top: 1px solid var(--border-color-primary); padding-top: 0.6rem; }
 .view-text { font-size: 0.92rem; }
+.lesson { padding: 0.2rem 0.9rem; }
 """
 
 # Builds the absolute link from the query the server composed, and puts it on the clipboard when allowed.
@@ -112,9 +113,14 @@ def build_demo(models: Models) -> gr.Blocks:
             return [gr.Tabs(selected=tab), tab, *(gr.update(value=state[k]) if k in state else gr.update()
                                                   for k in keys)]
 
+        # The tab the link opened, for open_view: tab_state may still change under it, because the tabs' own select
+        # event for the first tab (fired as the page mounts) can land after the restore.
+        link_tab = gr.State("chat")
+
         def restore(request: gr.Request):
             state = decode(dict(request.query_params) if request else {}, fields)
-            return [*updates_for(state, state.get("tab", "chat")), LANGS[state.get("lang", "en")]]
+            tab = state.get("tab", "chat")
+            return [*updates_for(state, tab), LANGS[state.get("lang", "en")], tab]
 
         def open_view(tab: str, *args):
             """After a restore: redraw what the link showed (the views of its prompt, the generate step)."""
@@ -128,8 +134,8 @@ def build_demo(models: Models) -> gr.Blocks:
                 gen_out = gen_ui.show_fn(*gen)
             return [*inside_out, *gen_out]
 
-        demo.load(restore, None, [tabs, tab_state, *components, lang_radio], queue=False, api_name=False) \
-            .then(open_view, [tab_state, *inside_ui.inputs, *gen_ui.show_inputs],
+        demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab], queue=False, api_name=False) \
+            .then(open_view, [link_tab, *inside_ui.inputs, *gen_ui.show_inputs],
                   [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
 
         # ---- cross-tab jumps: chat -> inside forward, lessons -> the view that answers them ---------------------

@@ -196,6 +196,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     streaming.append(regenerate.click(drop_reply, [chatbot, lang_state], chatbot, api_name=False, queue=False)
                      .success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=False))
     stop.click(stop_now, None, None, cancels=streaming, queue=False, api_name=False)
-    clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], queue=False, api_name=False)
+    clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, queue=False,
+                api_name=False)  # a reply still streaming would write the conversation back
 
     return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside)

@@ -75,12 +75,13 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                                                 elem_id="gen-temperature"), "temperature")
                 top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("top_k"), elem_id="gen-top-k"), "top_k")
             with gr.Row():
-                seed = relabel(gr.Number(42, precision=0, minimum=0, label=t("seed"), elem_id="gen-seed"), "seed")
+                seed = relabel(gr.Number(42, precision=0, minimum=0, maximum=2**31 - 1, label=t("gen_seed"),
+                                         elem_id="gen-seed"), "gen_seed")
                 steps = relabel(gr.Slider(1, MAX_STEPS, value=16, step=1, label=t("gen_steps"),
                                           elem_id="gen-steps"), "gen_steps")
     step = gr.Number(0, precision=0, visible=False, elem_id="gen-step-count")
     text = relabel(gr.HighlightedText(label=t("gen_text"), combine_adjacent=False, show_legend=False,
-                                      elem_id="gen-text"), "gen_text")
+                                      show_inline_category=False, elem_id="gen-text"), "gen_text")
     with gr.Row():
         with gr.Column(scale=3):
             plot = gr.Plot(show_label=False, elem_id="gen-plot")

@@ -42,6 +42,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "top_p": ("Top-p (1 = off)", "Top-p（1 = 关闭）"),
     "max_tokens": ("Max new tokens", "最多生成 token 数"),
     "seed": ("Seed (a number, or 'random')", "随机种子（数字，或 'random'）"),
+    "gen_seed": ("Seed", "随机种子"),
     "stats_tokens": ("tokens", "个 token"),
     "stats_tps": ("tokens/s", "token/秒"),
     "stats_ttft": ("first token after", "首个 token 用时"),

@@ -113,7 +113,7 @@ def build(relabel: Relabel) -> LessonsTab:
     buttons, texts = [], []
     for i, lesson in enumerate(LESSONS):
         with gr.Group():
-            md = gr.Markdown(lesson_md(lesson, i, "en"), elem_id=f"lesson-{i}")
+            md = gr.Markdown(lesson_md(lesson, i, "en"), elem_id=f"lesson-{i}", elem_classes=["lesson"])
             relabel(md, value=lambda lang, lesson=lesson, i=i: lesson_md(lesson, i, lang))
             btn = relabel(gr.Button(t("show_me"), size="sm", elem_id=f"lesson-btn-{i}"), value="show_me")
         buttons.append(btn)
