@@ -1,10 +1,10 @@
 """The real app on a free local port, and Debian's Chromium to look at it: shared by the browser and API tests
-(tests/conftest.py serves one app per session) and by scripts/screenshots.sh.
+(tests/conftest.py serves one app per session).
 
 The app is exactly what `python app.py` serves (demo.models.load() with no arguments: the shipped model, or the
-random-init fallback when there is none) with one change: the chat engine hands out at most one token every
-TOKEN_INTERVAL_S. A tiny model streams a whole reply in a fraction of a second; paced, a reply lasts long enough for
-a browser to see it grow and press Stop in the middle, whatever the model's speed.
+random-init fallback when there is none), except that a test may pace the chat: with `LiveApp.token_interval` > 0
+the engine waits that long before each token. A tiny model streams a whole reply in a fraction of a second; paced,
+a reply lasts long enough for a browser to see it grow and press Stop in the middle, whatever the model's speed.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from demo.app import serve_in_background  # noqa: E402
 from demo.models import Models, load  # noqa: E402
 from gpt.engine import StreamEvent  # noqa: E402
 
-TOKEN_INTERVAL_S = 0.02
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
@@ -35,6 +34,7 @@ VIEWPORT = {"width": 1280, "height": 900}
 class LiveApp:
     url: str  # ends with "/"
     models: Models
+    token_interval: float = 0.0  # seconds the chat engine waits before each token (0: full speed)
 
 
 def free_port() -> int:
@@ -43,13 +43,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def paced(stream: Callable[..., Iterator[StreamEvent]], interval: float) -> Callable[..., Iterator[StreamEvent]]:
-    """`stream` that waits `interval` seconds before each event; closing it closes the wrapped stream."""
+def paced(stream: Callable[..., Iterator[StreamEvent]], interval: Callable[[], float]
+          ) -> Callable[..., Iterator[StreamEvent]]:
+    """`stream` that waits interval() seconds before each event; closing it closes the wrapped stream."""
 
     def wrapper(*args, **kwargs) -> Iterator[StreamEvent]:
         with contextlib.closing(stream(*args, **kwargs)) as events:
             for event in events:
-                time.sleep(interval)
+                time.sleep(interval())
                 yield event
 
     return wrapper
@@ -59,10 +60,11 @@ def paced(stream: Callable[..., Iterator[StreamEvent]], interval: float) -> Call
 def serve() -> Iterator[LiveApp]:
     """Serve the app on 127.0.0.1 (a free port) until the block ends."""
     models = load()
-    models.engine.stream = paced(models.engine.stream, TOKEN_INTERVAL_S)
     demo, url = serve_in_background(models, port=free_port())
+    app = LiveApp(url.rstrip("/") + "/", models)
+    models.engine.stream = paced(models.engine.stream, lambda: app.token_interval)
     try:
-        yield LiveApp(url.rstrip("/") + "/", models)
+        yield app
     finally:
         demo.close()
 

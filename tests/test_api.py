@@ -147,6 +147,7 @@ def bad_inputs(live_app: LiveApp) -> list[tuple[str, tuple, str]]:
         ("/inside", ("loaded", PROMPT, "", 0, 0, -1, "nonsense"), "not in the list of choices"),
         ("/generate_step", ("", 0.8, 50, 42, 16, 0), t("empty_prompt")),
         ("/generate_step", (PROMPT, 0.8, 50, 42, 10_000, 0), "greater than maximum"),
+        ("/generate_step", (PROMPT, 0.8, 50, 2**40, 16, 0), "greater than maximum"),  # the seed
     ]
 
 

@@ -9,7 +9,7 @@ import re
 import time
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -20,7 +20,8 @@ from gpt.engine import Engine, SamplingParams
 from live_app import LiveApp, goto, launch_chromium, open_app
 
 MESSAGE = "Tell me a story about a robot who learns to paint."
-REPLY_TOKENS = 40  # long enough to watch it grow and to press Stop in the middle (see live_app.TOKEN_INTERVAL_S)
+TOKEN_INTERVAL_S = 0.02  # the pace of a paced chat: at most 50 tokens/s
+REPLY_TOKENS = 40  # with this pace, long enough to watch a reply grow and to press Stop in the middle
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SHOTS = os.environ.get("SCREENSHOTS_DIR")
 
@@ -61,10 +62,19 @@ def page(browser: Browser, live_app: LiveApp) -> Iterator[Page]:
     page.context.close()
 
 
+@pytest.fixture
+def paced(live_app: LiveApp) -> Iterator[None]:
+    """The chat engine waits TOKEN_INTERVAL_S before each token during the test (see live_app.py)."""
+    live_app.token_interval = TOKEN_INTERVAL_S
+    yield
+    live_app.token_interval = 0.0
+
+
 def snap(page: Page, name: str) -> None:
     """Save a full-page screenshot for the README when SCREENSHOTS_DIR is set."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.mouse.move(0, 0)  # no hover highlight on the last button clicked
         page.screenshot(path=Path(SHOTS) / f"{name}.png", full_page=True)
 
 
@@ -96,31 +106,33 @@ def long_reply(live_app: LiveApp) -> tuple[float, int]:
     raise AssertionError(f"the model ends every reply to {MESSAGE!r} before {REPLY_TOKENS} tokens")
 
 
-def start_chat(page: Page, settings: tuple[float, int], max_tokens: int) -> None:
-    """Send MESSAGE with these (temperature, seed), recording how the reply grows."""
-    temperature, seed = settings
-    set_slider(page, "chat-temperature", temperature)
-    set_slider(page, "chat-top-k", 0)
-    set_slider(page, "chat-max-tokens", max_tokens)
+def chat(page: Page, seed: int, sliders: dict[str, float] | None = None) -> None:
+    """Send MESSAGE with this seed and these slider values (by elem_id), recording how the reply grows."""
+    for elem_id, value in (sliders or {}).items():
+        set_slider(page, elem_id, value)
     page.fill("#chat-seed textarea", str(seed))
     page.evaluate(WATCH_REPLY)
     page.fill("#chat-message textarea", MESSAGE)
     page.click("#chat-send")
 
 
-def test_chat_reply_streams_in(page: Page, long_reply: tuple[float, int]) -> None:
-    start_chat(page, long_reply, REPLY_TOKENS)
+def long_chat(page: Page, settings: tuple[float, int], max_tokens: int) -> None:
+    temperature, seed = settings
+    chat(page, seed, {"chat-temperature": temperature, "chat-top-k": 0, "chat-max-tokens": max_tokens})
+
+
+def test_chat_reply_streams_in(page: Page, long_reply: tuple[float, int], paced: None) -> None:
+    long_chat(page, long_reply, REPLY_TOKENS)
     expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
     replies = page.evaluate("window.replies")
     assert len(replies) > 1, "the reply arrived in one piece"
     assert len(replies[0]) < len(replies[-1])
     assert re.match(rf"{REPLY_TOKENS}\b", stats(page)), stats(page)  # we asked for REPLY_TOKENS and got them all
     expect(page.locator("#chatbot .user-row")).to_contain_text(MESSAGE)
-    snap(page, "chat")
 
 
-def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_reply: tuple[float, int]) -> None:
-    start_chat(page, long_reply, live_app.models.main.model.config.sequence_len)
+def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_reply: tuple[float, int], paced: None) -> None:
+    long_chat(page, long_reply, live_app.models.main.model.config.sequence_len)
     page.wait_for_function("window.replies.length >= 2")
     page.click("#chat-stop")
     wait_idle(page)
@@ -129,6 +141,20 @@ def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_reply: tuple[f
     assert page.evaluate("window.replies") == before, "the reply kept growing after Stop"
     tokens = int(re.match(r"\d+", stats(page)).group())
     assert tokens < REPLY_TOKENS, f"Stop came after {tokens} tokens: the reply was not halted"
+
+
+def test_regenerate_repeats_a_seeded_reply_and_clear_empties_the_chat(page: Page) -> None:
+    chat(page, seed=1)  # the default sampling settings, at full speed
+    expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
+    reply = page.evaluate("window.replies.at(-1)")
+    snap(page, "chat")
+    page.evaluate("window.replies = []")
+    page.click("#chat-regenerate")
+    page.wait_for_function("(reply) => window.replies.at(-1) === reply", arg=reply)  # same seed, same reply
+    wait_idle(page)
+    expect(page.locator("#chatbot .message-row")).to_have_count(2)  # in place of the first one
+    page.click("#chat-clear")
+    expect(page.locator("#chatbot .message-row")).to_have_count(0)
 
 
 @pytest.mark.parametrize("example", ["prompt", "tutorial_2x5"])
@@ -148,7 +174,8 @@ def test_every_inside_view_draws(page: Page, live_app: LiveApp, example: str) ->
 
 
 def test_language_switch_relabels_and_reexplains(page: Page, live_app: LiveApp) -> None:
-    goto(page, live_app.url + "?tab=inside&preset=chinese&prompt=今天天气不错，我们一起去&focus=next_token")
+    prompt = inside.PRESETS["story"][3]
+    goto(page, live_app.url + "?" + urlencode(dict(tab="inside", preset="story", prompt=prompt, focus="next_token")))
     page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
     tabs = page.locator("[role=tab]")
     english_view = page.locator("#view-0 .prose.view-text").inner_text()
