@@ -112,7 +112,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         spans = [(tok.decode(ids), None)] + [(tok.decode([i]) if i < tok.vocab_size else f"#{i}", "new")
                                               for i in chosen]
         steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "candidates",
-                                                    "entropy"]]
+                                                    "entropy"]].round(4)
         return n, spans, view.fig, f"### {view.title}\n\n{view.text}", steps_table
 
     show_inputs = [prompt, temperature, top_k, seed, steps, step, lang_state]

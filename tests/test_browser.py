@@ -94,15 +94,16 @@ def stats(page: Page) -> str:
 
 
 @pytest.fixture(scope="module")
-def long_reply(live_app: LiveApp) -> tuple[float, int]:
-    """(temperature, seed) with which the served model's reply to MESSAGE runs on for at least REPLY_TOKENS."""
+def long_seed(live_app: LiveApp) -> int:
+    """A seed with which the served model's reply to MESSAGE (temperature 1, no top-k) runs on for REPLY_TOKENS.
+    Sampled, not greedy: an untrained model's greedy reply repeats one (invisible) byte."""
     tok = live_app.models.main.tokenizer
     prompt = tok.render_for_completion([{"role": "user", "content": MESSAGE}])
     engine = Engine(live_app.models.main.model, tok, batched=False)
-    for seed in range(40):  # sampled, not greedy: an untrained model's greedy reply repeats one (invisible) byte
+    for seed in range(40):
         params = SamplingParams(temperature=1.0, top_k=None, top_p=1.0, seed=seed, max_tokens=REPLY_TOKENS)
         if list(engine.stream(prompt, params))[-1].stop_reason == "max_tokens":
-            return 1.0, seed
+            return seed
     raise AssertionError(f"the model ends every reply to {MESSAGE!r} before {REPLY_TOKENS} tokens")
 
 
@@ -116,13 +117,12 @@ def chat(page: Page, seed: int, sliders: dict[str, float] | None = None) -> None
     page.click("#chat-send")
 
 
-def long_chat(page: Page, settings: tuple[float, int], max_tokens: int) -> None:
-    temperature, seed = settings
-    chat(page, seed, {"chat-temperature": temperature, "chat-top-k": 0, "chat-max-tokens": max_tokens})
+def long_chat(page: Page, seed: int, max_tokens: int) -> None:
+    chat(page, seed, {"chat-temperature": 1.0, "chat-top-k": 0, "chat-max-tokens": max_tokens})
 
 
-def test_chat_reply_streams_in(page: Page, long_reply: tuple[float, int], paced: None) -> None:
-    long_chat(page, long_reply, REPLY_TOKENS)
+def test_chat_reply_streams_in(page: Page, long_seed: int, paced: None) -> None:
+    long_chat(page, long_seed, REPLY_TOKENS)
     expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
     replies = page.evaluate("window.replies")
     assert len(replies) > 1, "the reply arrived in one piece"
@@ -131,8 +131,8 @@ def test_chat_reply_streams_in(page: Page, long_reply: tuple[float, int], paced:
     expect(page.locator("#chatbot .user-row")).to_contain_text(MESSAGE)
 
 
-def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_reply: tuple[float, int], paced: None) -> None:
-    long_chat(page, long_reply, live_app.models.main.model.config.sequence_len)
+def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_seed: int, paced: None) -> None:
+    long_chat(page, long_seed, live_app.models.main.model.config.sequence_len)
     page.wait_for_function("window.replies.length >= 2")
     page.click("#chat-stop")
     wait_idle(page)
