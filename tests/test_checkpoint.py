@@ -227,3 +227,17 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda")
+
+
+def test_shipped_model_in_bfloat16_stays_close_to_float32():
+    """The app serves in bfloat16 where the CPU multiplies in it natively (gpt.checkpoint.serving_dtype): its
+    next-token predictions must be the float32 model's, up to bf16 rounding."""
+    if not (checkpoint.DEFAULT_DIR / "config.json").is_file():
+        pytest.skip("no shipped model")
+    full, half = load_default(device="cpu", dtype=torch.float32), load_default(device="cpu", dtype=torch.bfloat16)
+    ids = full.tokenizer.render_for_completion([{"role": "user", "content": "Hello! What is a token? 你好"}])
+    with torch.inference_mode():
+        a, b = full.model(torch.tensor([ids]))[0], half.model(torch.tensor([ids]))[0].float()
+    rel_rms = float((a - b).pow(2).mean().sqrt() / a.pow(2).mean().sqrt())
+    assert rel_rms < 2 ** -5  # bf16 keeps 8 significant bits; a few roundings per layer accumulate
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.9
