@@ -95,7 +95,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                            "gen_cost_len")
     with gr.Row():
         with gr.Column(scale=3):
-            cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot")
+            cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot", visible=False)  # shown once measured
         with gr.Column(scale=2):
             cost_text = gr.Markdown(elem_id="gen-cost-text")
 
@@ -111,8 +111,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         # GPT.generate samples from the model's whole vocab, which may be padded past the tokenizer's: label those
         spans = [(tok.decode(ids), None)] + [(tok.decode([i]) if i < tok.vocab_size else f"#{i}", "new")
                                               for i in chosen]
-        steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "candidates",
-                                                    "entropy"]].round(4)
+        steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "rank_chosen",
+                                                    "candidates", "entropy"]].round(4)
         return n, spans, view.fig, f"### {view.title}\n\n{view.text}", steps_table
 
     show_inputs = [prompt, temperature, top_k, seed, steps, step, lang_state]
@@ -145,6 +145,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         return view.fig, f"### {view.title}\n\n{view.text}"
 
     cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]
-    cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost")
+    cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost") \
+        .then(lambda: gr.Plot(visible=True), None, cost_plot, queue=False, api_name=False)
     return GenerateTab(prompt, temperature, top_k, seed, steps, step, show, show_inputs, show_outputs, cost,
                        cost_inputs, cost_outputs)

@@ -21,7 +21,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "context": ("context", "上下文"),
     "language": ("Language", "语言"),
     "copy_link": ("🔗 Copy link", "🔗 复制链接"),
-    "link": ("Link to this view (copied to the clipboard)", "当前视图的链接（已复制到剪贴板）"),
+    "link": ("Link to this view (Copy link fills it in and copies it)", "当前视图的链接（点“复制链接”生成并复制）"),
     # tabs
     "tab_chat": ("Chat", "对话"),
     "tab_inside": ("Inside forward", "前向传播内部"),

@@ -57,7 +57,7 @@ def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: 
         top_p, top_ids = probs[0].topk(min(show_k, probs.size(-1)))
         token = next_ids.item()
         steps.append(dict(step=step + 1, context=ids.size(1), token=token, p_token=float(probs[0, token]),
-                          candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
+                          rank=int((probs[0] > probs[0, token]).sum()) + 1, candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
                           top_ids=top_ids.tolist(), top_p=np32(top_p, 5)))
         ids = torch.cat((ids, next_ids), dim=1)
     return steps
@@ -128,9 +128,10 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
         for r, (i, p) in enumerate(zip(s["top_ids"], s["top_p"]), start=1):
             rows.append(dict(step=s["step"], context=s["context"], rank=r, token_id=i, token=names[i], prob=float(p),
                              sampled=i == s["token"], chosen_id=s["token"], chosen_token=names[s["token"]],
-                             p_chosen=s["p_token"], candidates=s["candidates"], entropy=s["entropy"]))
+                             p_chosen=s["p_token"], rank_chosen=s["rank"], candidates=s["candidates"],
+                             entropy=s["entropy"]))
     df = pd.DataFrame(rows, columns=["step", "context", "rank", "token_id", "token", "prob", "sampled", "chosen_id",
-                                     "chosen_token", "p_chosen", "candidates", "entropy"])
+                                     "chosen_token", "p_chosen", "rank_chosen", "candidates", "entropy"])
     df["temperature"], df["top_k"], df["seed"] = temperature, top_k or 0, seed
 
     lengths = _cost_lengths(model.config, len(tokens))
@@ -143,7 +144,10 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     if steps:
         z = np.stack([s["top_p"] for s in steps])
         cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
-        y = [t("generate", "step", lang, s=s["step"], token=names[s["token"]]) for s in steps]
+        # a sampled token below the shown top ranks gets no red box: its row label says where it was
+        y = [t("generate", "step", lang, s=s["step"], token=names[s["token"]]) + (
+            t("generate", "below", lang, rank=s["rank"], p=s["p_token"]) if s["rank"] > len(s["top_ids"]) else "")
+             for s in steps]
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
                                  colorbar=dict(len=0.55, y=0.75),

@@ -275,6 +275,7 @@ TEXT: dict[str, dict[str, tuple[str, str]]] = {
         "cost": ("cost of generating n tokens after a {P}-token prompt (counted FLOPs)",
                  "在 {P} 个 token 的提示之后生成 n 个 token 的计算量（按 FLOPs 计）"),
         "step": ("step {s} → {token}", "第 {s} 步 → {token}"),
+        "below": (" (rank {rank}, p={p:.3f})", "（第 {rank} 名，p={p:.3f}）"),
         "sampled": ("sampled token", "采样到的 token"),
         "rank": ("rank in the distribution", "在分布中的名次"),
         "naive": ("naive generate (recomputes the prefix)", "朴素 generate（每步重算整个前缀）"),

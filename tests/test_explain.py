@@ -155,6 +155,11 @@ def test_generate_view_and_greedy_cached_equals_naive(trace):
     # Step 1 may reuse a recorded batch-1 forward of the prompt: same numbers, same tokens.
     reused = generate_steps(trace.model, prompt, 3, 0.9, 20, 5, first_logits=trace_forward(trace.model, prompt).logits[0, -1])
     assert [s["token"] for s in reused] == list(chosen)
+    # the chosen token's rank, counted from the full next-token distribution of the same prefix
+    ids = prompt + [s["token"] for s in reused]
+    for k, s in enumerate(reused):
+        logits = trace.model(torch.tensor([ids[:len(prompt) + k]]))[0, -1]
+        assert s["rank"] == 1 + int((logits > logits[s["token"]]).sum())
 
 
 def test_flop_counts():
