@@ -1,6 +1,7 @@
 """Chat tab: a streaming multi-turn chat in nanochat's format, with Stop / Regenerate / Clear and live stats."""
 from __future__ import annotations
 
+import html
 import random
 import threading
 import time
@@ -18,14 +19,22 @@ UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the mod
 
 
 def plain(history: list[dict] | None) -> list[dict]:
-    """Chatbot value (content as a string or as a list of text parts) -> [{"role", "content": str}]."""
+    """Chatbot value (content as a string or as a list of text parts, as `shown` wrote it) -> the conversation's own
+    [{"role", "content": str}], which is what the model reads."""
     out = []
     for m in history or []:
         content = m.get("content")
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        out.append({"role": m["role"], "content": content if isinstance(content, str) else str(content)})
+        out.append({"role": m["role"], "content": html.unescape(content if isinstance(content, str) else str(content))})
     return out
+
+
+def shown(messages: list[dict]) -> list[dict]:
+    """The conversation as the Chatbot shows it: Markdown stays Markdown, but every '<' and '&' is escaped, so no
+    HTML from the model or the user (a script, an image from another site) becomes part of the page. `plain` undoes
+    it."""
+    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in messages]
 
 
 def parse_seed(text: str | int | float | None, lang: str = "en") -> int | None:
@@ -131,14 +140,16 @@ def make_reply(models: Models):
                 if event.done or now - last >= UPDATE_EVERY_S:
                     last = now
                     messages[-1]["content"] = text
-                    yield messages, stats_line(models, n, now - start, ttft, params.seed, stop_reason, lang), notice
+                    line = stats_line(models, n, now - start, ttft, params.seed, stop_reason, lang)
+                    yield shown(messages), line, notice
                 if event.done:
                     break
         finally:
             stream.close()  # frees the engine's cache even when the event is cancelled mid-stream
         if stop_reason is None:  # the stream ended without a final event
             messages[-1]["content"] = text
-            yield messages, stats_line(models, n, time.perf_counter() - start, ttft, params.seed, None, lang), notice
+            line = stats_line(models, n, time.perf_counter() - start, ttft, params.seed, None, lang)
+            yield shown(messages), line, notice
 
     return reply
 
@@ -176,7 +187,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     def add_user(text: str, history, lang: str):
         if not (text or "").strip():
             raise gr.Error(t("empty_message", lang))
-        return "", plain(history) + [{"role": "user", "content": text}]
+        return "", shown(plain(history) + [{"role": "user", "content": text}])
 
     def drop_reply(history, lang: str):
         messages = plain(history)
@@ -184,7 +195,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
             messages = messages[:-1]
         if not messages:
             raise gr.Error(t("nothing_to_regenerate", lang))
-        return messages
+        return shown(messages)
 
     def stop_now(request: gr.Request = None) -> None:
         _stop_flag(request).set()

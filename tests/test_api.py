@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 from typing import Iterator
 from urllib.parse import parse_qs
@@ -39,16 +40,21 @@ def table(data: dict) -> list[dict]:
     return [dict(zip(data["headers"], row)) for row in data["data"]]
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p, seed", [(0.0, 0, 1.0, 0), (1.0, 50, 0.9, 7)])
-def test_chat_reply_is_the_engines(client: Client, live_app: LiveApp, temperature: float, top_k: int, top_p: float,
-                                   seed: int) -> None:
-    chat, stats, _ = client.predict(user(MESSAGE), temperature, top_k, top_p, 24, str(seed), api_name="/respond")
+@pytest.mark.parametrize("message, temperature, top_k, top_p, seed",
+                         [(MESSAGE, 0.0, 0, 1.0, 0), (MESSAGE, 1.0, 50, 0.9, 7), ("Is 3 < 4 & <b>5</b> > 2?", 0.0, 0, 1.0, 0)])
+def test_chat_reply_is_the_engines(client: Client, live_app: LiveApp, message: str, temperature: float, top_k: int,
+                                   top_p: float, seed: int) -> None:
+    """The reply is the engine's for the message as typed (the Chatbot shows '<' and '&' escaped, as text)."""
+    chat, stats, _ = client.predict(user(message), temperature, top_k, top_p, 24, str(seed), api_name="/respond")
     tok = live_app.models.main.tokenizer
-    prompt = tok.render_for_completion([{"role": "user", "content": MESSAGE}])
+    prompt = tok.render_for_completion([{"role": "user", "content": message}])
     params = SamplingParams(temperature=temperature, top_k=top_k or None, top_p=top_p, seed=seed, max_tokens=24)
     events = list(Engine(live_app.models.main.model, tok, batched=False).stream(prompt, params))
     assert [m["role"] for m in chat] == ["user", "assistant"]
-    assert "".join(part["text"] for part in chat[-1]["content"]) == "".join(e.text for e in events)
+    shown = ["".join(part["text"] for part in m["content"]) for m in chat]
+    assert "<" not in "".join(shown)
+    assert html.unescape(shown[0]) == message
+    assert html.unescape(shown[1]) == "".join(e.text for e in events)
     assert stats.startswith(f"**{len(events) - 1}** ")  # the token count (the last event only says why it ended)
 
 

@@ -252,3 +252,21 @@ def test_lesson_opens_its_live_view(page: Page) -> None:
     expect(page.locator("#tab-inside-button")).to_have_attribute("aria-selected", "true")
     page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
     expect(page.locator("#view-plot-0")).to_contain_text("[2, 5, 50304]")
+
+
+def test_html_in_the_chat_is_shown_as_text_and_never_runs(page: Page) -> None:
+    """Markdown is rendered, raw HTML is not: a message carrying a script, an image and a link reaches the page as
+    text (the model's replies go through the same Chatbot), and the model reads it as typed."""
+    attack = ("**bold** <script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
+              "<a href=\"javascript:window.pwned=3\">click</a>")
+    page.fill("#chat-seed textarea", "0")
+    page.fill("#chat-message textarea", attack)
+    page.click("#chat-send")
+    expect(page.locator("#chatbot .user-row")).to_contain_text("bold")
+    wait_idle(page)
+    user = page.locator("#chatbot .user-row").first
+    assert user.locator("strong").count() == 1  # Markdown still works
+    assert user.locator("script, img, a").count() == 0
+    assert "<img src=x" in user.inner_text()  # shown as the text that was typed
+    page.locator("#chatbot .user-row").first.click()
+    assert page.evaluate("window.pwned") is None
