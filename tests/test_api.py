@@ -41,7 +41,8 @@ def table(data: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("message, temperature, top_k, top_p, seed",
-                         [(MESSAGE, 0.0, 0, 1.0, 0), (MESSAGE, 1.0, 50, 0.9, 7), ("Is 3 < 4 & <b>5</b> > 2?", 0.0, 0, 1.0, 0)])
+                         [(MESSAGE, 0.0, 0, 1.0, 0), (MESSAGE, 1.0, 50, 0.9, 7),
+                          ("Is 3 < 4 & <b>5</b> > 2?", 0.0, 0, 1.0, 0)])
 def test_chat_reply_is_the_engines(client: Client, live_app: LiveApp, message: str, temperature: float, top_k: int,
                                    top_p: float, seed: int) -> None:
     """The reply is the engine's for the message as typed (the Chatbot shows '<' and '&' escaped, as text)."""
