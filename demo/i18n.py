@@ -95,6 +95,8 @@ LABELS: dict[str, tuple[str, str]] = {
                  "its camera icon saves a PNG.",
                  "导出 PNG 需要 kaleido 包（未安装）；HTML 文件可交互，其中的相机图标可以保存 PNG。"),
     "empty_prompt": ("The prompt is empty: type some text or token ids.", "提示词为空：请输入文本或 token id。"),
+    "too_big": ("At most {rows} rows (sequences) of at most {T} ids at once.",
+                "一次最多 {rows} 行（序列），每行最多 {T} 个 id。"),
     "prompt_too_long": ("The prompt is {n} tokens; this model's context is {ctx}. It was cut to the last {ctx}.",
                         "提示词有 {n} 个 token，超过模型上下文 {ctx}，已截取最后 {ctx} 个。"),
     "bad_ids": ("Token ids must be whole numbers in [0, {v}): {bad}", "token id 必须是 [0, {v}) 范围内的整数：{bad}"),

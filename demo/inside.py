@@ -53,6 +53,10 @@ class Request:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_ROWS = 8  # sequences in one forward: enough to show the batch dimension, small enough for any machine
+MAX_RANDOM_T = 100_000  # longer random rows are refused before they are drawn (anything past the context is cut)
+
+
 def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
     """'1, 2, 3 | 4; 5, 6, 7 | 8' or 'random 2x128' -> Request. Raises gr.Error with a readable message."""
     text = text.strip()
@@ -60,6 +64,8 @@ def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
         dims = text[6:].strip().lower().replace("×", "x").split("x")
         if len(dims) != 2 or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
             raise gr.Error(t("bad_ids", lang, v=vocab_size, bad=text))
+        if int(dims[0]) > MAX_ROWS or int(dims[1]) > MAX_RANDOM_T:
+            raise gr.Error(t("too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
         gen = torch.Generator().manual_seed(0)
         return Request(torch.randint(0, vocab_size, (int(dims[0]), int(dims[1])), generator=gen).tolist())
     rows, prefixes, bad = [], set(), []
@@ -82,6 +88,8 @@ def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
         raise gr.Error(t("empty_prompt", lang))
     if len({len(r) for r in rows}) > 1 or len(prefixes) > 1:
         raise gr.Error(t("ragged_ids", lang))
+    if len(rows) > MAX_ROWS:
+        raise gr.Error(t("too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
     prefix = prefixes.pop()
     return Request(rows, prefix if prefix < len(rows[0]) else 0)
 

@@ -152,6 +152,8 @@ def bad_inputs(live_app: LiveApp) -> list[tuple[str, tuple, str]]:
         ("/inside", ("loaded", "", "", 0, 0, -1, "all"), t("empty_prompt")),
         ("/inside", ("loaded", "", "1, 2, x", 0, 0, -1, "all"), t("bad_ids", v=config.vocab_size, bad="x")),
         ("/inside", ("loaded", PROMPT, "", 0, 0, -1, "nonsense"), "not in the list of choices"),
+        ("/inside", ("loaded", "", "random 10000x1000", 0, 0, -1, "all"), t("too_big", rows=8, T=100_000)),
+        ("/inside", ("loaded", "", "; ".join(["1, 2"] * 9), 0, 0, -1, "all"), t("too_big", rows=8, T=100_000)),
         ("/generate_step", ("", 0.8, 50, 42, 16, 0), t("empty_prompt")),
         ("/generate_step", (PROMPT, 0.8, 50, 42, 10_000, 0), "greater than maximum"),
         ("/generate_step", (PROMPT, 0.8, 50, 2**40, 16, 0), "greater than maximum"),  # the seed
