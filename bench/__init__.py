@@ -1,0 +1,1 @@
+"""Benchmarks: each script prints a table and writes JSON (bench/results/); see bench/README.md."""

@@ -1,0 +1,155 @@
+"""bench/: the benchmark scripts run end to end on CPU (--quick) and write the JSON they promise; the helpers that
+the numbers depend on (weight bytes per token, roofline fractions, targets, the stand-in model) are checked exactly.
+No timing is asserted here: speed is reported by the scripts, never tested."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import common, decode_bench, explain_bench  # noqa: E402
+from explain.build import VIEWS  # noqa: E402
+from gpt.checkpoint import LoadedModel  # noqa: E402
+from gpt.model import GPT, GPTConfig  # noqa: E402
+from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
+
+SMALL = GPTConfig(sequence_len=64, vocab_size=600, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
+
+
+@pytest.mark.parametrize("vocab", [265, 600, 8192])
+def test_synthetic_tokenizer_has_exactly_the_vocab(vocab):
+    tok = common.synthetic_tokenizer(vocab)
+    assert tok.vocab_size == vocab
+    assert [tok.special_id(s) for s in SPECIAL_TOKENS] == list(range(vocab - len(SPECIAL_TOKENS), vocab))
+    text = "The cat 猫 😀"
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_synthetic_tokenizer_rejects_too_small_vocab():
+    with pytest.raises(ValueError):
+        common.synthetic_tokenizer(256)
+
+
+def test_weight_bytes_per_token_counts_one_embedding_row():
+    model = GPT(SMALL)
+    C, V, L = SMALL.n_embd, SMALL.vocab_size, SMALL.n_layer
+    kv = SMALL.n_kv_head * (C // SMALL.n_head)
+    per_layer = C * C + 2 * C * kv + C * C + 8 * C * C  # c_q, c_k, c_v, c_proj, mlp
+    assert common.weight_bytes_per_token(model) == 4 * (L * per_layer + C * V + C)
+    assert common.weight_bytes_per_token(model.bfloat16()) == 2 * (L * per_layer + C * V + C)
+
+
+def test_random_weights_give_nonzero_logits_and_same_values_in_bf16():
+    m32 = common.random_weights(SMALL, "cpu", torch.float32)
+    m16 = common.random_weights(SMALL, "cpu", torch.bfloat16)
+    assert m32.lm_head.weight.abs().sum() > 0  # nanochat's init would make every logit 0
+    assert m16.lm_head.weight.dtype == torch.bfloat16 and m16.cos.dtype == torch.bfloat16
+    torch.testing.assert_close(m16.lm_head.weight, m32.lm_head.weight.bfloat16())
+    logits = m32(torch.tensor([[1, 2, 3]]))
+    assert logits.std() > 0.1
+
+
+def test_model_under_test_falls_back_to_a_labelled_standin(monkeypatch):
+    def missing(**_):
+        raise FileNotFoundError("no shipped model")
+
+    monkeypatch.setattr(common, "load_default", missing)
+    mut = common.model_under_test(torch.device("cpu"), torch.float32)
+    assert mut.standin and "STAND-IN" in mut.name and "FileNotFoundError" in mut.note
+    assert mut.model.config == common.default_config()[0]
+    assert mut.tokenizer.vocab_size == mut.model.config.vocab_size
+
+
+def test_model_under_test_uses_the_default_model_when_it_loads(monkeypatch):
+    tok = common.synthetic_tokenizer(SMALL.vocab_size)
+    model = GPT(SMALL)
+    loaded = LoadedModel(model, tok, "d2 test", "dir", torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(common, "load_default", lambda **_: loaded)
+    mut = common.model_under_test(torch.device("cpu"), torch.float32)
+    assert not mut.standin and mut.model is model and mut.name == "default: d2 test"
+
+
+def test_mode_rows_fractions_and_ratios():
+    main = dict(weight_bytes_per_token=1000, naive=dict(b1_tok_s=10.0), eager=dict(b1_tok_s=50.0, ttft_ms=4.0),
+                server=dict(b1_tok_s=200.0, ttft_ms=2.0, batch=8, bB_tok_s=1600.0, bB_e2e_tok_s=1200.0))
+    rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cuda"))  # roofline b1 = 1000 tok/s
+    naive, eager, server = rows
+    assert server["app"] == "*" and eager["app"] == ""
+    assert server["b1_roof"] == pytest.approx(0.2) and server["b1_x_eager"] == pytest.approx(4.0)
+    assert server["b1_x_naive"] == pytest.approx(20.0)
+    assert server["bB_roof"] == pytest.approx(1600 / 8000) and server["bB_x_eager"] == pytest.approx(32.0)
+    assert server["ttft_roof"] == pytest.approx(1.0 / 2.0)  # floor: 1000 B / 1e6 B/s = 1 ms
+    assert decode_bench.pct(0.2) == "20%" and decode_bench.pct(0.0025) == "0.25%"
+    cpu_rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cpu"))
+    assert [r["app"] for r in cpu_rows] == ["", "*", ""]
+
+
+def test_targets_are_checked_on_the_app_path_only():
+    rows = {"d20": [dict(app="", b1_tok_s=9e9), dict(app="*", b1_tok_s=1000.0, bB_tok_s=30000.0, ttft_ms=2.0)],
+            "tiny": [dict(app="*", b1_tok_s=7000.0)]}
+    got = {r["target"]: r["result"] for r in decode_bench.target_rows(rows, torch.device("cuda"), quick=False)}
+    assert got == {"tiny b1_tok_s >= 6000": True, "d20 b1_tok_s >= 1500": False, "d20 bB_tok_s >= 25000": True,
+                   "d20 ttft_ms < 3": True}
+    assert decode_bench.target_rows(rows, torch.device("cpu"), quick=False) == []  # no 'default' here
+    quick = decode_bench.target_rows(rows, torch.device("cuda"), quick=True)
+    assert all(r["result"] == "n/a (--quick sizes)" for r in quick)
+
+
+def test_copy_bandwidth_is_positive():
+    bw = decode_bench.copy_bandwidth(torch.device("cpu"), 2**20, 2)
+    assert bw["bytes_per_s"] > 0 and math.isfinite(bw["bytes_per_s"])
+
+
+def test_explain_bench_quick_writes_every_view(tmp_path):
+    out = tmp_path / "explain.json"
+    data = explain_bench.main(["--quick", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["bar"] == json.loads(json.dumps(data["bar"]))
+    (res,) = saved["results"]
+    assert set(res["json_bytes"]) == set(VIEWS) == set(res["view_s"])
+    assert res["total_bytes"] == sum(res["json_bytes"].values())
+    for key in ("date", "command", "nproc", "cpu_model", "torch"):
+        assert saved["machine"][key]
+    assert saved["model"]["config"]["n_layer"] > 0
+
+
+def test_decode_bench_quick_runs_every_path_on_cpu(tmp_path):
+    """The same code paths the GPU run takes (workers, checks, naive, eager, server, compile is left to the GPU)."""
+    out = tmp_path / "decode.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "decode_bench.py"), "--device", "cpu", "--quick",
+           "--configs", "tiny,default", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["summary"]["errors"] == {}
+    assert data["bandwidth"]["bytes_per_s"] > 0
+    for name in ("tiny", "default"):
+        main = data["results"][name]["main"]
+        assert main["checks"]["greedy_fp32"]["ok"] and main["checks"]["bf16_logits"]["ok"]
+        assert main["naive"]["b1_tok_s"] > 0 and main["eager"]["b1_tok_s"] > 0
+        assert main["server"]["bB_tok_s"] > 0 and main["server"]["batch"] == 4
+        assert main["ops"]["per_step"] > main["model_config"]["n_layer"] * 6  # at least the 6 matmuls per layer
+    modes = [(r["config"], r["app"]) for r in data["summary"]["rows"]]
+    assert modes == [("tiny", ""), ("tiny", "*"), ("tiny", ""), ("default", ""), ("default", "*"), ("default", "")]
+    assert [t["result"] for t in data["targets"]] == ["n/a (--quick sizes)"]
+    assert "b1 tok/s" in proc.stdout and "greedy fp32" in proc.stdout
+
+
+def test_first_mismatch_and_its_description():
+    assert decode_bench.first_mismatch([[1, 2, 3]], [[1, 2, 3]]) is None
+    assert decode_bench.first_mismatch([[1, 2], [4, 5, 9]], [[1, 2], [4, 5, 6]]) == (1, 2)
+    assert decode_bench.first_mismatch([[1, 2]], [[1, 2, 3]]) == (0, 2)  # a row ended early
+    model = common.random_weights(SMALL, "cpu", torch.float32)
+    got = decode_bench.describe_mismatch(model, [[1, 2, 3]], [[7, 8]], (0, 1), n_sampled=SMALL.vocab_size)
+    with torch.no_grad():
+        top = model(torch.tensor([[1, 2, 3, 7]]))[0, -1].topk(2).values
+    assert got == dict(row=0, step=1, eager_top2_gap=pytest.approx(float(top[0] - top[1])))
+    assert decode_bench.describe_mismatch(model, [[1]], [[2]], None, SMALL.vocab_size) is None
