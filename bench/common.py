@@ -15,6 +15,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # scripts run as `python3 bench/x.py`: make gpt/ and explain/ importable
     sys.path.insert(0, str(ROOT))
 
-from gpt.checkpoint import build_model, load_default  # noqa: E402
+from gpt import checkpoint as _checkpoint  # noqa: E402
+from gpt.checkpoint import build_model, default_dtype, load_default  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
 
@@ -43,6 +45,18 @@ class ModelUnderTest:
     name: str
     standin: bool
     note: str = ""  # why the stand-in was used
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def app_dtype(device: torch.device, override: str = "auto") -> torch.dtype:
+    """The dtype the app serves in on this device (gpt.checkpoint.serving_dtype: bf16 on CUDA; on a CPU bf16 only
+    where native bf16 matmuls are measured faster), so the numbers are what users get; `override` forces one."""
+    if override != "auto":
+        return DTYPES[override]
+    pick = getattr(_checkpoint, "serving_dtype", None)  # absent in older trees: nanochat's rule
+    return pick(device) if pick is not None else default_dtype(device)
 
 
 def default_config() -> tuple[GPTConfig, str]:
@@ -157,6 +171,27 @@ def machine_info(device: torch.device) -> dict:
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, capability=f"{props.major}.{props.minor}")
     return info
+
+
+def start_idle_torch_thread() -> threading.Thread:
+    """A live thread that has run a torch CPU op and now sleeps, as a Gradio worker or BatchServer thread does.
+
+    Why: with OpenMP, every thread that runs torch ops owns a team of worker threads; once the teams together have
+    more threads than the machine has CPUs, libgomp stops spinning between parallel regions, and a decode made of
+    hundreds of tiny ops gets markedly slower in every thread. The app serves from a pool of threads, so the
+    benchmarks measure with and without such a thread. Irreversible for the process: start it last.
+    """
+    ready = threading.Event()
+
+    def run() -> None:
+        torch.ones(256, 256) @ torch.ones(256, 256)
+        ready.set()
+        threading.Event().wait()  # forever (daemon thread)
+
+    thread = threading.Thread(target=run, name="idle-torch-thread", daemon=True)
+    thread.start()
+    ready.wait()
+    return thread
 
 
 def loadavg() -> list[float] | None:

@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (RESULTS, busy_warning, config_dict, loadavg, machine_info, median,  # noqa: E402
-                          model_under_test, n_params, random_weights, synthetic_tokenizer, table,
-                          weight_bytes_per_token, write_json)
+from bench.common import (DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg, machine_info,  # noqa: E402
+                          median, model_under_test, n_params, random_weights, start_idle_torch_thread,
+                          synthetic_tokenizer, table, weight_bytes_per_token, write_json)
 from gpt.checkpoint import build_model  # noqa: E402
 from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
@@ -244,7 +244,7 @@ def ops_per_step(model: GPT, n_sampled: int, prompt: list[int], params: Sampling
 
 # ---- one model, in a worker process -------------------------------------------------------------------------------
 def load(name: str, device: torch.device, run_dtype: torch.dtype, quick: bool) -> dict:
-    """fp32 weights (for the checks) and the run model (bf16 on CUDA, fp32 on CPU), same values."""
+    """fp32 weights (for the checks) and the run model (in the app's dtype), same values."""
     if name == "default":
         mut = model_under_test(device, torch.float32)
         m32, tok, label, standin, note = mut.model, mut.tokenizer, mut.name, mut.standin, mut.note
@@ -259,7 +259,7 @@ def load(name: str, device: torch.device, run_dtype: torch.dtype, quick: bool) -
 
 def worker(spec: dict) -> None:
     device, name, kind = torch.device(spec["device"]), spec["config"], spec["kind"]
-    run_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    run_dtype = DTYPES[spec["dtype"]]
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     res: dict = dict(config=name, kind=kind, errors={}, phase_s={})
@@ -366,14 +366,20 @@ def worker(spec: dict) -> None:
         return out
 
     # No inference_mode here: every entry point timed (GPT.generate, Engine.stream, the server's thread) enters it
-    # itself, and the engines are built outside it, as in the app.
+    # itself, and the engines are built outside it, as in the app. Order matters on a CPU: naive and eager run first,
+    # while only this thread has used torch; the server starts a thread of its own (see start_idle_torch_thread), and
+    # on CPU the eager engine is measured again after that, as it runs in the app's pool of threads. Diagnostics and
+    # checks come last: they cannot disturb the timings.
     if kind == "main":
-        if spec["checks"]:
-            phase("checks", checks)
-        phase("ops", lambda: ops_per_step(run, n_sampled, solo, app_params(N)))
         phase("naive", naive)
         phase("eager", eager)
         phase("server", lambda: server(False))
+        if device.type == "cpu":
+            start_idle_torch_thread()  # the server's thread already is one; this makes it explicit
+            phase("eager_threads", eager)
+        phase("ops", lambda: ops_per_step(run, n_sampled, solo, app_params(N)))
+        if spec["checks"]:
+            phase("checks", checks)
     else:
         phase("server_compile", lambda: server(True))
     res["phase_s"]["total"] = time.perf_counter() - t0
@@ -450,9 +456,14 @@ def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch
     modes = [("naive", "GPT.generate (naive)", main.get("naive")), ("eager", "Engine(batched=False), eager",
                                                                     main.get("eager")),
              ("server", server_label, main.get("server"))]
+    if "eager_threads" in main or "eager_threads" in main.get("errors", {}):
+        modes.append(("eager_threads", "Engine(batched=False), eager, other torch threads alive",
+                      main.get("eager_threads")))
     if comp is not None:
         modes.append(("compile", server_label + " + compile", comp.get("server_compile")))
-    app = "server" if cuda else "eager"
+    # The app on CPU streams from Gradio's worker threads while its main thread has already run torch (loading):
+    # the eager engine with other torch threads alive is what users get there.
+    app = "server" if cuda else ("eager_threads" if main.get("eager_threads") else "eager")
     rows = []
     for key, label, r in modes:
         if r is None:
@@ -572,6 +583,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile", action="store_true", help="also measure the torch.compile'd fast path (batch 1)")
     p.add_argument("--no-checks", action="store_true", help="skip the correctness checks")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the model processes")
+    p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
+                   help="auto = what the app serves in (gpt.checkpoint.serving_dtype): bf16 on CUDA; on CPU bf16 "
+                        "where native bf16 matmuls are faster, else fp32")
     p.add_argument("--quick", action="store_true", help="toy sizes and few steps: exercises every path in seconds")
     p.add_argument("--worker-timeout", type=float, default=420.0, help="seconds per model process")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/decode_<device>.json)")
@@ -606,8 +620,10 @@ def main(argv: list[str] | None = None) -> dict:
     bw = copy_bandwidth(device, nbytes, 5 if device.type == "cpu" else 50)
     print(f"copy bandwidth: {bw['bytes_per_s'] / 1e9:,.1f} GB/s", flush=True)
 
-    spec = dict(device=str(device), threads=args.threads, quick=args.quick, steps=args.steps, batch=args.batch,
-                prompt_len=args.prompt_len, repeats=args.repeats, ttft_repeats=args.ttft_repeats,
+    dtype = str(app_dtype(device, args.dtype)).replace("torch.", "")
+    print(f"serving dtype: {dtype}", flush=True)
+    spec = dict(device=str(device), dtype=dtype, threads=args.threads, quick=args.quick, steps=args.steps,
+                batch=args.batch, prompt_len=args.prompt_len, repeats=args.repeats, ttft_repeats=args.ttft_repeats,
                 checks=not args.no_checks, check_steps=CHECK_STEPS)
     results: dict = {}
     t0 = time.perf_counter()

@@ -90,6 +90,9 @@ def test_mode_rows_fractions_and_ratios():
     assert decode_bench.pct(0.2) == "20%" and decode_bench.pct(0.0025) == "0.25%"
     cpu_rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cpu"))
     assert [r["app"] for r in cpu_rows] == ["", "*", ""]
+    main["eager_threads"] = dict(b1_tok_s=40.0)
+    cpu_rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cpu"))
+    assert [r["app"] for r in cpu_rows] == ["", "", "", "*"] and cpu_rows[3]["b1_x_eager"] == pytest.approx(0.8)
 
 
 def test_targets_are_checked_on_the_app_path_only():
@@ -113,7 +116,9 @@ def test_explain_bench_quick_writes_every_view(tmp_path):
     data = explain_bench.main(["--quick", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["bar"] == json.loads(json.dumps(data["bar"]))
-    (res,) = saved["results"]
+    res, threaded = saved["results"]
+    assert (res["torch_threads_alive"], threaded["torch_threads_alive"]) == (1, 2)
+    assert set(saved["bar"]) == {"alone", "threads", "standin"}
     assert set(res["json_bytes"]) == set(VIEWS) == set(res["view_s"])
     assert res["total_bytes"] == sum(res["json_bytes"].values())
     for key in ("date", "command", "nproc", "cpu_model", "torch"):
@@ -138,7 +143,8 @@ def test_decode_bench_quick_runs_every_path_on_cpu(tmp_path):
         assert main["server"]["bB_tok_s"] > 0 and main["server"]["batch"] == 4
         assert main["ops"]["per_step"] > main["model_config"]["n_layer"] * 6  # at least the 6 matmuls per layer
     modes = [(r["config"], r["app"]) for r in data["summary"]["rows"]]
-    assert modes == [("tiny", ""), ("tiny", "*"), ("tiny", ""), ("default", ""), ("default", "*"), ("default", "")]
+    assert modes == [(c, a) for c in ("tiny", "default") for a in ("", "", "", "*")]  # the last: eager, threads alive
+    assert all(data["results"][c]["main"]["eager_threads"]["b1_tok_s"] > 0 for c in ("tiny", "default"))
     assert [t["result"] for t in data["targets"]] == ["n/a (--quick sizes)"]
     assert "b1 tok/s" in proc.stdout and "greedy fp32" in proc.stdout
 
@@ -153,3 +159,12 @@ def test_first_mismatch_and_its_description():
         top = model(torch.tensor([[1, 2, 3, 7]]))[0, -1].topk(2).values
     assert got == dict(row=0, step=1, eager_top2_gap=pytest.approx(float(top[0] - top[1])))
     assert decode_bench.describe_mismatch(model, [[1]], [[2]], None, SMALL.vocab_size) is None
+
+
+def test_app_dtype_follows_the_app_unless_forced():
+    from gpt.checkpoint import serving_dtype
+
+    cpu = torch.device("cpu")
+    assert common.app_dtype(cpu) == serving_dtype(cpu)
+    assert common.app_dtype(cpu, "float32") == torch.float32
+    assert common.app_dtype(cpu, "bfloat16") == torch.bfloat16
