@@ -584,8 +584,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-checks", action="store_true", help="skip the correctness checks")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the model processes")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                   help="auto = what the app serves in (gpt.checkpoint.serving_dtype): bf16 on CUDA; on CPU bf16 "
-                        "where native bf16 matmuls are faster, else fp32")
+                   help="auto = what the app serves in: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--quick", action="store_true", help="toy sizes and few steps: exercises every path in seconds")
     p.add_argument("--worker-timeout", type=float, default=420.0, help="seconds per model process")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/decode_<device>.json)")

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
-                            serving_dtype)
+from gpt.checkpoint import LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model
 from gpt.engine import Engine
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
@@ -99,7 +98,7 @@ def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "s
          dtype: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice."""
     dev = pick_device(device)
-    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
+    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else None
     notice = ""
     try:
         if random_config is not None:

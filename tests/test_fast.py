@@ -1,6 +1,6 @@
 """The fast path on CPU: per-row positions (RowKVCache) against one full forward per row, the static decoder against
 the eager engine, and the batched server against each session run alone. (CUDA-graph capture itself is checked by
-bench/bench_decode.py on a GPU: greedy tokens equal the eager engine's, bf16 logits near fp32.)"""
+bench/decode_bench.py on a GPU: greedy tokens equal the eager engine's, bf16 logits near fp32.)"""
 import threading
 
 import pytest
