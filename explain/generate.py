@@ -164,8 +164,9 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
                                  name=t("generate", key, lang), line=dict(color=color)), row=2, col=1)
     fig.update_xaxes(title_text=t("generate", "n_new", lang), row=2, col=1)
     fig.update_yaxes(title_text="GFLOP", row=2, col=1)
+    left = max([130] + [7 * len(label) for label in (y if steps else [])])  # room for the step labels
     fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
-                                  margin=dict(l=130, r=20, t=70, b=80)))
+                                  margin=dict(l=left, r=20, t=70, b=80)))
     n_last = lengths[-1]
     text = t("generate", "body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
              ratio=flops[-1][0] / max(1, flops[-1][1]), seed=seed, temperature=temperature,
