@@ -61,7 +61,7 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
     if lo > 0 or hi < T:
         title += t("causality", "windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14, shared_xaxes=True,
-                        subplot_titles=[t("causality", "heat", lang), t("causality", "bars", lang)])
+                   subplot_titles=[t("causality", "heat", lang), t("causality", "bars", lang)])
     sub = d[:, lo:hi]
     with np.errstate(divide="ignore"):
         z = np.where(sub > 0, np.log10(np.where(sub > 0, sub, 1)), np.nan).astype(np.float32)  # exact 0 -> blank

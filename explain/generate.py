@@ -57,7 +57,8 @@ def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: 
         top_p, top_ids = probs[0].topk(min(show_k, probs.size(-1)))
         token = next_ids.item()
         steps.append(dict(step=step + 1, context=ids.size(1), token=token, p_token=float(probs[0, token]),
-                          rank=int((probs[0] > probs[0, token]).sum()) + 1, candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
+                          rank=int((probs[0] > probs[0, token]).sum()) + 1, candidates=int((probs[0] > 0).sum()),
+                          entropy=float(torch.special.entr(probs[0]).sum()),
                           top_ids=top_ids.tolist(), top_p=np32(top_p, 5)))
         ids = torch.cat((ids, next_ids), dim=1)
     return steps
@@ -140,7 +141,8 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     title = t("generate", "title", lang, n=len(steps), temperature=temperature, top_k=top_k or t("generate", "off", lang),
               seed=seed)
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
-                        subplot_titles=[t("generate", "heat", lang), t("generate", "cost", lang, P=len(tokens))])
+                   subplot_titles=[t("generate", "heat", lang), t("generate", "cost", lang, P=len(tokens))])
+    left = 130  # margin for the step labels
     if steps:
         z = np.stack([s["top_p"] for s in steps])
         cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
@@ -148,6 +150,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
         y = [t("generate", "step", lang, s=s["step"], token=names[s["token"]]) + (
             t("generate", "below", lang, rank=s["rank"], p=s["p_token"]) if s["rank"] > len(s["top_ids"]) else "")
              for s in steps]
+        left = max(left, 7 * max(map(len, y)))
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
                                  colorbar=dict(len=0.55, y=0.75),
@@ -164,7 +167,6 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
                                  name=t("generate", key, lang), line=dict(color=color)), row=2, col=1)
     fig.update_xaxes(title_text=t("generate", "n_new", lang), row=2, col=1)
     fig.update_yaxes(title_text="GFLOP", row=2, col=1)
-    left = max([130] + [7 * len(label) for label in (y if steps else [])])  # room for the step labels
     fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
                                   margin=dict(l=left, r=20, t=70, b=80)))
     n_last = lengths[-1]

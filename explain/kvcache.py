@@ -76,7 +76,7 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
     max_diff = float(diff.max())
     title = t("kv_cache", "title", lang, n=len(log), diff=max_diff)
     fig = subplots(rows=2, cols=1, row_heights=[0.5, 0.5], vertical_spacing=0.16, shared_xaxes=True,
-                        subplot_titles=[t("kv_cache", "fill", lang), t("kv_cache", "diff", lang)])
+                   subplot_titles=[t("kv_cache", "fill", lang), t("kv_cache", "diff", lang)])
     x = np.arange(T)
     fig.add_trace(go.Heatmap(z=fill, x=x, y=steps_names, zmin=0, zmax=2, showscale=False, xgap=1, ygap=2,
                              colorscale=[[0, "#f1f3f4"], [0.5, "#aecbfa"], [1, "#1a73e8"]],

@@ -30,7 +30,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
     regimes = mask_regimes(T, chunk)
     names = [t("mask", r, lang, Tq=Tq, Tk=Tk) for r, Tq, Tk in regimes]
     fig = subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.06,
-                        column_widths=[0.45, 0.2, 0.35])
+                   column_widths=[0.45, 0.2, 0.35])
     rows = []
     for col, (regime, Tq, Tk) in enumerate(regimes, start=1):
         mask = causal_mask_for(Tq, Tk).numpy()  # the model's own mask

@@ -61,10 +61,10 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
     if lo > 0:
         title += t("next_token", "windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
-                        specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
-                        subplot_titles=[t("next_token", "heat", lang, k=min(k, kk)),
-                                        t("next_token", "bar", lang, k=bar_k, pos=pos, token=labels[pos]),
-                                        t("next_token", "lines", lang)])
+                   specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
+                   subplot_titles=[t("next_token", "heat", lang, k=min(k, kk)),
+                                   t("next_token", "bar", lang, k=bar_k, pos=pos, token=labels[pos]),
+                                   t("next_token", "lines", lang)])
     z = s["top_p"][lo:hi, :k]
     cell = np.array([[names[i] for i in r] for r in s["top_ids"][lo:hi, :k]], dtype=object)
     ranks = np.arange(1, z.shape[1] + 1)

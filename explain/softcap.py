@@ -51,8 +51,8 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     label = trace.labels[row][p]
     title = t("softcap", "title", lang, pos=p, token=label, cap=SOFTCAP)
     fig = subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.07,
-                        subplot_titles=[t("softcap", "curve", lang), t("softcap", "hist", lang),
-                                        t("softcap", "probs", lang, n=len(id_list))])
+                   subplot_titles=[t("softcap", "curve", lang), t("softcap", "hist", lang),
+                                   t("softcap", "probs", lang, n=len(id_list))])
     span = max(2.5 * SOFTCAP, 1.1 * float(raw.abs().max()))
     x = np.linspace(-span, span, 121, dtype=np.float32)
     fig.add_trace(go.Scatter(x=x, y=x, name="y = x", line=dict(color="#9aa0a6", dash="dash")), row=1, col=1)

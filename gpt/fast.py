@@ -7,9 +7,9 @@ addresses never change and which never asks the CPU for a value: the cache is a 
 device tensor, written with index_put), sampling is tensor-only (gpt/sampling.py) and its result is fed back as the
 next input on the device. The forward is still GPT.forward from gpt/model.py; nothing here re-implements it.
 
-Graphs are kept per shape key: decode (batch, span, width) and prefill (padded prompt length, span, width), where span is the
-attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU, or with
-graphs=False, the same functions run eagerly.
+Graphs are kept per shape key: decode (batch, span, width) and prefill (padded prompt length, span, width), where span
+is the attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU,
+or with graphs=False, the same functions run eagerly.
 """
 from __future__ import annotations
 

@@ -45,9 +45,9 @@ class RowKVCache:
     reads a position on the host, so a forward through it can be captured as a CUDA graph and replayed at any
     positions. Per layer, k/v are [B, Hkv, seq_len, hd] (separate tensors, so writes stay in place under
     torch.compile). Two settings, chosen by the caller before a forward:
-    - rows: None runs the first `batch` rows (views: the server admits sessions into the lowest free rows and
-      runs the smallest batch bucket that holds the highest busy row); a LongTensor [R] runs only those rows (e.g. prefilling
-      one joining session).
+    - rows: None runs the first `batch` rows (views: the server admits sessions into the lowest free rows and runs
+      the smallest batch bucket that holds the highest busy row); a LongTensor [R] runs only those rows (e.g.
+      prefilling one joining session).
     - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
       short chat does not pay for reading seq_len positions of keys.
     GPT.forward sees get_pos() as a tensor (per-row rotary angles) and uses `attn_mask`, built at layer 0:
@@ -80,7 +80,8 @@ class RowKVCache:
                 ~visible, float("-inf"))
         last = layer_idx == len(self.k) - 1
         if self.rows is None:
-            k_all, v_all, pos = self.k[layer_idx][: self.batch], self.v[layer_idx][: self.batch], self.pos[: self.batch]
+            b = self.batch
+            k_all, v_all, pos = self.k[layer_idx][:b], self.v[layer_idx][:b], self.pos[:b]
             at = torch.arange(k.size(0), device=k.device)[:, None]
             # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
             k_all[at, :, self._write_pos] = k.transpose(1, 2)

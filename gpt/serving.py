@@ -3,7 +3,8 @@
 Each session owns one row of a StaticDecoder (gpt/fast.py) while it runs. A background thread loops:
 1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token;
 2. drop sessions that were stopped (should_stop) or abandoned by their reader;
-3. launch one decode step for the rows up to the highest busy one (a CUDA-graph replay per batch bucket) and copy the new tokens to pinned host memory;
+3. launch one decode step for the rows up to the highest busy one (a CUDA-graph replay per batch bucket) and copy
+   the new tokens to pinned host memory;
 4. while the GPU runs that step, hand out the tokens of the previous step: stream text, detect stop tokens,
    max_tokens and a full context, and free finished rows.
 Step 4 overlapping step 3 hides the Python work behind the GPU. A row's extra step launched after its session ended

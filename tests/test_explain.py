@@ -153,7 +153,8 @@ def test_generate_view_and_greedy_cached_equals_naive(trace):
     chosen = view.df.groupby("step")["chosen_id"].first()
     assert list(chosen) == list(trace.model.generate(prompt, 3, temperature=0.9, top_k=20, seed=5))
     # Step 1 may reuse a recorded batch-1 forward of the prompt: same numbers, same tokens.
-    reused = generate_steps(trace.model, prompt, 3, 0.9, 20, 5, first_logits=trace_forward(trace.model, prompt).logits[0, -1])
+    first = trace_forward(trace.model, prompt).logits[0, -1]
+    reused = generate_steps(trace.model, prompt, 3, 0.9, 20, 5, first_logits=first)
     assert [s["token"] for s in reused] == list(chosen)
     # the chosen token's rank, counted from the full next-token distribution of the same prefix
     ids = prompt + [s["token"] for s in reused]

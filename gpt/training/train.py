@@ -296,7 +296,8 @@ def main() -> None:
 
     meta = {"name": f"Inside Forward default (d{cfg.n_layer}, {cfg.n_embd} wide)",
             "train_config": dataclasses.asdict(cfg), "train_state": trainer.state}
-    save_model(args.out / "model", trainer.model, tok, meta, dtype="float16", max_shard_bytes=9_000_000)  # Spaces takes files over 10 MB only via LFS
+    # shards under 10 MB: Hugging Face Spaces takes larger files only through Git LFS
+    save_model(args.out / "model", trainer.model, tok, meta, dtype="float16", max_shard_bytes=9_000_000)
     (args.out / "train_log.json").write_text(json.dumps(trainer.log))
     if args.no_eval:
         return
