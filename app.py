@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto = bfloat16 on CUDA, float32 on CPU")
+                   help="auto = bfloat16 on CUDA; on CPU bfloat16 where this CPU has native bf16 matmuls "
+                        "(measured at start, e.g. AVX512-BF16), else float32")
     p.add_argument("--share", action="store_true",
                    help="also open a temporary public *.gradio.live link (needs internet; off by default)")
     p.add_argument("--concurrency", type=int, default=2, help="requests that run the model at the same time")

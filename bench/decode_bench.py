@@ -3,7 +3,8 @@
 What is measured, per model (random-weight tiny / d20 / d32 configs, and the shipped default model):
 - batch-1 decode tokens/s, batch-B aggregate decode tokens/s (B = 32) and time to first token (TTFT) of a 64-token
   prompt, through gpt.engine.Engine: on a GPU that is Engine -> gpt.serving.BatchServer -> gpt.fast.StaticDecoder
-  (CUDA-graph replays), exactly what the app's chat calls; on a CPU the app runs Engine's plain cached loop.
+  (CUDA-graph replays), exactly what the app's chat calls; on a CPU the app runs Engine's plain cached loop on its
+  one torch thread (gpt/torch_thread.py: the model is loaded there and every stream is advanced there).
 - baselines in the same run: the naive GPT.generate (re-runs the whole prefix every token; a few tokens only) and the
   eager cached engine (Engine(batched=False)), and on GPU optionally the compiled fast path (--compile).
 - the roofline: a large copy measured in this run gives the memory bandwidth (bytes read + written / time); a decode
@@ -50,6 +51,7 @@ from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
 from gpt.kv_cache import RowKVCache  # noqa: E402
 from gpt.model import SOFTCAP, GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
+from gpt.torch_thread import TorchThread  # noqa: E402
 
 CONFIGS = {  # the issue's random-weight configs (n_kv_head = n_head, as nanochat)
     "tiny": GPTConfig(sequence_len=1024, vocab_size=32768, n_layer=6, n_head=6, n_kv_head=6, n_embd=384),
@@ -92,6 +94,16 @@ def make_prompts(n_ordinary: int, bos: int, count: int, length: int, seed: int =
     """`count` different prompts: <|bos|> then random ordinary token ids, `length` ids each."""
     g = torch.Generator().manual_seed(seed)
     return [[bos] + torch.randint(0, n_ordinary, (length - 1,), generator=g).tolist() for _ in range(count)]
+
+
+class OnTorchThread:
+    """An engine whose streams are advanced on a TorchThread, as the app's chat does on a CPU (hand-over included)."""
+
+    def __init__(self, engine: Engine, thread: TorchThread):
+        self.engine, self.thread = engine, thread
+
+    def stream(self, prompt: list[int], params: SamplingParams):
+        return self.thread.iterate(self.engine.stream(prompt, params))
 
 
 def app_params(n: int, seed: int = 0) -> SamplingParams:
@@ -267,7 +279,10 @@ def worker(spec: dict) -> None:
     log = lambda msg: print(f"[{name}/{kind}] {msg}", flush=True)  # noqa: E731
 
     t0 = time.perf_counter()
-    m = load(name, device, run_dtype, spec["quick"])
+    # On a CPU the app loads its model and runs all model work on one thread (gpt/torch_thread.py); so does this
+    # process, until the phases that show what happens without it.
+    torch_thread = TorchThread(enabled=device.type == "cpu")
+    m = torch_thread.run(load, name, device, run_dtype, spec["quick"])
     run, tok = m["run"], m["tok"]
     res.update(model=m["label"], standin=m["standin"], note=m["note"], model_config=config_dict(run),
                params=n_params(run), dtype=str(run_dtype).replace("torch.", ""),
@@ -323,8 +338,8 @@ def worker(spec: dict) -> None:
             runs.append(n / (time.perf_counter() - t))
         return dict(tokens=n, b1_tok_s=median(runs), b1_runs=runs)
 
-    def eager() -> dict:
-        engine = no_stops(Engine(run, tok, batched=False))
+    def eager(thread: TorchThread) -> dict:
+        engine = OnTorchThread(no_stops(Engine(run, tok, batched=False)), thread)
         steps = N  # the same positions as the fast path's runs
         t = time.perf_counter()
         decode_rates(engine, solo, steps, device, 1)
@@ -367,16 +382,17 @@ def worker(spec: dict) -> None:
 
     # No inference_mode here: every entry point timed (GPT.generate, Engine.stream, the server's thread) enters it
     # itself, and the engines are built outside it, as in the app. Order matters on a CPU: naive and eager run first,
-    # while only this thread has used torch; the server starts a thread of its own (see start_idle_torch_thread), and
-    # on CPU the eager engine is measured again after that, as it runs in the app's pool of threads. Diagnostics and
-    # checks come last: they cannot disturb the timings.
+    # on the torch thread, while no other thread has used torch (the app's way); the server starts a thread of its
+    # own (see start_idle_torch_thread), and on CPU the eager engine is then measured again from this thread, as
+    # it would run without the torch thread, from a pool of request threads. Diagnostics and checks come last: they
+    # cannot disturb the timings.
     if kind == "main":
-        phase("naive", naive)
-        phase("eager", eager)
+        phase("naive", lambda: torch_thread.run(naive))
+        phase("eager", lambda: eager(torch_thread))
         phase("server", lambda: server(False))
         if device.type == "cpu":
             start_idle_torch_thread()  # the server's thread already is one; this makes it explicit
-            phase("eager_threads", eager)
+            phase("eager_threads", lambda: eager(TorchThread(enabled=False)))
         phase("ops", lambda: ops_per_step(run, n_sampled, solo, app_params(N)))
         if spec["checks"]:
             phase("checks", checks)
@@ -453,17 +469,16 @@ def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch
     eager_b1 = main.get("eager", {}).get("b1_tok_s")
     naive_b1 = main.get("naive", {}).get("b1_tok_s")
     server_label = "Engine->BatchServer, CUDA graphs" if cuda else "Engine(batched=True), eager server"
-    modes = [("naive", "GPT.generate (naive)", main.get("naive")), ("eager", "Engine(batched=False), eager",
-                                                                    main.get("eager")),
+    eager_label = "Engine(batched=False), eager" + ("" if cuda else ", on the torch thread")
+    modes = [("naive", "GPT.generate (naive)", main.get("naive")), ("eager", eager_label, main.get("eager")),
              ("server", server_label, main.get("server"))]
     if "eager_threads" in main or "eager_threads" in main.get("errors", {}):
-        modes.append(("eager_threads", "Engine(batched=False), eager, other torch threads alive",
+        modes.append(("eager_threads", "Engine(batched=False), eager, not on one torch thread",
                       main.get("eager_threads")))
     if comp is not None:
         modes.append(("compile", server_label + " + compile", comp.get("server_compile")))
-    # The app on CPU streams from Gradio's worker threads while its main thread has already run torch (loading):
-    # the eager engine with other torch threads alive is what users get there.
-    app = "server" if cuda else ("eager_threads" if main.get("eager_threads") else "eager")
+    # The app on CPU streams the eager engine on its one torch thread (gpt/torch_thread.py), as the eager row does.
+    app = "server" if cuda else "eager"
     rows = []
     for key, label, r in modes:
         if r is None:

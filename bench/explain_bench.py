@@ -4,8 +4,9 @@ The issue's bar: with the default model on a 2-core CPU, building the trace and 
 takes under 1 s, and all figures together serialize to under 3 MB of JSON. This script times exactly the calls the app
 makes (explain.trace_forward, then explain.build_views one view at a time, as build_all would), serializes each figure
 with fig.to_json() (what Gradio ships to the browser), and repeats for a prompt that fills the model's whole context
-to show the cost stays bounded; then the bar prompt again with another thread that has run torch still alive, as in
-the app's thread pool (see bench.common.start_idle_torch_thread). Reported: the median of --repeats runs after one
+to show the cost stays bounded. This process runs all of that on one thread, as the app does on a CPU
+(gpt/torch_thread.py); then the bar prompt again with another thread that has run torch still alive, as it would be
+without that (see bench.common.start_idle_torch_thread). Reported: the median of --repeats runs after one
 warm-up run (the first call in a process also pays plotly's lazy imports; that cold time is reported separately).
 """
 from __future__ import annotations
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                   help="auto = what the app serves in (fp32 on CPU)")
+                   help="auto = what the app serves in (gpt.checkpoint.serving_dtype)")
     p.add_argument("--no-long", action="store_true", help="skip the full-context prompt")
     p.add_argument("--quick", action="store_true", help="T=32, 1 repeat, no long prompt (for tests)")
     p.add_argument("--out", default=str(RESULTS / "explain_cpu.json"))
@@ -125,11 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
         m = measure(model, tok, T, args.repeats, args.lang, VIEWS)
         print_result(m, "bar prompt" if T == lengths[0] else "full context")
         results.append(dict(m, torch_threads_alive=1))
-    # The app builds views in a Gradio worker thread while other threads have run torch too: measure that last
-    # (it cannot be undone in this process; see bench.common.start_idle_torch_thread).
+    # Without the app's one torch thread, views would be built in a pool thread while other threads have run torch
+    # too: measure that last (it cannot be undone in this process; see bench.common.start_idle_torch_thread).
     start_idle_torch_thread()
     m = measure(model, tok, lengths[0], args.repeats, args.lang, VIEWS)
-    print_result(m, "bar prompt, another torch thread alive (as in the app's thread pool)")
+    print_result(m, "bar prompt, another torch thread alive (not the app's way)")
     results.append(dict(m, torch_threads_alive=2))
 
     info["loadavg_end"] = loadavg()

@@ -114,6 +114,7 @@ def make_reply(models: Models):
     """The streaming generator behind Send and Regenerate (wrapped for ZeroGPU when available)."""
 
     @gpu
+    @models.worker.wrap
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
         messages = plain(history)

@@ -100,6 +100,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
             cost_text = gr.Markdown(elem_id="gen-cost-text")
 
     @gpu
+    @models.worker.wrap
     def show(prompt_text, temp, k, seed_v, n_steps, n, lang):
         """The state after `n` steps of model.generate(prompt, temperature, top_k, seed) (recomputed: deterministic)."""
         ids = prompt_ids(models, prompt_text, lang)
@@ -138,6 +139,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
     pause.click(None, None, None, cancels=[playing], queue=False, api_name=False)
 
     @gpu
+    @models.worker.wrap
     def cost(prompt_text, max_len, lang):
         ids = prompt_ids(models, prompt_text, lang)
         lengths = tuple(n for n in (4, 8, 16, 32, 64, 128, 256) if n <= int(max_len))

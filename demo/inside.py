@@ -216,6 +216,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     last = gr.State([])
 
     @gpu
+    @models.worker.wrap
     def run_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
         req = make_request(models, which, prompt_text, ids_text, lang)
         loaded = models.pick(which)

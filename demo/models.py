@@ -6,10 +6,12 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from gpt.checkpoint import LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model
+from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
+                            serving_dtype)
 from gpt.engine import Engine
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
+from gpt.torch_thread import TorchThread
 
 # The config of the tutorial's shape questions: input [2, 5] -> logits [2, 5, 50304].
 TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)
@@ -19,14 +21,20 @@ FALLBACK_CONFIG = GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head
 
 @dataclass
 class Models:
-    """The served model (+ its engine) and the lazily built random-init model of the tutorial's config."""
+    """The served model (+ its engine) and the lazily built random-init model of the tutorial's config.
+
+    `worker` runs the model work: on a CPU one thread for all of it (gpt/torch_thread.py says why); handlers that
+    touch a model are wrapped with `worker.wrap`."""
 
     main: LoadedModel
     notice: str = ""  # why the requested model is not the one served ("" when it is)
+    worker: TorchThread | None = None  # default: a TorchThread, enabled when the model is on a CPU
     _tutorial: LoadedModel | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        if self.worker is None:
+            self.worker = TorchThread(enabled=self.main.device.type == "cpu")
         self.engine = Engine(self.main.model, self.main.tokenizer)
 
     def tutorial(self) -> LoadedModel:
@@ -96,25 +104,32 @@ def fallback_tokenizer() -> Tokenizer:
 def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
          dtype: str | None = None) -> Models:
-    """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice."""
+    """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
+    Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     dev = pick_device(device)
-    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else None
+    worker = TorchThread(enabled=dev.type == "cpu")
+    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, worker)
+
+
+def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
+          random_config: str | None, dev: torch.device, dtype: str | None, worker: TorchThread) -> Models:
+    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
     notice = ""
     try:
         if random_config is not None:
-            return Models(untrained(parse_config(random_config), _default_tokenizer(), dev))
+            return Models(untrained(parse_config(random_config), _default_tokenizer(), dev), worker=worker)
         if checkpoint and _is_our_format(checkpoint):
-            return Models(load_model(checkpoint, device=dev, dtype=torch_dtype))
+            return Models(load_model(checkpoint, device=dev, dtype=torch_dtype), worker=worker)
         if checkpoint or nanochat:
             return Models(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
-                                        dtype=torch_dtype))
+                                        dtype=torch_dtype), worker=worker)
     except Exception as e:  # noqa: BLE001 - any failure is reported in the UI, and we keep serving something
         notice = f"{type(e).__name__}: {e}"
     try:
-        return Models(load_default(device=dev, dtype=torch_dtype), notice=notice)
+        return Models(load_default(device=dev, dtype=torch_dtype), notice=notice, worker=worker)
     except FileNotFoundError as e:
         notice = notice or f"no trained model yet ({e})"
-    return Models(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
+    return Models(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice, worker=worker)
 
 
 def _is_our_format(path: str) -> bool:

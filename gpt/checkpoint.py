@@ -9,19 +9,24 @@ Our format (the shipped model in gpt/default/, and what save_model writes):
     model.safetensors or model-0000i-of-0000n.safetensors   weights, each file at most max_shard_bytes
     tokenizer.tiktoken + tokenizer.json         see gpt/tokenizer.py
 Loading is strict: a missing or unexpected key, a shape mismatch, an unknown config key or a tokenizer whose vocab
-differs from the model's raises CheckpointError naming it. Device rule: CPU runs in float32, CUDA in bfloat16
-(weights cast; the rotary tables stay bf16 as in nanochat).
+differs from the model's raises CheckpointError naming it. Device rule (default_dtype): CPU runs in float32, CUDA in
+bfloat16 (weights cast; the rotary tables keep nanochat's bf16-rounded values). The app serves in serving_dtype:
+bfloat16 also on a CPU that multiplies natively in it. A loaded model is ready for inference: q/k/v fused.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from gpt.model import GPT, GPTConfig
@@ -69,6 +74,28 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+@functools.cache
+def serving_dtype(device: torch.device) -> torch.dtype:
+    """The dtype to serve a model in: bfloat16 on CUDA (nanochat's rule). On CPU, bfloat16 only where this CPU
+    multiplies in it clearly faster than in float32 (native bf16 instructions such as AVX512-BF16 or AMX), which
+    halves the weight bytes that every decoded token reads; float32 elsewhere, where bf16 matmuls are emulated and
+    slower. Measured once per process on a decode-shaped product (a few milliseconds)."""
+    if device.type != "cpu":
+        return default_dtype(device)
+    # 32 MB of float32 weights: more than the caches hold, as a model's weights are when it decodes
+    weights = {dt: [torch.ones(1024, 1024, dtype=dt) for _ in range(8)] for dt in (torch.float32, torch.bfloat16)}
+    timings = {dt: math.inf for dt in weights}
+    for _ in range(10):  # the first rounds warm up (oneDNN builds its kernels); the best round counts
+        for dt, ws in weights.items():
+            x = torch.ones(1, 1024, dtype=dt)
+            start = time.perf_counter()
+            for w in ws:
+                F.linear(x, w)
+            timings[dt] = min(timings[dt], time.perf_counter() - start)
+    # native bf16 reads half the bytes (~0.5x the time); emulated bf16 is slower than float32 (> 1x)
+    return torch.bfloat16 if timings[torch.bfloat16] < 0.75 * timings[torch.float32] else torch.float32
+
+
 def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     if dtype is None:
         return default_dtype(device)
@@ -108,7 +135,7 @@ def _check_vocab(config: GPTConfig, tokenizer: Tokenizer, where: str) -> None:
 
 def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
                 where: str = "checkpoint") -> GPT:
-    """GPT(config) with exactly these weights, on `device` in `dtype` (rotary tables bf16). Strict: CheckpointError
+    """GPT(config) with exactly these weights, on `device` in `dtype`, ready for inference (q/k/v fused). Strict: CheckpointError
     on a missing/unexpected key or a shape mismatch. The model takes the tensors over (no copy where device and dtype
     already match), so a big checkpoint is held in memory once."""
     state_dict = _strip_prefix(state_dict)
@@ -127,8 +154,11 @@ def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: 
                                   f"model {shape} (config {dataclasses.asdict(config)})")
     state_dict = {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)  # the meta parameters become these tensors
-    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (bf16, on device).
-    model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head)
+    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (bf16-rounded values,
+    # stored in the model's dtype so that no layer converts them).
+    model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head,
+                                                               dtype=dtype)
+    model.fuse_qkv()
     return model.eval()
 
 
@@ -316,6 +346,6 @@ def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
                        {"seed": seed})
 
 
-__all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "config_from_dict", "build_model",
-           "load_nanochat", "save_model", "load_model", "load_default", "random_model", "DEFAULT_DIR",
+__all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "serving_dtype", "config_from_dict",
+           "build_model", "load_nanochat", "save_model", "load_model", "load_default", "random_model", "DEFAULT_DIR",
            "NANOCHAT_SOURCES"]

@@ -4,9 +4,13 @@ Same parameters, same state_dict names and the same function as nanochat's `gpt.
 unchanged and produces the same logits. Differences, all opt-in or cosmetic:
 - `forward(..., recorder=...)` calls a recorder at named points (see gpt/recorder.py); off by default, costs nothing.
 - `generate` treats top_k 0/None as "no top-k" instead of failing.
-- nanochat asserts the rotary tables are bf16 (it always runs in bf16 on CUDA). We keep them in bf16 everywhere, so an
-  fp32/fp64 CPU run multiplies by exactly the same (bf16-rounded) cos/sin values nanochat uses; the product is then
-  computed in the activation dtype by type promotion.
+- nanochat asserts the rotary tables are bf16 (it always runs in bf16 on CUDA). Our tables always hold the same
+  bf16-rounded cos/sin values, stored in bf16 by default; a loaded model (gpt/checkpoint.py) stores them in its own
+  dtype (exact: every bf16 value is a float32 value), so an fp32 run multiplies by nanochat's values without a
+  conversion in every layer.
+- Rotary and QK norm run once on q and k together (they act on each head alone, so the result is the same), and
+  `GPT.fuse_qkv()` (called when a model is loaded for inference) makes q, k and v one matmul. Both cut the number of
+  small operations per decoded token, which is what a batch-1 step pays for on a CPU or a GPU.
 
 Shapes: B batch, T sequence, C = n_embd, H = n_head, Hkv = n_kv_head, hd = C // H, V = vocab_size.
 """
@@ -41,14 +45,19 @@ def norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-def apply_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x1[i], x2[i]) taken from the two halves of the head dim (half-split, not interleaved)."""
+def rotary_factors(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tables widened to the whole head dim, once per forward: ([cos, cos], [sin, -sin]) on the last dim."""
+    return torch.cat([cos, cos], -1), torch.cat([sin, -sin], -1)
+
+
+def apply_rotary_emb(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x1[i], x2[i]) taken from the two halves of the head dim (half-split, not interleaved):
+    y1 = x1·cos + x2·sin, y2 = x2·cos − x1·sin, written as x·[cos, cos] + [x2, x1]·[sin, −sin] with the factors of
+    `rotary_factors` (the same products and sums, so the same result, in 4 operations instead of 8)."""
     assert x.ndim == 4  # [B, T, H, hd]
     d = x.shape[3] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    y1 = x1 * cos + x2 * sin
-    y2 = x1 * (-sin) + x2 * cos
-    return torch.cat([y1, y2], 3).to(x.dtype)
+    swapped = torch.cat([x[..., d:], x[..., :d]], 3)
+    return (x * cos2 + swapped * sin2).to(x.dtype)
 
 
 def causal_mask_for(Tq: int, Tk: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -75,17 +84,42 @@ class CausalSelfAttention(nn.Module):
         self.c_k = nn.Linear(self.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_v = nn.Linear(self.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(self.n_embd, self.n_embd, bias=False)
+        self.w_qkv: torch.Tensor | None = None  # set by fuse_qkv(): c_q, c_k, c_v weights stacked, shared storage
+
+    def fuse_qkv(self) -> None:
+        """Inference only: one [(H + 2·Hkv)·hd, C] matrix whose row blocks become the c_q, c_k, c_v weights (views,
+        so memory is not doubled and the state_dict is unchanged), and q, k, v come from one matmul."""
+        w = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight]).detach()
+        nq, nkv = self.c_q.weight.size(0), self.c_k.weight.size(0)
+        for linear, part in zip((self.c_q, self.c_k, self.c_v), w.split([nq, nkv, nkv])):
+            linear.weight = nn.Parameter(part, requires_grad=False)
+        self.w_qkv = w
+
+    def _fused(self) -> bool:
+        # Still fused only while the three weights are the views fuse_qkv made (.to(), or assigning a new weight,
+        # breaks the sharing; the separate matmuls are then the correct ones).
+        w = self.w_qkv
+        if w is None:
+            return False
+        ptr, step = w.data_ptr(), w.element_size() * w.size(1)
+        nq = self.c_q.weight.size(0)
+        return (self.c_q.weight.data_ptr() == ptr and self.c_k.weight.data_ptr() == ptr + nq * step
+                and self.c_v.weight.data_ptr() == ptr + (nq + self.c_k.weight.size(0)) * step)
 
     def forward(self, x, cos_sin, kv_cache=None, recorder: Recorder | None = None, prefix: str = ""):
         B, T, C = x.size()
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        if self._fused():
+            qkv = F.linear(x, self.w_qkv).view(B, T, H + 2 * Hkv, hd)
+            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv:]
+        else:
+            qk = torch.cat([self.c_q(x).view(B, T, H, hd), self.c_k(x).view(B, T, Hkv, hd)], 2)
+            v = self.c_v(x).view(B, T, Hkv, hd)
 
-        # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded).
-        cos, sin = cos_sin
-        q, k = apply_rotary_emb(q, cos, sin), apply_rotary_emb(k, cos, sin)
-        q, k = norm(q), norm(k)
+        # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded); both
+        # act on each head alone, so q and k go through them together.
+        qk = norm(apply_rotary_emb(qk, *cos_sin))
+        q, k = qk[:, :, :H], qk[:, :, H:]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
 
         if kv_cache is not None:
@@ -190,15 +224,22 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=1.0)
 
-    def _precompute_rotary_embeddings(self, seq_len: int, head_dim: int, base: int = ROTARY_BASE, device=None):
+    def _precompute_rotary_embeddings(self, seq_len: int, head_dim: int, base: int = ROTARY_BASE, device=None,
+                                      dtype: torch.dtype = torch.bfloat16):
+        """cos/sin [1, seq_len, 1, hd/2] rounded to bf16 (nanochat's values), stored in `dtype`."""
         if device is None:
             device = self.transformer.wte.weight.device
         channel_range = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device)
         inv_freq = 1.0 / (base ** (channel_range / head_dim))
         t = torch.arange(seq_len, dtype=torch.float32, device=device)
         freqs = torch.outer(t, inv_freq)  # [seq_len, hd/2]: angle of position t in channel pair i
-        cos, sin = freqs.cos().bfloat16(), freqs.sin().bfloat16()
+        cos, sin = freqs.cos().bfloat16().to(dtype), freqs.sin().bfloat16().to(dtype)
         return cos[None, :, None, :], sin[None, :, None, :]  # [1, seq_len, 1, hd/2] broadcasts over B and H
+
+    def fuse_qkv(self) -> None:
+        """Inference only: q, k, v of every layer from one matmul (see CausalSelfAttention.fuse_qkv)."""
+        for block in self.transformer.h:
+            block.attn.fuse_qkv()
 
     def get_device(self) -> torch.device:
         return self.transformer.wte.weight.device
@@ -226,6 +267,8 @@ class GPT(nn.Module):
             recorder("rotary.cos", cos_sin[0])
             recorder("rotary.sin", cos_sin[1])
 
+        factors = rotary_factors(*cos_sin)  # widened once here, used by every layer
+
         # Stage 2: the trunk.
         x = self.transformer.wte(idx)
         if recorder is not None:
@@ -234,7 +277,7 @@ class GPT(nn.Module):
         if recorder is not None:
             recorder("embed_norm", x)
         for block in self.transformer.h:
-            x = block(x, cos_sin, kv_cache, recorder)
+            x = block(x, factors, kv_cache, recorder)
         x = norm(x)
         if recorder is not None:
             recorder("final_norm", x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import threading
 from typing import Iterator
 from urllib.parse import parse_qs
 
@@ -16,6 +17,7 @@ from gradio_client.exceptions import AppError
 
 from demo.i18n import t
 from gpt.engine import Engine, SamplingParams
+from gpt.model import GPT
 from live_app import LiveApp
 
 MESSAGE = "What is a transformer?"
@@ -166,3 +168,25 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(client: Clie
             client.predict(*inputs, api_name=endpoint)
         assert message in str(err.value), (endpoint, inputs)
         assert client.predict(*GOOD[endpoint], api_name=endpoint)  # the next good call works
+
+
+def test_all_model_work_runs_on_the_one_torch_thread(client: Client, live_app: LiveApp, monkeypatch) -> None:
+    """On a CPU every forward the app runs (chat, both models of Inside forward, generate) happens on its
+    TorchThread, whichever request thread served it (gpt/torch_thread.py: a second live OpenMP team slows a
+    2-core machine's decoding ~1.6x)."""
+    if not live_app.models.worker.enabled:
+        pytest.skip("the model is not on a CPU")
+    threads = []
+    forward = GPT.forward
+
+    def spy(self, *args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", spy)
+    client.predict(user(MESSAGE), 0.0, 0, 1.0, 4, "0", api_name="/respond")
+    client.predict("loaded", MESSAGE, "", 0, 0, -1, "attention", api_name="/inside")
+    client.predict("tutorial", "", "random 1x5", 0, 0, -1, "shapes", api_name="/inside")
+    client.predict(PROMPT, 0, 0, 42, 16, 2, api_name="/generate_step")
+    assert len(threads) >= 4 + 1 + 1 + 3
+    assert len(set(threads)) == 1 and threads[0] != threading.current_thread().name

@@ -212,3 +212,25 @@ def test_recorder_costs_nothing_when_off_and_records_every_point():
     only = Recorder(names={"logits"})
     model(idx, recorder=only)
     assert set(only) == {"logits"}
+
+
+def test_fused_qkv_is_the_same_forward_and_falls_back_when_weights_change():
+    config = CONFIGS["gqa"]
+    model = make_model(config, dtype=torch.float32)
+    idx = torch.randint(0, config.vocab_size, (2, 9))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = reference_forward(before, config, idx)
+    unfused = model(idx)
+    model.fuse_qkv()
+    assert all(block.attn._fused() for block in model.transformer.h)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    fused = model(idx)
+    torch.testing.assert_close(fused, unfused, rtol=1e-6, atol=1e-6)  # one matmul vs three: fp32 rounding only
+    torch.testing.assert_close(fused.double(), ref, rtol=1e-5, atol=1e-5)
+    # replacing a weight breaks the sharing: the layer goes back to its own three matmuls, with the new weight
+    attn = model.transformer.h[1].attn
+    attn.c_k.weight = torch.nn.Parameter(attn.c_k.weight.detach() * 2)
+    assert not attn._fused() and model.transformer.h[0].attn._fused()
+    sd = model.state_dict()
+    torch.testing.assert_close(model(idx).double(), reference_forward(sd, config, idx), rtol=1e-5, atol=1e-5)

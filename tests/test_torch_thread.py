@@ -1,0 +1,89 @@
+"""gpt/torch_thread.py: one thread runs every call, results and errors come back, streams stay lazy and closable."""
+from __future__ import annotations
+
+import contextvars
+import inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from gpt.torch_thread import TorchThread
+
+REQUEST = contextvars.ContextVar("request", default=None)
+
+
+def test_calls_from_many_threads_all_run_on_one_other_thread():
+    worker = TorchThread()
+    with ThreadPoolExecutor(8) as pool:
+        idents = list(pool.map(lambda i: worker.run(lambda: (threading.get_ident(), i * i)), range(64)))
+    assert [sq for _, sq in idents] == [i * i for i in range(64)]
+    ran_on = {ident for ident, _ in idents}
+    assert len(ran_on) == 1 and threading.get_ident() not in ran_on
+
+
+def test_errors_reach_the_caller_and_the_thread_keeps_serving():
+    worker = TorchThread()
+    with pytest.raises(ZeroDivisionError):
+        worker.run(lambda: 1 / 0)
+    assert worker.run(sum, [1, 2, 3]) == 6
+
+
+def test_a_call_made_on_the_thread_runs_inline_instead_of_deadlocking():
+    worker = TorchThread()
+    outer = worker.run(lambda: (threading.get_ident(), worker.run(threading.get_ident)))
+    assert outer[0] == outer[1]
+
+
+def test_the_callers_context_variables_are_visible():
+    worker = TorchThread()
+    REQUEST.set("request-1")
+    assert worker.run(REQUEST.get) == "request-1"
+    assert worker.run(lambda: threading.get_ident()) != threading.get_ident()
+
+
+def test_iterate_produces_each_item_on_the_thread_lazily_and_closes_there():
+    worker = TorchThread()
+    log = []
+
+    def items():
+        try:
+            for i in range(10):
+                log.append(("item", i, threading.get_ident()))
+                yield i
+        finally:
+            log.append(("closed", None, threading.get_ident()))
+
+    stream = worker.iterate(items())
+    assert next(stream) == 0 and next(stream) == 1
+    assert len(log) == 2  # lazy: nothing is produced ahead of the reader
+    stream.close()
+    assert [kind for kind, _, _ in log] == ["item", "item", "closed"]
+    assert len({ident for _, _, ident in log}) == 1 and log[0][2] != threading.get_ident()
+    assert list(worker.iterate(iter([]))) == []
+
+
+def test_wrap_keeps_generator_functions_and_signatures():
+    worker = TorchThread()
+
+    def handler(history: list, lang: str = "en"):
+        for ch in lang:
+            yield ch, threading.get_ident()
+
+    def plain(x: int) -> int:
+        return x + 1
+
+    wrapped = worker.wrap(handler)
+    assert inspect.isgeneratorfunction(wrapped)  # a web framework streams generator functions' items
+    assert inspect.signature(wrapped) == inspect.signature(handler)
+    out = list(wrapped([], lang="zh"))
+    assert [ch for ch, _ in out] == ["z", "h"] and threading.get_ident() not in {i for _, i in out}
+    assert worker.wrap(plain)(1) == 2 and not inspect.isgeneratorfunction(worker.wrap(plain))
+
+
+def test_disabled_runs_in_the_callers_thread_and_wrap_is_the_identity():
+    worker = TorchThread(enabled=False)
+    assert worker.run(threading.get_ident) == threading.get_ident()
+    assert [i for i in worker.iterate(range(3))] == [0, 1, 2]
+    fn = lambda: 1  # noqa: E731
+    assert worker.wrap(fn) is fn
