@@ -66,7 +66,13 @@ class StaticDecoder:
         self.use_graphs = (dev.type == "cuda") if graphs is None else graphs
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self._decode_fn = torch.compile(self._decode_step, dynamic=False) if compile else self._decode_step
+        self._decode_fn = self._decode_step
+        if compile:
+            model.check_fused()
+            # One whole-step graph per (batch, span, width) key: fullgraph makes a graph break an error instead of
+            # a silent fall back to eager, and every key is a recompile (6 batch x 5 span x 2 width buckets at most).
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self._decode_fn = torch.compile(self._decode_step, dynamic=False, fullgraph=True)
         self._prefill_fn = self._prefill_step  # prompts vary in length: graphs per bucket, no compile
 
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------

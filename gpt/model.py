@@ -97,10 +97,13 @@ class CausalSelfAttention(nn.Module):
 
     def _fused(self) -> bool:
         # Still fused only while the three weights are the views fuse_qkv made (.to(), or assigning a new weight,
-        # breaks the sharing; the separate matmuls are then the correct ones).
+        # breaks the sharing; the separate matmuls are then the correct ones). torch.compile cannot trace data_ptr():
+        # a compiled caller (gpt/fast.py) checks once, before compiling, with check_fused().
         w = self.w_qkv
         if w is None:
             return False
+        if torch.compiler.is_compiling():
+            return True
         ptr, step = w.data_ptr(), w.element_size() * w.size(1)
         nq = self.c_q.weight.size(0)
         return (self.c_q.weight.data_ptr() == ptr and self.c_k.weight.data_ptr() == ptr + nq * step
@@ -240,6 +243,13 @@ class GPT(nn.Module):
         """Inference only: q, k, v of every layer from one matmul (see CausalSelfAttention.fuse_qkv)."""
         for block in self.transformer.h:
             block.attn.fuse_qkv()
+
+    def check_fused(self) -> None:
+        """Raise unless every layer still uses the fused q/k/v matrix (or none was fused), e.g. before compiling."""
+        for block in self.transformer.h:
+            attn = block.attn
+            if attn.w_qkv is not None and not attn._fused():
+                raise RuntimeError(f"layer {attn.layer_idx}: q/k/v weights changed since fuse_qkv(); call it again")
 
     def get_device(self) -> torch.device:
         return self.transformer.wte.weight.device

@@ -182,3 +182,19 @@ def test_engine_batched_generate_batch_equals_sequential(model, tiny_tokenizer, 
 
 def test_bucket():
     assert [bucket(n, 16, 100) for n in (1, 16, 17, 64, 65, 1000)] == [16, 16, 32, 64, 100, 100]
+
+
+def test_decode_step_traces_as_one_graph_and_keeps_its_tokens(model):
+    """torch.compile(fullgraph=True) of the decode step (what StaticDecoder(compile=True) compiles) must trace
+    without a graph break, and give the eager step's tokens. backend="eager" checks the tracing on any machine."""
+    model.fuse_qkv()  # as a loaded model is
+    prompt = list(range(1, 20))
+    decoders = [StaticDecoder(model, 2, graphs=False) for _ in range(2)]
+    compiled = decoders[0]
+    compiled._decode_fn = torch.compile(compiled._decode_step, dynamic=False, fullgraph=True, backend="eager")
+    tokens = []
+    for d in decoders:
+        d.set_row(0, 0.8, 50, 1.0, 3)
+        d.prefill(0, prompt, 64)
+        tokens.append([int(d.decode(1, 128, 64)[0]) for _ in range(8)])
+    assert tokens[0] == tokens[1]
