@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on CUDA; on CPU bfloat16 where this CPU has native bf16 matmuls "
                         "(measured at start, e.g. AVX512-BF16), else float32")
+    p.add_argument("--compile", action="store_true",
+                   help="GPU only: torch.compile the decode step (faster decoding; each new batch/length bucket "
+                        "waits for a compile the first time, ~30 s)")
     p.add_argument("--share", action="store_true",
                    help="also open a temporary public *.gradio.live link (needs internet; off by default)")
     p.add_argument("--concurrency", type=int, default=2, help="requests that run the model at the same time")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     models = load(checkpoint=args.checkpoint, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
                   step=args.step, random_config=args.random_config,
-                  device=None if args.device == "auto" else args.device, dtype=args.dtype)
+                  device=None if args.device == "auto" else args.device, dtype=args.dtype, compile=args.compile)
     if models.notice:
         print(f"warning: {models.notice}")
     print(f"model: {models.main.name} on {models.main.device} ({models.main.dtype})")

@@ -1,8 +1,10 @@
 """Which model the app serves, the random-init tutorial model, and the one-line description the header shows."""
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 import torch
 
@@ -29,13 +31,14 @@ class Models:
     main: LoadedModel
     notice: str = ""  # why the requested model is not the one served ("" when it is)
     worker: TorchThread | None = None  # default: a TorchThread, enabled when the model is on a CPU
+    compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
     _tutorial: LoadedModel | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.worker is None:
             self.worker = TorchThread(enabled=self.main.device.type == "cpu")
-        self.engine = Engine(self.main.model, self.main.tokenizer)
+        self.engine = Engine(self.main.model, self.main.tokenizer, compile=self.compile)
 
     def tutorial(self) -> LoadedModel:
         """nanochat init of the tutorial config, with the served model's tokenizer, on the same device."""
@@ -103,33 +106,34 @@ def fallback_tokenizer() -> Tokenizer:
 
 def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
-         dtype: str | None = None) -> Models:
+         dtype: str | None = None, compile: bool = False) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     dev = pick_device(device)
     worker = TorchThread(enabled=dev.type == "cpu")
-    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, worker)
+    serve = functools.partial(Models, worker=worker, compile=compile)
+    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, serve)
 
 
 def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
-          random_config: str | None, dev: torch.device, dtype: str | None, worker: TorchThread) -> Models:
+          random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models]) -> Models:
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
     notice = ""
     try:
         if random_config is not None:
-            return Models(untrained(parse_config(random_config), _default_tokenizer(), dev), worker=worker)
+            return serve(untrained(parse_config(random_config), _default_tokenizer(), dev))
         if checkpoint and _is_our_format(checkpoint):
-            return Models(load_model(checkpoint, device=dev, dtype=torch_dtype), worker=worker)
+            return serve(load_model(checkpoint, device=dev, dtype=torch_dtype))
         if checkpoint or nanochat:
-            return Models(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
-                                        dtype=torch_dtype), worker=worker)
+            return serve(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
+                                       dtype=torch_dtype))
     except Exception as e:  # noqa: BLE001 - any failure is reported in the UI, and we keep serving something
         notice = f"{type(e).__name__}: {e}"
     try:
-        return Models(load_default(device=dev, dtype=torch_dtype), notice=notice, worker=worker)
+        return serve(load_default(device=dev, dtype=torch_dtype), notice=notice)
     except FileNotFoundError as e:
         notice = notice or f"no trained model yet ({e})"
-    return Models(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice, worker=worker)
+    return serve(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
 
 
 def _is_our_format(path: str) -> bool:

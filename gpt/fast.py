@@ -71,8 +71,11 @@ class StaticDecoder:
             model.check_fused()
             # One whole-step graph per (batch, span, width) key: fullgraph makes a graph break an error instead of
             # a silent fall back to eager, and every key is a recompile (6 batch x 5 span x 2 width buckets at most).
+            # Coordinate-descent tuning lets inductor turn batch-1 matmuls into reductions fused with the norms
+            # around them, tuned per shape (measured on an H100: tiny 262 -> 222 µs per step, d20 about equal).
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._decode_fn = torch.compile(self._decode_step, dynamic=False, fullgraph=True)
+            self._decode_fn = torch.compile(self._decode_step, dynamic=False, fullgraph=True,
+                                            options={"coordinate_descent_tuning": True})
         self._prefill_fn = self._prefill_step  # prompts vary in length: graphs per bucket, no compile
 
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
