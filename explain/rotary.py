@@ -14,7 +14,7 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     """cos and sin (positions x channel pairs) around the slice [T0, T0+T); the slice is outlined.
 
     Shows positions 0 .. T0+T+4 when that fits in `max_rows`, else the last `max_rows` positions up to the end of the
-    slice (the title says so). The numbers are the model's own bf16 tables (model.cos / model.sin).
+    slice (the title says so). The numbers are the model's own tables (model.cos / model.sin: bf16-rounded values).
     """
     n_pos = model.cos.size(1)
     if T < 1 or T0 < 0 or T0 + T > n_pos:

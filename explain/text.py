@@ -59,13 +59,13 @@ TEXT: dict[str, dict[str, tuple[str, str]]] = {
             "This call covers positions {T0} … {T1}−1, i.e. `cos[:, {T0}:{T1}]`. Without a cache T0 = 0. With a KV "
             "cache, T0 is the number of tokens already cached, so a new token is rotated as position T0 — exactly "
             "where it sits in the full sequence. Because q and k are both rotated, the score q·k depends only on how "
-            "far apart the two positions are. The tables are stored in bfloat16, as in nanochat.",
+            "far apart the two positions are. As in nanochat, the table values are rounded to bfloat16.",
             "旋转位置编码（RoPE）不是把一个位置向量加到输入上，而是把 q 和 k 的每一对通道**旋转**一个随位置增大的角度。"
             "第 i 对通道有自己的转速，左边转得快、右边转得慢；模型预先算好 {n_pos} 个位置（上下文长度的 10 倍）"
             "的 cos 与 sin，每次 forward 只**切出**自己需要的那几行。\n\n"
             "本次调用覆盖位置 {T0} … {T1}−1，即 `cos[:, {T0}:{T1}]`。没有缓存时 T0 = 0；使用 KV 缓存时，T0 等于缓存里"
             "已有的 token 数，所以新 token 按位置 T0 旋转，恰好是它在完整序列中的位置。由于 q 和 k 都被旋转，"
-            "点积 q·k 只取决于两个位置之间的距离。与 nanochat 一样，这两张表以 bfloat16 存储。"),
+            "点积 q·k 只取决于两个位置之间的距离。与 nanochat 一样，表中的数值取 bfloat16 精度。"),
     },
     "mask": {
         "title": ("Causal mask, three regimes, for this prompt of {T} tokens (blue = may attend)",

@@ -5,11 +5,12 @@ PyTorch's CPU wheels) keeps one team for every thread that has run a parallel op
 When the live teams hold more threads than the machine has CPUs, libgomp stops letting idle team members spin: they
 sleep after every parallel operation and must be woken for the next one, which costs more than the small operations
 of a decode step. A web server runs requests on a pool of threads, so without care every pool thread grows a team.
-Measured on the 2-core CI machine, default model, batch 1, bfloat16: 180 tokens/s when one thread does all torch work,
-~110 tokens/s as soon as a second thread has run torch and is still alive (bench/decode_bench.py shows both).
+Measured on a 2-core machine with the default model, batch 1, bfloat16 (bench/decode_bench.py): 173 tokens/s when one
+thread does all torch work, 131 when the same stream runs while two other threads that have run torch are alive (and
+~110 in a bare two-thread test).
 
 So on a CPU the app loads its models and runs every forward, chat stream and explainer on this one thread; a request
-thread hands over the work and waits. Requests take turns (a chat stream one token at a time, so two chats
+thread hands over the work and waits. Requests take turns (a chat reply one screen update at a time, so two chats
 interleave), which on a few cores is also the fastest order. On a GPU (`enabled=False`) calls run in the caller's
 thread as before: there the batched server owns decoding, and Hugging Face ZeroGPU runs handlers in a forked
 process, where a thread started before the fork would not exist.
