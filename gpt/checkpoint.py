@@ -135,9 +135,9 @@ def _check_vocab(config: GPTConfig, tokenizer: Tokenizer, where: str) -> None:
 
 def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
                 where: str = "checkpoint") -> GPT:
-    """GPT(config) with exactly these weights, on `device` in `dtype`, ready for inference (q/k/v fused). Strict: CheckpointError
-    on a missing/unexpected key or a shape mismatch. The model takes the tensors over (no copy where device and dtype
-    already match), so a big checkpoint is held in memory once."""
+    """GPT(config) with exactly these weights, on `device` in `dtype`, ready for inference (q/k/v fused). Strict:
+    CheckpointError on a missing/unexpected key or a shape mismatch. The model takes the tensors over (no copy where
+    device and dtype already match), so a big checkpoint is held in memory once."""
     state_dict = _strip_prefix(state_dict)
     with torch.device("meta"):  # no memory and no random init for weights that are about to be overwritten
         model = GPT(config)

@@ -63,7 +63,8 @@ def test_nanochat_checkpoint_reproduces_logits(tiny_tokenizer, tiny_model, tmp_p
     # the loaded model is fused for inference and keeps nanochat's bf16 rotary values, stored in its own dtype
     assert all(block.attn._fused() for block in loaded.model.transformer.h)
     assert tiny_model.cos.dtype == torch.bfloat16 and loaded.model.cos.dtype == torch.float32
-    assert torch.equal(loaded.model.cos, tiny_model.cos.float()) and torch.equal(loaded.model.sin, tiny_model.sin.float())
+    assert torch.equal(loaded.model.cos, tiny_model.cos.float())
+    assert torch.equal(loaded.model.sin, tiny_model.sin.float())
 
 
 def test_default_picks_largest_depth_and_step(tiny_tokenizer, tmp_path, ids):
