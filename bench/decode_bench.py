@@ -1,10 +1,10 @@
 """Decode speed through the app's own entry points, against the weight-read roofline: `python3 bench/decode_bench.py`.
 
 What is measured, per model (random-weight tiny / d20 / d32 configs, and the shipped default model):
-- batch-1 decode tokens/s, batch-B aggregate decode tokens/s (B = 32) and time to first token (TTFT) of a 64-token
+- batch-1 decode tokens/s, batch-B aggregate decode tokens/s (B = 32 on a GPU, 8 on a CPU) and time to first token (TTFT) of a 64-token
   prompt, through gpt.engine.Engine: on a GPU that is Engine -> gpt.serving.BatchServer -> gpt.fast.StaticDecoder
-  (CUDA-graph replays), exactly what the app's chat calls; on a CPU the app runs Engine's plain cached loop on its
-  one torch thread (gpt/torch_thread.py: the model is loaded there and every stream is advanced there).
+  (CUDA-graph replays on a GPU), exactly what the app's chat calls; on a CPU the same server runs its steps on the
+  app's one torch thread (gpt/torch_thread.py: the model is loaded there too).
 - baselines in the same run: the naive GPT.generate (re-runs the whole prefix every token; a few tokens only) and the
   eager cached engine (Engine(batched=False)), and on GPU optionally the compiled fast path (--compile).
 - the roofline: a large copy measured in this run gives the memory bandwidth (bytes read + written / time); a decode
@@ -351,7 +351,9 @@ def worker(spec: dict) -> None:
                     b1_runs=b1)
 
     def server(compile: bool) -> dict:
-        engine = no_stops(Engine(run, tok, batched=True, compile=compile))
+        # as demo.models.Models builds it: on a CPU the loop's steps run on the torch thread
+        engine = no_stops(torch_thread.run(Engine, run, tok, batched=True, max_batch=B, compile=compile,
+                                           run=torch_thread.run))
         decoder = engine.server.decoder
         captures = decoder.use_graphs or compile
         # Warm-up: the same workloads as measured, so every (batch bucket, attention span) graph is captured (or
@@ -381,9 +383,9 @@ def worker(spec: dict) -> None:
         return out
 
     # No inference_mode here: every entry point timed (GPT.generate, Engine.stream, the server's thread) enters it
-    # itself, and the engines are built outside it, as in the app. Order matters on a CPU: naive and eager run first,
-    # on the torch thread, while no other thread has used torch (the app's way); the server starts a thread of its
-    # own (see start_idle_torch_thread), and on CPU the eager engine is then measured again from this thread, as
+    # itself, and the engines are built outside it, as in the app. Order matters on a CPU: naive, eager and the server
+    # run their torch work on the torch thread, while no other thread has used torch (the app's way); then the eager
+    # engine is measured again from this thread, with another idle torch thread alive (start_idle_torch_thread), as
     # it would run without the torch thread, from a pool of request threads. Diagnostics and checks come last: they
     # cannot disturb the timings.
     if kind == "main":
@@ -391,7 +393,7 @@ def worker(spec: dict) -> None:
         phase("eager", lambda: eager(torch_thread))
         phase("server", lambda: server(False))
         if device.type == "cpu":
-            start_idle_torch_thread()  # the server's thread already is one; this makes it explicit
+            start_idle_torch_thread()
             phase("eager_threads", lambda: eager(TorchThread(enabled=False)))
         phase("ops", lambda: ops_per_step(run, n_sampled, solo, app_params(N)))
         if spec["checks"]:
@@ -468,7 +470,7 @@ def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch
     cuda = device.type == "cuda"
     eager_b1 = main.get("eager", {}).get("b1_tok_s")
     naive_b1 = main.get("naive", {}).get("b1_tok_s")
-    server_label = "Engine->BatchServer, CUDA graphs" if cuda else "Engine(batched=True), eager server"
+    server_label = "Engine->BatchServer, CUDA graphs" if cuda else "Engine->BatchServer, steps on the torch thread"
     eager_label = "Engine(batched=False), eager" + ("" if cuda else ", on the torch thread")
     modes = [("naive", "GPT.generate (naive)", main.get("naive")), ("eager", eager_label, main.get("eager")),
              ("server", server_label, main.get("server"))]
@@ -477,8 +479,7 @@ def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch
                       main.get("eager_threads")))
     if comp is not None:
         modes.append(("compile", server_label + " + compile", comp.get("server_compile")))
-    # The app on CPU streams the eager engine on its one torch thread (gpt/torch_thread.py), as the eager row does.
-    app = "server" if cuda else "eager"
+    app = "server"  # the app's chats go through the batched server on every device (demo/models.py)
     rows = []
     for key, label, r in modes:
         if r is None:
@@ -590,7 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--configs", default=None, help=f"comma-separated from {','.join(ALL)} "
                                                     "(default: all on cuda, 'default' on cpu)")
     p.add_argument("--steps", type=int, default=256, help="new tokens per stream (default 256)")
-    p.add_argument("--batch", type=int, default=32, help="rows decoded together for the aggregate (default 32)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="rows decoded together for the aggregate (default: the app's max_batch, 32 GPU / 8 CPU)")
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per measurement, median reported (default 3 on cuda, 5 on cpu)")
@@ -618,6 +620,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error(f"unknown configs {unknown}; choose from {ALL}")
     if args.repeats is None:
         args.repeats = 3 if device.type == "cuda" else 5
+    if args.batch is None:
+        args.batch = 32 if device.type == "cuda" else 8  # demo.models.Models: the app's max_batch
     if args.quick:
         args.steps, args.batch, args.repeats, args.ttft_repeats = min(args.steps, 16), min(args.batch, 4), 1, 2
     out_path = args.out or str(RESULTS / f"decode_{device.type}{'_quick' if args.quick else ''}.json")

@@ -113,8 +113,7 @@ def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed:
 def make_reply(models: Models):
     """The streaming generator behind Send and Regenerate (wrapped for ZeroGPU when available)."""
 
-    @gpu
-    @models.worker.wrap
+    @gpu  # not models.worker.wrap: the engine's decode loop runs its steps on the torch thread itself
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
         messages = plain(history)

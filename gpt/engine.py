@@ -82,11 +82,12 @@ class Engine:
     """Streams replies of `model` with a KV cache.
 
     On a GPU (or with batched=True) every stream goes through gpt.serving.BatchServer: concurrent chats share one
-    CUDA-graph decode loop. On CPU each stream runs the plain loop below in the caller's thread.
+    decode loop (CUDA graphs on a GPU); `run` is where that loop's torch work runs (the app on a CPU passes
+    TorchThread.run). Otherwise each stream runs the plain loop below in the caller's thread.
     """
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, batched: bool | None = None, max_batch: int = 32,
-                 compile: bool = False):
+                 compile: bool = False, run: Callable | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
@@ -95,7 +96,7 @@ class Engine:
         self.server = None
         if batched if batched is not None else model.get_device().type == "cuda":
             from gpt.serving import BatchServer  # imports this module: import late
-            self.server = BatchServer(model, tokenizer, max_batch=max_batch, compile=compile)
+            self.server = BatchServer(model, tokenizer, max_batch=max_batch, compile=compile, run=run)
 
     def new_cache(self, batch_size: int) -> KVCache:
         c = self.model.config

@@ -45,7 +45,10 @@ class BatchServer:
     """`stream()` has Engine.stream's contract; up to `max_batch` sessions decode together, others wait."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int = 32, graphs: bool | None = None,
-                 compile: bool = False):
+                 compile: bool = False, run: Callable | None = None):
+        # `run(fn, *args)` executes the loop's torch work (on a CPU: TorchThread.run, so that this loop's thread
+        # never runs torch itself; see gpt/torch_thread.py). Default: in the loop's own thread.
+        self.run = run or (lambda fn, *args: fn(*args))
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
         self.seq_len = model.config.sequence_len
@@ -97,18 +100,22 @@ class BatchServer:
         in_flight = None
         while True:
             try:
-                self._admit()
-                self._drop_stopped()
-                launched = self._launch()
-                if in_flight is not None:
-                    self._deliver(*in_flight)
-                in_flight = launched
+                in_flight = self.run(self._step, in_flight)
                 if in_flight is None:
                     self.wake.wait()
                     self.wake.clear()
             except Exception as e:  # noqa: BLE001 - fail the sessions in hand, keep serving
                 in_flight = None
                 self._fail_all(e)
+
+    def _step(self, in_flight):
+        """Steps 1-4 of the loop once; returns the step now in flight (None when no row is busy)."""
+        self._admit()
+        self._drop_stopped()
+        launched = self._launch()
+        if in_flight is not None:
+            self._deliver(*in_flight)
+        return launched
 
     @torch.inference_mode()
     def _admit(self) -> None:

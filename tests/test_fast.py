@@ -11,6 +11,7 @@ from gpt.engine import Engine, SamplingParams
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket
 from gpt.kv_cache import RowKVCache
 from gpt.serving import BatchServer
+from gpt.torch_thread import TorchThread
 
 SEQ = 256  # > MIN_SPAN, so attention windows shorter than the cache are exercised
 
@@ -122,6 +123,27 @@ def test_server_sessions_equal_each_session_alone(model, tiny_tokenizer, monkeyp
         tokens, reason, text = results[i]
         assert tokens == expected[i], i
         assert reason == "max_tokens" and text == tiny_tokenizer.decode(tokens)
+
+
+def test_server_runs_its_torch_work_through_run(model, tiny_tokenizer, monkeypatch):
+    """The app on a CPU: BatchServer(run=TorchThread.run) does every forward on that thread, not its loop's, and
+    each session still gets its own run's tokens."""
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps = prompts(tiny_tokenizer)[:2]
+    expected = [alone(model, tiny_tokenizer, p, sp) for p, sp in zip(ps, PARAMS)]
+    worker = TorchThread()
+    server = worker.run(BatchServer, model, tiny_tokenizer, max_batch=2, run=worker.run)
+    threads = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    streams = [server.stream(p, sp) for p, sp in zip(ps, PARAMS)]
+    assert [[e.token for e in s if not e.done] for s in streams] == expected
+    assert threads and set(threads) == {worker.run(lambda: threading.current_thread().name)}
 
 
 def test_server_stop_reasons_and_leaving(model, tiny_tokenizer, monkeypatch):
