@@ -9,7 +9,7 @@ next input on the device. The forward is still GPT.forward from gpt/model.py; no
 
 Graphs are kept per shape key: decode (batch, span, width) and prefill (padded prompt length, span, width), where span
 is the attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU,
-or with graphs=False, the same functions run eagerly.
+or with graphs=False, the same functions run eagerly, at exact sizes instead of buckets (see `size`).
 """
 from __future__ import annotations
 
@@ -77,6 +77,13 @@ class StaticDecoder:
             self._decode_fn = torch.compile(self._decode_step, dynamic=False, fullgraph=True,
                                             options={"coordinate_descent_tuning": True})
         self._prefill_fn = self._prefill_step  # prompts vary in length: graphs per bucket, no compile
+        self.static_shapes = self.use_graphs or compile  # every distinct shape is a graph capture or a compile
+
+    def size(self, n: int, minimum: int, maximum: int) -> int:
+        """The size to run for n (batch rows, attention span, prompt length): a power-of-two bucket where shapes
+        must come from a small set (graphs, compile), else n itself, so that an eager step (the CPU) attends to
+        exactly the keys that exist and computes no padding."""
+        return bucket(n, minimum, maximum) if self.static_shapes else min(max(n, 1), maximum)
 
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
 
@@ -139,12 +146,12 @@ class StaticDecoder:
     def prefill(self, row: int, prompt_ids: list[int], width: int | None) -> torch.Tensor:
         """Reset `row`, run its prompt, sample its first token ([1] on the device; also fed next by decode)."""
         n = len(prompt_ids)
-        T = bucket(n, MIN_PREFILL, self.seq_len)
+        T = self.size(n, MIN_PREFILL, self.seq_len)
         self.prompt[0, :n] = torch.tensor(prompt_ids, dtype=torch.long).to(self.device, non_blocking=True)
         self.row.fill_(row)
         self.prompt_len.fill_(n)
         self.cache.pos[row] = 0
-        self.cache.rows, self.cache.span = self.row, bucket(T, MIN_SPAN, self.seq_len)
+        self.cache.rows, self.cache.span = self.row, self.size(T, MIN_SPAN, self.seq_len)
         return self._run(("prefill", T, self.cache.span, width), lambda: self._prefill_fn(T, width))
 
     def set_row(self, row: int, temperature: float, top_k: int | None, top_p: float, seed: int) -> None:

@@ -22,9 +22,12 @@ import torch
 
 from gpt.detok import StreamDecoder
 from gpt.engine import SamplingParams, StreamEvent, check_prompt, pick_seed, stop_token_ids
-from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket
+from gpt.fast import MIN_SPAN, StaticDecoder, width_bucket
 from gpt.model import GPT
 from gpt.tokenizer import Tokenizer
+
+
+STEPS_PER_RUN = 8
 
 
 class _Session:
@@ -100,13 +103,22 @@ class BatchServer:
         in_flight = None
         while True:
             try:
-                in_flight = self.run(self._step, in_flight)
+                in_flight = self.run(self._steps, in_flight)
                 if in_flight is None:
                     self.wake.wait()
                     self.wake.clear()
             except Exception as e:  # noqa: BLE001 - fail the sessions in hand, keep serving
                 in_flight = None
                 self._fail_all(e)
+
+    def _steps(self, in_flight):
+        """Up to STEPS_PER_RUN loop iterations in one call of `run`: on a CPU one hand-over to the torch thread per
+        few tokens instead of per token (other model work waits at most that long)."""
+        for _ in range(STEPS_PER_RUN):
+            in_flight = self._step(in_flight)
+            if in_flight is None:
+                break
+        return in_flight
 
     def _step(self, in_flight):
         """Steps 1-4 of the loop once; returns the step now in flight (None when no row is busy)."""
@@ -152,9 +164,10 @@ class BatchServer:
             return None
         for _, s in active:
             s.launched += 1
-        span = bucket(max(len(s.prompt) + s.launched for _, s in active), MIN_SPAN, self.seq_len)
+        size = self.decoder.size
+        span = size(max(len(s.prompt) + s.launched for _, s in active), MIN_SPAN, self.seq_len)
         # Sessions take the lowest free row, so one user decodes a batch of 1, not max_batch rows.
-        batch = bucket(active[-1][0] + 1, 1, len(self.rows))
+        batch = size(active[-1][0] + 1, 1, len(self.rows))
         out = self.decoder.decode(batch, span, width_bucket([s.params for _, s in active]))
         host = self.host[self.steps % 2]
         self.steps += 1
