@@ -140,6 +140,9 @@ class StaticDecoder:
         """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
         row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile)."""
         self.cache.rows, self.cache.batch, self.cache.span = None, batch, span
+        if not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys there
+            self.cache.span = int(self.cache.pos[:batch].max()) + 1
+            self.cache.mask_free = batch == 1
         return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, width))
 
     @torch.inference_mode()
@@ -152,6 +155,7 @@ class StaticDecoder:
         self.prompt_len.fill_(n)
         self.cache.pos[row] = 0
         self.cache.rows, self.cache.span = self.row, self.size(T, MIN_SPAN, self.seq_len)
+        self.cache.mask_free = not self.static_shapes  # then span == T == n: plain causal attention
         return self._run(("prefill", T, self.cache.span, width), lambda: self._prefill_fn(T, width))
 
     def set_row(self, row: int, temperature: float, top_k: int | None, top_p: float, seed: int) -> None:

@@ -53,6 +53,8 @@ class RowKVCache:
     GPT.forward sees get_pos() as a tensor (per-row rotary angles) and uses `attn_mask`, built at layer 0:
     query t of row b sees key j iff j <= pos[b] + t (the causal rule in absolute positions; stale keys beyond a
     row's position are never visible).
+    - mask_free: the caller guarantees one row whose keys all lie in the span (span = pos + T), so attention needs
+      no mask (GPT.forward then uses plain causal / full attention, as with KVCache).
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
@@ -66,6 +68,7 @@ class RowKVCache:
         self.batch = batch_size
         self.span = seq_len
         self.attn_mask: torch.Tensor | None = None
+        self.mask_free = False
         self._write_pos: torch.Tensor | None = None
 
     def get_pos(self) -> torch.Tensor:
@@ -75,9 +78,11 @@ class RowKVCache:
         T = k.size(2)
         if layer_idx == 0:  # the same positions and mask serve every layer of this forward
             self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
-            visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
-            self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
-                ~visible, float("-inf"))
+            self.attn_mask = None
+            if not self.mask_free:
+                visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
+                self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
+                    ~visible, float("-inf"))
         last = layer_idx == len(self.k) - 1
         if self.rows is None:
             b = self.batch
