@@ -40,11 +40,9 @@ class Models:
     def __post_init__(self) -> None:
         if self.worker is None:
             self.worker = TorchThread(enabled=self.main.device.type == "cpu")
-        cpu = self.main.device.type == "cpu"
-        # Measured on 2 cores (bench/README.md): one chat decodes as fast through the loop as alone; 8 chats at once
-        # each get ~4x what taking turns would give them. 8 rows on a CPU: more only share the same 2 cores.
-        self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=8 if cpu else 32,
-                             compile=self.compile, run=self.worker.run)
+        rows = chat_rows(self.main.model, self.main.device)
+        self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=rows, compile=self.compile,
+                             run=self.worker.run)
 
     def tutorial(self) -> LoadedModel:
         """nanochat init of the tutorial config, with the served model's tokenizer, on the same device."""
@@ -55,6 +53,22 @@ class Models:
 
     def pick(self, which: str) -> LoadedModel:
         return self.tutorial() if which == "tutorial" else self.main
+
+
+CPU_CHAT_ROWS = 8  # more only share the same few cores
+CPU_KV_BYTES = 512 * 2**20  # the chat rows' KV cache on a CPU (RAM is shared with everything else)
+
+
+def chat_rows(model: GPT, device: torch.device) -> int:
+    """How many chats decode together. A GPU: 32. A CPU: 8 (measured on 2 cores, bench/README.md: one chat decodes
+    as fast through the batched loop as alone, and 8 at once each get ~4x what taking turns gives), fewer when their
+    KV cache would pass CPU_KV_BYTES (a nanochat d20 in bf16 needs 210 MB a row: 2 rows)."""
+    if device.type != "cpu":
+        return 32
+    c = model.config
+    itemsize = model.lm_head.weight.element_size()  # the cache is kept in the weights' dtype
+    per_row = 2 * c.n_layer * c.n_kv_head * (c.n_embd // c.n_head) * c.sequence_len * itemsize
+    return max(1, min(CPU_CHAT_ROWS, CPU_KV_BYTES // per_row))
 
 
 def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0) -> LoadedModel:

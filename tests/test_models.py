@@ -1,0 +1,24 @@
+"""demo/models.py: how many chats the app decodes together on each device."""
+from __future__ import annotations
+
+import torch
+
+from demo.models import chat_rows
+from gpt.model import GPT, GPTConfig
+
+D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
+SMALL = GPTConfig(sequence_len=512, vocab_size=8192, n_layer=8, n_head=5, n_kv_head=5, n_embd=320)
+
+
+def on_meta(config: GPTConfig, dtype: torch.dtype) -> GPT:
+    with torch.device("meta"):  # shapes and dtypes only: no memory
+        return GPT(config).to(dtype)
+
+
+def test_chat_rows_fit_the_cpu_kv_budget():
+    cpu = torch.device("cpu")
+    # d20 in bf16: keys + values, 20 layers x 10 heads x 128 dims x 2048 positions x 2 bytes = 210 MB a row
+    assert chat_rows(on_meta(D20, torch.bfloat16), cpu) == (512 * 2**20) // (2 * 20 * 10 * 128 * 2048 * 2) == 2
+    assert chat_rows(on_meta(D20, torch.float32), cpu) == 1  # 419 MB a row
+    assert chat_rows(on_meta(SMALL, torch.bfloat16), cpu) == 8  # 10 MB a row: the CPU's cap
+    assert chat_rows(on_meta(D20, torch.bfloat16), torch.device("cuda")) == 32
