@@ -200,12 +200,16 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     def stop_now(request: gr.Request = None) -> None:
         _stop_flag(request).set()
 
+    # As many replies stream at once as the engine decodes together (its batch rows); more wait in Gradio's queue,
+    # which shows them their place. One limit for the three ways to start a reply.
+    together = dict(concurrency_limit=models.chat_rows, concurrency_id="chat")
     streaming = []
     for trigger, api_name in ((send.click, "respond"), (message.submit, False)):
         ev = trigger(add_user, [message, chatbot, lang_state], [message, chatbot], api_name=False, queue=False)
-        streaming.append(ev.success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=api_name))
+        streaming.append(ev.success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=api_name,
+                                    **together))
     streaming.append(regenerate.click(drop_reply, [chatbot, lang_state], chatbot, api_name=False, queue=False)
-                     .success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=False))
+                     .success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=False, **together))
     stop.click(stop_now, None, None, cancels=streaming, queue=False, api_name=False)
     clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, queue=False,
                 api_name=False)  # a reply still streaming would write the conversation back

@@ -40,9 +40,9 @@ class Models:
     def __post_init__(self) -> None:
         if self.worker is None:
             self.worker = TorchThread(enabled=self.main.device.type == "cpu")
-        rows = chat_rows(self.main.model, self.main.device)
-        self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=rows, compile=self.compile,
-                             run=self.worker.run)
+        self.chat_rows = chat_rows(self.main.model, self.main.device)  # chats that decode together
+        self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
+                             compile=self.compile, run=self.worker.run)
 
     def tutorial(self) -> LoadedModel:
         """nanochat init of the tutorial config, with the served model's tokenizer, on the same device."""

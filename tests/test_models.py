@@ -22,3 +22,19 @@ def test_chat_rows_fit_the_cpu_kv_budget():
     assert chat_rows(on_meta(D20, torch.float32), cpu) == 1  # 419 MB a row
     assert chat_rows(on_meta(SMALL, torch.bfloat16), cpu) == 8  # 10 MB a row: the CPU's cap
     assert chat_rows(on_meta(D20, torch.bfloat16), torch.device("cuda")) == 32
+
+
+def test_chat_replies_stream_together_up_to_the_engines_rows():
+    """Send, Enter and Regenerate share one Gradio concurrency limit: the rows of the engine's batched loop (the
+    default per-event limit of 2 would let only 2 of 8 rows ever decode together)."""
+    import os
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from demo.app import build_demo
+    from demo.models import load
+
+    models = load()
+    replies = [f for f in build_demo(models).fns.values() if f.name == "reply"]
+    assert len(replies) == 3
+    assert {(f.concurrency_id, f.concurrency_limit) for f in replies} == {("chat", models.chat_rows)}
+    assert len(models.engine.server.rows) == models.chat_rows == chat_rows(models.main.model, models.main.device)
