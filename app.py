@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "waits for a compile the first time, ~30 s)")
     p.add_argument("--share", action="store_true",
                    help="also open a temporary public *.gradio.live link (needs internet; off by default)")
-    p.add_argument("--concurrency", type=int, default=2, help="requests that run the model at the same time")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="requests of one kind that run at the same time (chat replies: as many as decode together)")
     return p.parse_args(argv)
 
 
