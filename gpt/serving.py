@@ -27,7 +27,7 @@ from gpt.model import GPT
 from gpt.tokenizer import Tokenizer
 
 
-STEPS_PER_RUN = 8
+STEPS_PER_RUN = 8  # loop iterations per call of the server's `run` (see BatchServer._steps)
 
 
 class _Session:
