@@ -172,12 +172,13 @@ def machine_info(device: torch.device) -> dict:
 
 
 def start_idle_torch_thread() -> threading.Thread:
-    """A live thread that has run a torch CPU op and now sleeps, as a Gradio worker or BatchServer thread does.
+    """A live thread that has run a torch CPU op and now sleeps, as a request thread would without the app's torch
+    thread (gpt/torch_thread.py).
 
     Why: with OpenMP, every thread that runs torch ops owns a team of worker threads; once the teams together have
     more threads than the machine has CPUs, libgomp stops spinning between parallel regions, and a decode made of
-    hundreds of tiny ops gets markedly slower in every thread. The app serves from a pool of threads, so the
-    benchmarks measure with and without such a thread. Irreversible for the process: start it last.
+    hundreds of tiny ops gets markedly slower in every thread. The benchmarks measure the app's way (one torch
+    thread) and then, with such a thread alive, what it avoids. Irreversible for the process: start it last.
     """
     ready = threading.Event()
 
