@@ -104,12 +104,12 @@ class BatchServer:
         while True:
             try:
                 in_flight = self.run(self._steps, in_flight)
-                if in_flight is None:
-                    self.wake.wait()
-                    self.wake.clear()
             except Exception as e:  # noqa: BLE001 - fail the sessions in hand, keep serving
                 in_flight = None
                 self._fail_all(e)
+            if in_flight is None:  # idle (or just failed): sleep until a session arrives
+                self.wake.wait()
+                self.wake.clear()
 
     def _steps(self, in_flight):
         """Up to STEPS_PER_RUN loop iterations in one call of `run`: on a CPU one hand-over to the torch thread per
@@ -141,11 +141,11 @@ class BatchServer:
             if not self._check_finished(session):
                 continue
             row = self.rows.index(None)
+            session.row = row
+            self.rows[row] = session  # before the prefill: if it fails, _fail_all finds the session here
             p = session.params
             self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.seed)
             first = self.decoder.prefill(row, session.prompt, width_bucket([p]))
-            session.row = row
-            self.rows[row] = session
             self._take(session, int(first))
 
     def _drop_stopped(self) -> None:

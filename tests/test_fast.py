@@ -146,6 +146,25 @@ def test_server_runs_its_torch_work_through_run(model, tiny_tokenizer, monkeypat
     assert threads and set(threads) == {worker.run(lambda: threading.current_thread().name)}
 
 
+def test_server_fails_the_sessions_in_hand_and_keeps_serving(model, tiny_tokenizer, monkeypatch):
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    prompt = prompts(tiny_tokenizer)[1]
+    expected = alone(model, tiny_tokenizer, prompt, PARAMS[1])
+    server = BatchServer(model, tiny_tokenizer, max_batch=2)
+    forward, broken = model.forward, [True]
+
+    def flaky(*args, **kwargs):
+        if broken[0]:
+            raise RuntimeError("out of memory (simulated)")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", flaky)
+    with pytest.raises(RuntimeError, match="batch server failed.*simulated"):
+        list(server.stream(prompt, PARAMS[1]))
+    broken[0] = False
+    assert [e.token for e in server.stream(prompt, PARAMS[1]) if not e.done] == expected
+
+
 def test_server_stop_reasons_and_leaving(model, tiny_tokenizer, monkeypatch):
     no_stop_tokens(monkeypatch, model, tiny_tokenizer)
     ps = prompts(tiny_tokenizer)
