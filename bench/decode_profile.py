@@ -29,7 +29,7 @@ SPAN = 128  # attention window bucket of a 64-token prompt plus the decoded toke
 
 
 def step_us(decoder: StaticDecoder, width: int | None, steps: int) -> float:
-    """Median-free mean of `steps` decode calls after warm-up (captures the graph / compiles)."""
+    """Mean time of `steps` decode calls, after warm-up calls (which capture the graph / compile)."""
     for _ in range(3):
         decoder.decode(1, SPAN, width)
     torch.cuda.synchronize()
@@ -73,18 +73,18 @@ def profile_config(name: str, config, steps: int, top: int, modes: list[str]) ->
     prompt = list(range(1, 65))
     out = dict(config=name, params=sum(p.numel() for p in model.parameters()),
                weight_bytes=weight_bytes_per_token(model))
-    variants = {  # mode: (graphs, compile, extra torch.compile kwargs, math attention)
-        "graphs": (True, False, None, False), "compile+graphs": (True, True, None, False),
+    variants = {  # mode: (graphs, compile, torch.compile kwargs replacing StaticDecoder's, math attention)
+        "graphs": (True, False, None, False), "compile+graphs": (True, True, {}, False),
         "autotune+graphs": (True, True, dict(mode="max-autotune-no-cudagraphs"), False),
         "cdt+graphs": (True, True, dict(options={"coordinate_descent_tuning": True}), False),
         "cdt-math+graphs": (True, True, dict(options={"coordinate_descent_tuning": True}), True),
-        "eager": (False, False, None, False), "compile": (False, True, None, False),
+        "eager": (False, False, None, False), "compile": (False, True, {}, False),
         "cdt": (False, True, dict(options={"coordinate_descent_tuning": True}), False),
         "cdt-math": (False, True, dict(options={"coordinate_descent_tuning": True}), True)}
     for mode in modes:
         graphs, compile, kwargs, math = variants[mode]
         decoder = StaticDecoder(model, 1, graphs=graphs, compile=compile)
-        if kwargs is not None or math:  # the same step, compiled with other inductor settings
+        if kwargs is not None:  # the same step, compiled with these settings ({}: torch.compile's defaults)
             step = decoder._decode_step
             if math:
                 def step(b, width, _step=decoder._decode_step):

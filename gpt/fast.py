@@ -138,7 +138,8 @@ class StaticDecoder:
     @torch.inference_mode()
     def decode(self, batch: int, span: int, width: int | None) -> torch.Tensor:
         """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
-        row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile)."""
+        row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile). Eagerly (no
+        graphs, no compile) the decoder narrows span itself to exactly the highest position + 1."""
         self.cache.rows, self.cache.batch, self.cache.span = None, batch, span
         if not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys there
             self.cache.span = int(self.cache.pos[:batch].max()) + 1

@@ -77,22 +77,22 @@ class RowKVCache:
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = k.size(2)
-        if layer_idx == 0:  # the same positions and mask serve every layer of this forward
-            self.attn_mask = None
-            if not (self.mask_free and self.rows is None):  # (that case writes a slice, below)
-                self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
-            if not self.mask_free:
-                visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
-                self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
-                    ~visible, float("-inf"))
         last = layer_idx == len(self.k) - 1
         if self.rows is None and self.mask_free:
             # One row whose keys are exactly [0, span): the new ones go to [span - T, span), a plain slice write.
+            self.attn_mask = None
             self.k[layer_idx][0, :, self.span - T: self.span] = k[0]
             self.v[layer_idx][0, :, self.span - T: self.span] = v[0]
             if last:
                 self.pos[:1].add_(T).clamp_(max=self.seq_len - 1)  # (a step launched after the row's end: see below)
             return self.k[layer_idx][:1, :, : self.span], self.v[layer_idx][:1, :, : self.span]
+        if layer_idx == 0:  # the same positions and mask serve every layer of this forward
+            self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
+            self.attn_mask = None
+            if not self.mask_free:
+                visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
+                self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
+                    ~visible, float("-inf"))
         if self.rows is None:
             b = self.batch
             k_all, v_all, pos = self.k[layer_idx][:b], self.v[layer_idx][:b], self.pos[:b]

@@ -35,22 +35,22 @@ class TorchThread:
 
     def __init__(self, enabled: bool = True, name: str = "torch"):
         self.enabled = enabled
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) if enabled else None
-        self._ident: int | None = None
+        self._ident: int | None = None  # the thread's, once it has started
+        self._pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._started)
+                      if enabled else None)
+
+    def _started(self) -> None:
+        self._ident = threading.get_ident()
 
     def _on_thread(self) -> bool:
         return threading.get_ident() == self._ident
-
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        self._ident = threading.get_ident()
-        return fn(*args, **kwargs)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool is None or self._on_thread():  # disabled, or already on it (a nested call would deadlock)
             return fn(*args, **kwargs)
         # in the caller's context variables (a web framework finds the current request through them)
         context = contextvars.copy_context()
-        return self._pool.submit(context.run, self._call, fn, *args, **kwargs).result()
+        return self._pool.submit(context.run, fn, *args, **kwargs).result()
 
     def iterate(self, iterable: Iterable[T]) -> Iterator[T]:
         """The items of `iterable`, each produced on the thread; closing this closes it there too."""
