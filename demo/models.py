@@ -32,14 +32,14 @@ class Models:
 
     main: LoadedModel
     notice: str = ""  # why the requested model is not the one served ("" when it is)
-    worker: TorchThread | None = None  # default: a TorchThread, enabled when the model is on a CPU
+    worker: TorchThread | None = None  # default: model_thread(main.device)
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
     _tutorial: LoadedModel | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.worker is None:
-            self.worker = TorchThread(enabled=self.main.device.type == "cpu")
+            self.worker = model_thread(self.main.device)
         self.chat_rows = chat_rows(self.main.model, self.main.device)  # chats that decode together
         self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
                              compile=self.compile, run=self.worker.run)
@@ -53,6 +53,12 @@ class Models:
 
     def pick(self, which: str) -> LoadedModel:
         return self.tutorial() if which == "tutorial" else self.main
+
+
+def model_thread(device: torch.device) -> TorchThread:
+    """Where the model work of a model on `device` runs: one TorchThread on a CPU; the caller's thread elsewhere
+    (gpt/torch_thread.py says why, and why not on a GPU)."""
+    return TorchThread(enabled=device.type == "cpu")
 
 
 CPU_CHAT_ROWS = 8  # more only share the same few cores
@@ -130,7 +136,7 @@ def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "s
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     dev = pick_device(device)
-    worker = TorchThread(enabled=dev.type == "cpu")
+    worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile)
     return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, serve)
 
