@@ -243,6 +243,23 @@ def test_temperature_zero_is_argmax_and_rows_have_own_settings():
                  seed=torch.arange(4), counter=torch.zeros(4, dtype=torch.long))
     top = logits.argmax(-1)
     assert out[0] == top[0] and out[1] == top[1] and out[3] == top[3]  # top_k = 1 is greedy too
+    # row 2 (temperature 1, top-k off) samples: the Gumbel-max rule written out over the whole vocab, in token-id
+    # order (sample() sorts the candidates first; the noise belongs to the token id, not to its rank)
+    noise = gumbel_noise(torch.tensor([2]), torch.tensor([0]), torch.arange(100)[None])[0]
+    assert out[2] == (logits[2] / 1.0 + noise).argmax()
+    # over many counters the same batch keeps its rows apart: rows 0, 1, 3 stay argmax, row 2 follows softmax(logits)
+    N = 20000
+    big = sample(logits.repeat(N, 1), torch.tensor([0.0, 0.0, 1.0, 1.0]).repeat(N),
+                 torch.tensor([0, 3, 0, 1]).repeat(N), torch.ones(4 * N),
+                 seed=torch.arange(4).repeat(N), counter=torch.arange(N).repeat_interleave(4)).view(N, 4)
+    for b in (0, 1, 3):
+        assert (big[:, b] == top[b]).all()
+    freq = np.bincount(big[:, 2].numpy(), minlength=100) / N
+    z = logits[2].double().numpy()
+    expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    sigma = np.sqrt(expected * (1 - expected) / N)
+    assert (np.abs(freq - expected) < 5 * sigma + 1e-4).all()  # 5 sigma per token; argmax-only would be off by ~1
+    assert (freq > 0).sum() > 50  # many distinct tokens are drawn, not a few
 
 
 def test_gumbel_noise_is_a_function_of_seed_counter_and_id():
