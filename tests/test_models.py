@@ -24,12 +24,10 @@ def test_chat_rows_fit_the_cpu_kv_budget():
     assert chat_rows(on_meta(D20, torch.bfloat16), torch.device("cuda")) == 32
 
 
-def test_chat_replies_stream_together_up_to_the_engines_rows():
+def test_chat_replies_stream_together_up_to_the_engines_rows(monkeypatch):
     """Send, Enter and Regenerate share one Gradio concurrency limit: the rows of the engine's batched loop (the
     default per-event limit of 2 would let only 2 of 8 rows ever decode together)."""
-    import os
-
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     from demo.app import build_demo
     from demo.models import load
 
@@ -37,4 +35,10 @@ def test_chat_replies_stream_together_up_to_the_engines_rows():
     replies = [f for f in build_demo(models).fns.values() if f.name == "reply"]
     assert len(replies) == 3
     assert {(f.concurrency_id, f.concurrency_limit) for f in replies} == {("chat", models.chat_rows)}
-    assert len(models.engine.server.rows) == models.chat_rows == chat_rows(models.main.model, models.main.device)
+    # the rows, from the served model's config and the dtype it was loaded in: keys + values of every layer, kv head,
+    # head dim and position; 512 MiB of them on a CPU, at most 8 rows; 32 rows on a GPU
+    c, main = models.main.model.config, models.main
+    kv_bytes_per_row = 2 * c.n_layer * c.n_kv_head * (c.n_embd // c.n_head) * c.sequence_len * \
+        torch.empty(0, dtype=main.dtype).element_size()
+    expected = max(1, min(8, 512 * 2**20 // kv_bytes_per_row)) if main.device.type == "cpu" else 32
+    assert len(models.engine.server.rows) == models.chat_rows == expected
