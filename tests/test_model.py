@@ -1,10 +1,13 @@
 """gpt/model.py against independent computations: a float64 reference forward written from the spec, the cached
 path against one full forward, causality, the loss identity, nanochat's init and the naive generate loop."""
 import math
+import weakref
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from gpt import GPT, GPTConfig, KVCache, Recorder
 from gpt.model import SOFTCAP, causal_mask_for
@@ -192,6 +195,40 @@ def test_generate_sampling_is_seeded_and_top_k_restricts():
     assert list(model.generate([1, 2], 6, top_k=1, temperature=2.0)) == list(model.generate([1, 2], 6, temperature=0))
 
 
+class OpLog(TorchDispatchMode):
+    """Every aten op a forward runs, with weak references to its output tensors and the ids of the tensors it read.
+    `keep=True` also holds the outputs (so that ids stay unique while the log is alive)."""
+
+    def __init__(self, keep: bool = False):
+        super().__init__()
+        self.keep = keep
+        self.ops: list[tuple[str, list]] = []  # (op name, its outputs: strong refs if keep else weakrefs)
+        self.read: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.read |= {id(a) for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        tensors = [o for o in tree_leaves(out) if isinstance(o, torch.Tensor)]
+        self.ops.append((func.overloadpacket.__name__, tensors if self.keep else [weakref.ref(o) for o in tensors]))
+        return out
+
+
+def unused_results(model, idx, recorder) -> tuple[torch.Tensor, list[tuple[str, list]]]:
+    """(logits, the ops whose outputs no later op read and that are not the logits): work the forward did for
+    nothing but the recorder."""
+    with torch.no_grad(), OpLog(keep=True) as log:
+        out = model(idx, recorder=recorder)
+    return out, [(name, outs) for name, outs in log.ops
+                 if not any(id(o) in log.read or o is out for o in outs)]
+
+
+def alive_after(model, idx, recorder) -> list[torch.Tensor]:
+    """The tensors that the forward's ops made and that are still alive once its output is dropped."""
+    with torch.no_grad(), OpLog() as log:
+        model(idx, recorder=recorder)
+    return [t for _, refs in log.ops for r in refs if (t := r()) is not None]
+
+
 def test_recorder_costs_nothing_when_off_and_records_every_point():
     config = CONFIGS["gqa"]
     model = make_model(config)
@@ -199,11 +236,33 @@ def test_recorder_costs_nothing_when_off_and_records_every_point():
     rec = Recorder()
     out = model(idx, recorder=rec)
     assert torch.equal(out, model(idx))
+    # off costs nothing: every op of the forward feeds the logits (none computes a value only a recorder would
+    # read, such as a tap's argument), and once the logits are dropped no tensor of the forward stays alive
+    off, unused = unused_results(model, idx, None)
+    assert torch.equal(off, out)
+    assert [name for name, _ in unused] == []
+    assert [tuple(t.shape) for t in alive_after(model, idx, None)] == []
+    # on, recording adds one detach per point and nothing else, and keeps exactly the recorded tensors
+    on = Recorder()
+    _, unused = unused_results(model, idx, on)
+    assert [name for name, _ in unused] == ["detach"] * len(on)
+    assert {id(t) for _, outs in unused for t in outs} == {id(t) for t in on.values()}
+    on = Recorder()
+    assert {id(t) for t in alive_after(model, idx, on)} == {id(t) for t in on.values()}
+
+    class Spy(Recorder):  # the model calls its recorder once per point, never twice
+        def __call__(self, name, tensor):
+            calls.append(name)
+            super().__call__(name, tensor)
+
+    calls = []
+    model(idx, recorder=Spy())
     per_block = ["input", "attn.q", "attn.k", "attn.v", "attn.y", "attn.out", "resid_mid", "mlp.hidden", "mlp.out",
                  "output"]
     expected = {"rotary.cos", "rotary.sin", "embed", "embed_norm", "final_norm", "logits_raw", "logits"}
     expected |= {f"blocks.{i}.{n}" for i in range(config.n_layer) for n in per_block}
     assert set(rec) == expected
+    assert sorted(calls) == sorted(expected)
     assert rec["blocks.0.attn.q"].shape == (2, 4, 6, 8) and rec["blocks.0.attn.k"].shape == (2, 2, 6, 8)
     torch.testing.assert_close(rec["logits"], SOFTCAP * torch.tanh(rec["logits_raw"] / SOFTCAP))
     # the residual stream is the sum of what each sublayer wrote
