@@ -50,6 +50,7 @@ from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
 from gpt.kv_cache import RowKVCache  # noqa: E402
 from gpt.model import SOFTCAP, GPT, GPTConfig  # noqa: E402
+from gpt.stream import sampled_vocab  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
 from gpt.torch_thread import TorchThread  # noqa: E402
 
@@ -185,7 +186,7 @@ def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
     want = eager.generate_batch(prompts, params)  # the eager engine runs rows one after another
     alone = [fast.generate_batch([p], params)[0] for p in prompts]
     together = fast.generate_batch(prompts, params)
-    n_sampled = min(m32.config.vocab_size, tok.vocab_size)
+    n_sampled = sampled_vocab(m32.config.vocab_size, tok)
     miss_alone = describe_mismatch(m32, prompts, want, first_mismatch(alone, want), n_sampled)
     miss_batch = describe_mismatch(m32, prompts, want, first_mismatch(together, want), n_sampled)
     graphs = fast.server.decoder.use_graphs
@@ -203,7 +204,7 @@ def bf16_check(m32: GPT, m16: GPT, prompt: list[int], continuation: list[int]) -
     device, c = m32.get_device(), m32.config
     seq = prompt + continuation[:-1]
     ref = m32(torch.tensor([seq], device=device))[0, len(prompt) - 1:].float()  # [n, V]
-    cache = RowKVCache(1, c.n_kv_head, c.sequence_len, c.n_embd // c.n_head, c.n_layer, device, torch.bfloat16)
+    cache = RowKVCache.for_model(m16, 1)
     cache.rows, cache.span = torch.zeros(1, dtype=torch.long, device=device), bucket(len(prompt), MIN_SPAN,
                                                                                       c.sequence_len)
     got = [m16(torch.tensor([prompt], device=device), kv_cache=cache)[0, -1]]
@@ -301,7 +302,7 @@ def worker(spec: dict) -> None:
         log(res["errors"]["setup"])
         save()
         return
-    n_sampled = min(run.config.vocab_size, tok.vocab_size)  # as Engine: never sample an id the tokenizer lacks
+    n_sampled = sampled_vocab(run.config.vocab_size, tok)  # as Engine: never sample an id the tokenizer lacks
     n_ordinary = n_sampled - len(SPECIAL_TOKENS)
     prompts = make_prompts(n_ordinary, tok.bos_token_id, max(B, CHECK_ROWS), P)
     solo = prompts[0]

@@ -46,14 +46,12 @@ class StaticDecoder:
 
     def __init__(self, model: GPT, batch_size: int, n_sampled: int | None = None, graphs: bool | None = None,
                  compile: bool = False):
-        c = model.config
-        w = model.transformer.wte.weight
-        self.model, self.device, self.batch_size = model, w.device, batch_size
-        self.seq_len = c.sequence_len
-        self.n_sampled = n_sampled or c.vocab_size
-        self.cache = RowKVCache(batch_size, c.n_kv_head, c.sequence_len, c.n_embd // c.n_head, c.n_layer,
-                                w.device, w.dtype)
-        dev = self.device
+        model.check_fused()  # forward trusts the fusion from here on (and a graph or compile bakes it in)
+        self.model, self.batch_size = model, batch_size
+        self.seq_len = model.config.sequence_len
+        self.n_sampled = n_sampled or model.config.vocab_size
+        self.cache = RowKVCache.for_model(model, batch_size)
+        dev = self.device = model.get_device()
         self.tokens = torch.zeros(batch_size, dtype=torch.long, device=dev)  # what each row feeds next
         self.temperature = torch.zeros(batch_size, device=dev)
         self.top_k = torch.ones(batch_size, dtype=torch.long, device=dev)
@@ -68,7 +66,6 @@ class StaticDecoder:
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self._decode_fn = self._decode_step
         if compile:
-            model.check_fused()
             # One whole-step graph per (batch, span, width) key: fullgraph makes a graph break an error instead of
             # a silent fall back to eager, and every key is a recompile (6 batch x 5 span x 2 width buckets at most).
             # Coordinate-descent tuning lets inductor turn batch-1 matmuls into reductions fused with the norms

@@ -1,15 +1,59 @@
-"""A preallocated key/value cache, the interface nanochat's attention expects (get_pos, insert_kv)."""
+"""KV caches, and the whole interface between the model and a cache.
+
+`GPT.forward(idx, kv_cache=cache)` asks exactly three things of a cache (gpt-fast drives the same from `input_pos`):
+
+    positions(T) -> LongTensor [1, T] or [B, T]
+        The absolute positions of the T new tokens: the rotary angles are taken there. Called once per forward,
+        before layer 0; a cache prepares its per-forward state (write positions, mask) here.
+    insert_kv(layer_idx, k, v) -> (k_all, v_all)
+        Store layer `layer_idx`'s new keys/values [B, Hkv, T, hd]; return every key/value attention reads,
+        [B, Hkv, Tk, hd]. A cache's positions advance after the last layer.
+    attn_mask(Tq, Tk) -> Tensor | None
+        Which keys each new query may see (bool, True = visible, or additive float), when the cache knows better than
+        the causal rule (rows at different positions); None when the keys are one sequence whose last Tq are the new
+        tokens, and the model applies the causal rule (the three regimes of gpt.model.attend).
+
+Without a cache the positions are 0..T-1 and attention is causal. `KVCache` is nanochat's cache (every row at the
+same position); `RowKVCache` gives every row its own position, for a server of unrelated chats.
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+if TYPE_CHECKING:
+    from gpt.model import GPT
 
-class KVCache:
-    """Keys and values of every layer for `batch_size` rows, up to `seq_len` positions.
+
+class Cache(Protocol):
+    """What GPT.forward asks of a KV cache (see the module docstring)."""
+
+    def positions(self, T: int) -> torch.Tensor: ...
+
+    def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def attn_mask(self, Tq: int, Tk: int) -> torch.Tensor | None: ...
+
+
+class _ModelSized:
+    """`for_model`: a cache with the right layers, kv heads, head dim, device and dtype for a model."""
+
+    @classmethod
+    def for_model(cls, model: GPT, batch_size: int, seq_len: int | None = None):
+        """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model`, in the
+        dtype of its weights and on their device."""
+        c, w = model.config, model.lm_head.weight
+        return cls(batch_size, c.n_kv_head, seq_len or c.sequence_len, c.n_embd // c.n_head, c.n_layer, w.device,
+                   w.dtype)
+
+
+class KVCache(_ModelSized):
+    """Keys and values of every layer for `batch_size` rows, up to `seq_len` positions, every row at position `pos`.
 
     Storage is [n_layer, 2, B, Hkv, seq_len, hd], allocated once. `insert_kv` writes the new keys/values of one layer
     at [pos, pos + T) and returns views of everything written so far; the position advances after the last layer,
-    so every layer of one forward sees the same T0 (this is what offsets the rotary slice in GPT.forward).
+    so every layer of one forward sees the same T0 = pos (this is what offsets the rotary angles in GPT.forward).
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
@@ -24,38 +68,40 @@ class KVCache:
     def get_pos(self) -> int:
         return self.pos
 
-    def reset(self) -> None:
-        self.pos = 0
+    def positions(self, T: int) -> torch.Tensor:
+        if self.pos + T > self.seq_len:
+            raise ValueError(f"KV cache full: {self.pos + T} positions needed, {self.seq_len} allocated")
+        return torch.arange(self.pos, self.pos + T, device=self.kv.device)[None]
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t0, t1 = self.pos, self.pos + k.size(2)
-        if t1 > self.seq_len:
-            raise ValueError(f"KV cache full: {t1} positions needed, {self.seq_len} allocated")
         self.kv[layer_idx, 0, :, :, t0:t1] = k
         self.kv[layer_idx, 1, :, :, t0:t1] = v
         if layer_idx == self.kv.size(0) - 1:
             self.pos = t1
         return self.kv[layer_idx, 0, :, :, :t1], self.kv[layer_idx, 1, :, :, :t1]
 
+    def attn_mask(self, Tq: int, Tk: int) -> None:
+        return None  # the keys are positions 0..Tk-1 of every row: the causal rule applies
 
-class RowKVCache:
+
+class RowKVCache(_ModelSized):
     """A static KV cache where every row has its own position: what a server of unrelated chat sessions needs.
 
     Row b's next token goes to position pos[b] (a LongTensor [B] on the device). Shapes never change and nothing
     reads a position on the host, so a forward through it can be captured as a CUDA graph and replayed at any
     positions. Per layer, k/v are [B, Hkv, seq_len, hd] (separate tensors, so writes stay in place under
-    torch.compile). Two settings, chosen by the caller before a forward:
+    torch.compile). Settings the caller chooses before a forward:
     - rows: None runs the first `batch` rows (views: the server admits sessions into the lowest free rows and runs
       the smallest batch bucket that holds the highest busy row); a LongTensor [R] runs only those rows (e.g.
       prefilling one joining session).
     - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
       short chat does not pay for reading seq_len positions of keys.
-    GPT.forward sees get_pos() as a tensor (per-row rotary angles) and uses `attn_mask`, built at layer 0:
-    query t of row b sees key j iff j <= pos[b] + t (the causal rule in absolute positions; stale keys beyond a
-    row's position are never visible).
-    - mask_free: the caller guarantees one row whose keys all lie in the span (span = pos + T), so attention needs
-      no mask (GPT.forward then uses plain causal / full attention, as with KVCache), and with rows None the new
-      keys are written at [span - T, span) of row 0 without index arithmetic.
+    - mask_free: the caller guarantees one row whose keys are exactly [0, span) (span = pos + T), so attention needs
+      no mask (the model's causal rule applies, as with KVCache), and with rows None the new keys are written at
+      [span - T, span) of row 0 as a plain slice.
+    Otherwise `attn_mask` is built in `positions`: query t of row b sees key j iff j <= pos[b] + t (the causal rule
+    in absolute positions; stale keys beyond a row's position are never visible).
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
@@ -68,31 +114,36 @@ class RowKVCache:
         self.rows: torch.Tensor | None = None
         self.batch = batch_size
         self.span = seq_len
-        self.attn_mask: torch.Tensor | None = None
         self.mask_free = False
-        self._write_pos: torch.Tensor | None = None
+        self._write_pos: torch.Tensor | None = None  # [R, T], set by positions() for this forward
+        self._mask: torch.Tensor | None = None
 
     def get_pos(self) -> torch.Tensor:
         return self.pos[: self.batch] if self.rows is None else self.pos[self.rows]
+
+    def positions(self, T: int) -> torch.Tensor:
+        # No bounds check here: it would read the positions on the host (a GPU sync); the owner guards the context.
+        self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=self.pos.device)  # [R, T]
+        self._mask = None
+        if not self.mask_free:
+            visible = torch.arange(self.span, device=self.pos.device) <= self._write_pos[:, None, :, None]
+            self._mask = torch.zeros(visible.shape, dtype=self.k[0].dtype, device=self.pos.device).masked_fill(
+                ~visible, float("-inf"))  # [R, 1, T, span], additive
+        return self._write_pos
+
+    def attn_mask(self, Tq: int, Tk: int) -> torch.Tensor | None:
+        return self._mask
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = k.size(2)
         last = layer_idx == len(self.k) - 1
         if self.rows is None and self.mask_free:
             # One row whose keys are exactly [0, span): the new ones go to [span - T, span), a plain slice write.
-            self.attn_mask = None
             self.k[layer_idx][0, :, self.span - T: self.span] = k[0]
             self.v[layer_idx][0, :, self.span - T: self.span] = v[0]
             if last:
                 self.pos[:1].add_(T).clamp_(max=self.seq_len - 1)  # (a step launched after the row's end: see below)
             return self.k[layer_idx][:1, :, : self.span], self.v[layer_idx][:1, :, : self.span]
-        if layer_idx == 0:  # the same positions and mask serve every layer of this forward
-            self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=k.device)  # [R, T]
-            self.attn_mask = None
-            if not self.mask_free:
-                visible = torch.arange(self.span, device=k.device) <= self._write_pos[:, None, :, None]  # [R,1,T,span]
-                self.attn_mask = torch.zeros(visible.shape, dtype=k.dtype, device=k.device).masked_fill(
-                    ~visible, float("-inf"))
         if self.rows is None:
             b = self.batch
             k_all, v_all, pos = self.k[layer_idx][:b], self.v[layer_idx][:b], self.pos[:b]

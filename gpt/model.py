@@ -2,15 +2,18 @@
 
 Same parameters, same state_dict names and the same function as nanochat's `gpt.py`, so a nanochat checkpoint loads
 unchanged and produces the same logits. Differences, all opt-in or cosmetic:
-- `forward(..., recorder=...)` calls a recorder at named points (see gpt/recorder.py); off by default, costs nothing.
+- `forward(..., recorder=...)` calls a recorder at named points (see gpt/recorder.py): every point is one `tap(name,
+  tensor)` call, and with no recorder the tap does nothing. (MLP takes its layer index, for its points' names.)
+- A KV cache is driven through one small interface (gpt/kv_cache.py): it gives the new tokens' positions and, when
+  rows sit at different positions, the attention mask. nanochat reads `kv_cache.get_pos()` instead.
 - `generate` treats top_k 0/None as "no top-k" instead of failing.
 - nanochat asserts the rotary tables are bf16 (it always runs in bf16 on CUDA). Our tables always hold the same
   bf16-rounded cos/sin values, stored in bf16 by default; a loaded model (gpt/checkpoint.py) stores them in its own
   dtype (exact: every bf16 value is a float32 value), so an fp32 run multiplies by nanochat's values without a
   conversion in every layer.
 - Rotary and QK norm run once on q and k together (they act on each head alone, so the result is the same), and
-  `GPT.fuse_qkv()` (called when a model is loaded for inference) makes q, k and v one matmul. Both cut the number of
-  small operations per decoded token, which is what a batch-1 step pays for on a CPU or a GPU.
+  `GPT.fuse_qkv()` (called once, where a model is prepared for inference) makes q, k and v one matmul. Both cut the
+  number of small operations per decoded token, which is what a batch-1 step pays for on a CPU or a GPU.
 
 Shapes: B batch, T sequence, C = n_embd, H = n_head, Hkv = n_kv_head, hd = C // H, V = vocab_size.
 """
@@ -24,10 +27,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpt.kv_cache import Cache, KVCache
+from gpt.recorder import Tap, block_names, no_tap
+
 SOFTCAP = 15.0  # logits are squashed smoothly into (-SOFTCAP, SOFTCAP)
 ROTARY_BASE = 10000
 
-Recorder = Callable[[str, torch.Tensor], None]
+StepCallback = Callable[[torch.Tensor, "torch.Tensor | None", int], None]  # see GPT.generate
 
 
 @dataclass
@@ -70,6 +76,26 @@ def causal_mask_for(Tq: int, Tk: int, device: torch.device | str = "cpu") -> tor
     return mask.tril(diagonal=Tk - Tq)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of the Tq new queries [B, H, Tq, hd] over Tk keys/values [B, Hkv, Tk, hd] -> [B, H, Tq, hd].
+
+    `mask` comes from a cache that knows which keys each row sees; None means the keys are one sequence whose last
+    Tq are the new tokens, and the causal rule takes one of three forms (nanochat's three calls)."""
+    Tq, Tk = q.size(2), k.size(2)
+    gqa = q.size(1) != k.size(1)
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    if Tq == Tk:
+        # Training, or a prefill into an empty cache: plain causal attention.
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if Tq == 1:
+        # One new token during decoding: it may look at every cached key (they are all in its past).
+        return F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
+    # A chunk after a cached prefix: the prefix is fully visible, the chunk is causal within itself.
+    mask = causal_mask_for(Tq, Tk, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
@@ -85,34 +111,41 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(self.n_embd, self.n_kv_head * self.head_dim, bias=False)
         self.c_proj = nn.Linear(self.n_embd, self.n_embd, bias=False)
         self.w_qkv: torch.Tensor | None = None  # set by fuse_qkv(): c_q, c_k, c_v weights stacked, shared storage
+        self.names = block_names(layer_idx)  # recording points
 
     def fuse_qkv(self) -> None:
         """Inference only: one [(H + 2·Hkv)·hd, C] matrix whose row blocks become the c_q, c_k, c_v weights (views,
-        so memory is not doubled and the state_dict is unchanged), and q, k, v come from one matmul."""
+        so memory is not doubled and the state_dict is unchanged), and q, k, v come from one matmul. Done once, where
+        a model is prepared for inference; replacing one of the three weights afterwards needs fuse_qkv() again
+        (`GPT.check_fused` tells)."""
         w = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight]).detach()
         nq, nkv = self.c_q.weight.size(0), self.c_k.weight.size(0)
         for linear, part in zip((self.c_q, self.c_k, self.c_v), w.split([nq, nkv, nkv])):
             linear.weight = nn.Parameter(part, requires_grad=False)
         self.w_qkv = w
 
-    def _fused(self) -> bool:
-        # Still fused only while the three weights are the views fuse_qkv made (.to(), or assigning a new weight,
-        # breaks the sharing; the separate matmuls are then the correct ones). torch.compile cannot trace data_ptr():
-        # a compiled caller (gpt/fast.py) checks once, before compiling, with check_fused().
+    def is_fused(self) -> bool:
+        """True when q/k/v come from one matrix that the three weights are still views of."""
         w = self.w_qkv
         if w is None:
             return False
-        if torch.compiler.is_compiling():
-            return True
         ptr, step = w.data_ptr(), w.element_size() * w.size(1)
         nq = self.c_q.weight.size(0)
         return (self.c_q.weight.data_ptr() == ptr and self.c_k.weight.data_ptr() == ptr + nq * step
                 and self.c_v.weight.data_ptr() == ptr + (nq + self.c_k.weight.size(0)) * step)
 
-    def forward(self, x, cos_sin, kv_cache=None, recorder: Recorder | None = None, prefix: str = ""):
+    def _apply(self, fn, recurse: bool = True):
+        # .to()/.cuda()/.half() convert the three weights one by one, which ends the sharing: fuse them again.
+        super()._apply(fn, recurse)
+        if self.w_qkv is not None:
+            self.fuse_qkv()
+        return self
+
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
+                tap: Tap = no_tap) -> torch.Tensor:
         B, T, C = x.size()
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
-        if self._fused():
+        if self.w_qkv is not None:
             qkv = F.linear(x, self.w_qkv).view(B, T, H + 2 * Hkv, hd)
             qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv:]
         else:
@@ -125,51 +158,35 @@ class CausalSelfAttention(nn.Module):
         q, k = qk[:, :, :H], qk[:, :, H:]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
 
+        mask = None
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
-        Tq, Tk = q.size(2), k.size(2)
-        if recorder is not None:
-            recorder(prefix + "attn.q", q)
-            recorder(prefix + "attn.k", k)
-            recorder(prefix + "attn.v", v)
-
-        enable_gqa = self.n_head != self.n_kv_head
-        mask = getattr(kv_cache, "attn_mask", None)  # a cache with per-row positions knows which keys each row sees
-        if mask is not None:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
-        elif kv_cache is None or Tq == Tk:
-            # Training, or a prefill into an empty cache: plain causal attention.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)
-        elif Tq == 1:
-            # One new token during decoding: it may look at every cached key (they are all in its past).
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=enable_gqa)
-        else:
-            # A chunk after a cached prefix: the prefix is fully visible, the chunk is causal within itself.
-            mask = causal_mask_for(Tq, Tk, device=q.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=enable_gqa)
-        if recorder is not None:
-            recorder(prefix + "attn.y", y)
+            mask = kv_cache.attn_mask(q.size(2), k.size(2))
+        names = self.names
+        tap(names["attn.q"], q)
+        tap(names["attn.k"], k)
+        tap(names["attn.v"], v)
+        y = attend(q, k, v, mask)
+        tap(names["attn.y"], y)
 
         y = y.transpose(1, 2).contiguous().view(B, T, -1)
         y = self.c_proj(y)
-        if recorder is not None:
-            recorder(prefix + "attn.out", y)
+        tap(names["attn.out"], y)
         return y
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+        self.names = block_names(layer_idx)  # recording points
 
-    def forward(self, x, recorder: Recorder | None = None, prefix: str = ""):
+    def forward(self, x: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
         h = F.relu(self.c_fc(x)).square()  # relu^2: cheap and, in nanochat's runs, better than GELU
-        if recorder is not None:
-            recorder(prefix + "mlp.hidden", h)
+        tap(self.names["mlp.hidden"], h)
         out = self.c_proj(h)
-        if recorder is not None:
-            recorder(prefix + "mlp.out", out)
+        tap(self.names["mlp.out"], out)
         return out
 
 
@@ -177,18 +194,16 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, layer_idx)
+        self.names = block_names(layer_idx)  # recording points
 
-    def forward(self, x, cos_sin, kv_cache=None, recorder: Recorder | None = None):
-        prefix = f"blocks.{self.attn.layer_idx}."
-        if recorder is not None:
-            recorder(prefix + "input", x)
-        x = x + self.attn(norm(x), cos_sin, kv_cache, recorder, prefix)  # pre-norm residual
-        if recorder is not None:
-            recorder(prefix + "resid_mid", x)
-        x = x + self.mlp(norm(x), recorder, prefix)
-        if recorder is not None:
-            recorder(prefix + "output", x)
+    def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
+                tap: Tap = no_tap) -> torch.Tensor:
+        tap(self.names["input"], x)
+        x = x + self.attn(norm(x), cos_sin, kv_cache, tap)  # pre-norm residual
+        tap(self.names["resid_mid"], x)
+        x = x + self.mlp(norm(x), tap)
+        tap(self.names["output"], x)
         return x
 
 
@@ -245,60 +260,47 @@ class GPT(nn.Module):
             block.attn.fuse_qkv()
 
     def check_fused(self) -> None:
-        """Raise unless every layer still uses the fused q/k/v matrix (or none was fused), e.g. before compiling."""
+        """Raise unless every fused layer still computes with its own weights (a weight replaced after fuse_qkv()
+        would otherwise be ignored). Called where a model is prepared for serving, not in forward."""
         for block in self.transformer.h:
             attn = block.attn
-            if attn.w_qkv is not None and not attn._fused():
+            if attn.w_qkv is not None and not attn.is_fused():
                 raise RuntimeError(f"layer {attn.layer_idx}: q/k/v weights changed since fuse_qkv(); call it again")
 
     def get_device(self) -> torch.device:
         return self.transformer.wte.weight.device
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None,
-                loss_reduction: str = "mean", recorder: Recorder | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: Cache | None = None,
+                loss_reduction: str = "mean", recorder: Tap | None = None) -> torch.Tensor:
         """idx [B, T] -> logits [B, T, V] (float32, softcapped), or the cross-entropy loss when targets are given.
 
-        With a kv_cache, the new tokens sit at positions T0 = kv_cache.get_pos() onwards, so the rotary slice is
-        [T0:T0+T] and attention also sees the cached keys.
+        With a kv_cache, the new tokens sit at the positions the cache gives (T0 = what it already holds, onwards),
+        so the rotary angles are taken there and attention also sees the cached keys.
         """
+        tap = no_tap if recorder is None else recorder
         B, T = idx.size()
-        T0 = 0 if kv_cache is None else kv_cache.get_pos()
-        # Stage 1: the rotary slice for exactly these positions.
-        if isinstance(T0, torch.Tensor):
-            # Per-row start positions [B] (gpt.kv_cache.RowKVCache, batched serving): each row gets its own angles.
-            # No bounds check here: it would sync with the GPU; the cache's owner guards the context.
-            pos = T0[:, None] + torch.arange(T, device=idx.device)
-            cos_sin = self.cos[0, pos], self.sin[0, pos]  # [B, T, 1, hd/2]
+        # Stage 1: the rotary angles at exactly these positions ([1, T] or, per row, [B, T]).
+        if kv_cache is None:
+            if T > self.cos.size(1):
+                raise ValueError(f"sequence of {T} positions exceeds the rotary table ({self.cos.size(1)})")
+            pos = torch.arange(T, device=idx.device)[None]
         else:
-            if T0 + T > self.cos.size(1):
-                raise ValueError(f"sequence of {T0 + T} positions exceeds the rotary table ({self.cos.size(1)})")
-            cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
-        if recorder is not None:
-            recorder("rotary.cos", cos_sin[0])
-            recorder("rotary.sin", cos_sin[1])
-
+            pos = kv_cache.positions(T)
+        cos_sin = self.cos[0, pos], self.sin[0, pos]  # [1 or B, T, 1, hd/2]
+        tap("rotary.cos", cos_sin[0])
+        tap("rotary.sin", cos_sin[1])
         factors = rotary_factors(*cos_sin)  # widened once here, used by every layer
 
         # Stage 2: the trunk.
         x = self.transformer.wte(idx)
-        if recorder is not None:
-            recorder("embed", x)
+        tap("embed", x)
         x = norm(x)
-        if recorder is not None:
-            recorder("embed_norm", x)
+        tap("embed_norm", x)
         for block in self.transformer.h:
-            x = block(x, factors, kv_cache, recorder)
-        x = norm(x)
-        if recorder is not None:
-            recorder("final_norm", x)
+            x = block(x, factors, kv_cache, tap)
 
         # Stage 3: logits, in float32, softcapped.
-        logits = self.lm_head(x).float()
-        if recorder is not None:
-            recorder("logits_raw", logits)
-        logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
-        if recorder is not None:
-            recorder("logits", logits)
+        logits = self.head(x, tap)
 
         # Stage 4: training returns the loss (every position is an example), inference returns the logits.
         if targets is not None:
@@ -306,10 +308,27 @@ class GPT(nn.Module):
                                    reduction=loss_reduction)
         return logits
 
+    def head(self, x: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
+        """The output head (stage 3) on any residual stream x [..., C]: final norm, lm_head in float32, softcap. The
+        logit lens reads earlier layers through this same function."""
+        x = norm(x)
+        tap("final_norm", x)
+        logits = self.lm_head(x).float()
+        tap("logits_raw", logits)
+        logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
+        tap("logits", logits)
+        return logits
+
     @torch.inference_mode()
     def generate(self, tokens: list[int], max_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 seed: int = 42) -> Iterator[int]:
-        """The naive teaching loop: batch 1, no cache, re-runs the whole prefix every step, yields token ids."""
+                 seed: int = 42, on_step: StepCallback | None = None, use_cache: bool = False) -> Iterator[int]:
+        """The teaching loop, batch 1, yields token ids. Naive by default: no cache, it re-runs the whole prefix every
+        step. use_cache=True runs the same loop through a KV cache: the prompt once, then one new position per step
+        (the same tokens, up to float rounding, for a cost linear instead of quadratic in the length).
+
+        on_step(logits, probs, token), if given, sees each step's decision before the token is yielded: the last
+        position's logits [1, V] after the top-k filter, the distribution drawn from [1, V] (None at temperature 0,
+        where argmax picks) and the token (the explainer's step-by-step view watches the loop through it)."""
         assert isinstance(tokens, list)
         device = self.get_device()
         rng = None
@@ -317,15 +336,22 @@ class GPT(nn.Module):
             rng = torch.Generator(device=device)
             rng.manual_seed(seed)
         ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        cache = KVCache.for_model(self, 1, len(tokens) + max_tokens) if use_cache else None
+        new = ids  # what the next forward reads: everything (naive), or only what the cache lacks
         for _ in range(max_tokens):
-            logits = self.forward(ids)[:, -1, :]  # only the last position predicts the next token
+            logits = self.forward(new, kv_cache=cache)[:, -1, :]  # only the last position predicts the next token
             if top_k:  # 0 or None: off
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")
+            probs = None
             if temperature > 0:
                 probs = F.softmax(logits / temperature, dim=-1)
                 next_ids = torch.multinomial(probs, num_samples=1, generator=rng)
             else:
                 next_ids = torch.argmax(logits, dim=-1, keepdim=True)
             ids = torch.cat((ids, next_ids), dim=1)
-            yield next_ids.item()
+            new = ids if cache is None else next_ids
+            token = next_ids.item()
+            if on_step is not None:
+                on_step(logits, probs, token)
+            yield token

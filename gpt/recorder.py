@@ -1,30 +1,66 @@
 """Named recording points for one forward pass (opt-in, TransformerLens-style).
 
-`GPT.forward(..., recorder=rec)` calls `rec(name, tensor)` at each point below. With no recorder the model does a
-single `is None` check per point, so recording costs nothing when it is off. Recorded tensors are detached and stay
-on the model's device: the caller decides what (if anything) leaves it.
+`GPT.forward(..., recorder=rec)` calls `rec(name, tensor)` once at each point of `POINTS`. The model calls a *tap*
+at every point; with no recorder the tap is `no_tap`, which does nothing, so the forward reads the same with
+recording on or off and there is no second copy of the model. Recorded tensors are detached and stay on the model's
+device: the caller decides what (if anything) leaves it.
 
-Names (B batch, T new tokens, Tk = T0 + T keys incl. cached ones, C width, H query heads, Hkv kv heads, hd head dim):
-    embed                      wte(idx)                                  [B, T, C]
-    embed_norm                 norm(wte(idx)), the residual stream start [B, T, C]
-    rotary.cos / rotary.sin    the rotary slice [T0:T0+T] this call used [1, T, 1, hd/2]
-    blocks.{i}.input           residual stream entering block i          [B, T, C]
-    blocks.{i}.attn.q          queries after rotary and QK norm          [B, H, T, hd]
-    blocks.{i}.attn.k          keys attended over (cache + new), same    [B, Hkv, Tk, hd]
-    blocks.{i}.attn.v          values attended over (cache + new)        [B, Hkv, Tk, hd]
-    blocks.{i}.attn.y          attention output per head, before c_proj  [B, H, T, hd]
-    blocks.{i}.attn.out        after c_proj (what is added to residual)  [B, T, C]
-    blocks.{i}.resid_mid       residual after the attention add          [B, T, C]
-    blocks.{i}.mlp.hidden      relu(c_fc(x))^2                           [B, T, 4C]
-    blocks.{i}.mlp.out         after c_proj                              [B, T, C]
-    blocks.{i}.output          residual leaving block i                  [B, T, C]
-    final_norm                 norm of the last residual                 [B, T, C]
-    logits_raw                 lm_head output, float32, before softcap   [B, T, V]
-    logits                     15 * tanh(logits_raw / 15)                [B, T, V]
+`POINTS` is the one list of names, what produces them and their shapes (B batch, T new tokens, Tk = T0 + T keys incl.
+cached ones, C width, H query heads, Hkv kv heads, hd head dim, V vocab). Block points exist once per block i.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
+
+Tap = Callable[[str, torch.Tensor], None]
+
+
+class Point(NamedTuple):
+    name: str  # "blocks.{i}.…" for a point inside every block
+    made_by: str  # the code that produces it
+    shape: str  # symbolic shape
+
+
+POINTS: tuple[Point, ...] = (
+    Point("rotary.cos", "cos at the new tokens' positions", "[1, T, 1, hd/2]"),
+    Point("rotary.sin", "sin at the new tokens' positions", "[1, T, 1, hd/2]"),
+    Point("embed", "wte(idx)", "[B, T, C]"),
+    Point("embed_norm", "norm(wte(idx)), the residual stream start", "[B, T, C]"),
+    Point("blocks.{i}.input", "residual stream entering block i", "[B, T, C]"),
+    Point("blocks.{i}.attn.q", "queries after rotary and QK norm", "[B, H, T, hd]"),
+    Point("blocks.{i}.attn.k", "keys attended over (cache + new), same", "[B, Hkv, Tk, hd]"),
+    Point("blocks.{i}.attn.v", "values attended over (cache + new)", "[B, Hkv, Tk, hd]"),
+    Point("blocks.{i}.attn.y", "attention output per head, before c_proj", "[B, H, T, hd]"),
+    Point("blocks.{i}.attn.out", "after c_proj (what is added to the residual)", "[B, T, C]"),
+    Point("blocks.{i}.resid_mid", "residual after the attention add", "[B, T, C]"),
+    Point("blocks.{i}.mlp.hidden", "relu(c_fc(x))^2", "[B, T, 4C]"),
+    Point("blocks.{i}.mlp.out", "after c_proj", "[B, T, C]"),
+    Point("blocks.{i}.output", "residual leaving block i", "[B, T, C]"),
+    Point("final_norm", "norm of the last residual", "[B, T, C]"),
+    Point("logits_raw", "lm_head output, float32, before softcap", "[B, T, V]"),
+    Point("logits", "15 * tanh(logits_raw / 15)", "[B, T, V]"),
+)
+_BLOCK = "blocks.{i}."
+BLOCK_POINTS = tuple(p.name.removeprefix(_BLOCK) for p in POINTS if p.name.startswith(_BLOCK))
+
+
+def block_names(i: int) -> dict[str, str]:
+    """The full names of block i's points, e.g. {"attn.q": "blocks.3.attn.q", ...} (built once per block)."""
+    return {point: f"blocks.{i}.{point}" for point in BLOCK_POINTS}
+
+
+def point_names(n_layer: int) -> list[str]:
+    """Every name a forward of an n_layer model records, in forward order."""
+    names = [p.name for p in POINTS]
+    first = next(k for k, name in enumerate(names) if name.startswith(_BLOCK))
+    blocks = [name for i in range(n_layer) for name in block_names(i).values()]
+    return names[:first] + blocks + names[first + len(BLOCK_POINTS):]
+
+
+def no_tap(name: str, tensor: torch.Tensor) -> None:
+    """The tap when nothing records: does nothing (and compiles away under torch.compile)."""
 
 
 class Recorder(dict):

@@ -78,6 +78,15 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     return torch.where(temperature > 0, sampled, greedy)
 
 
+def sampling_tensors(params: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row (temperature, top_k, top_p) tensors [B] for `sample`, from objects with .temperature, .top_k, .top_p
+    (gpt.stream.SamplingParams); top_k None becomes 0 (off)."""
+    temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+    top_k = torch.tensor([p.top_k or 0 for p in params], dtype=torch.long, device=device)
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
+    return temperature, top_k, top_p
+
+
 def candidate_width(rows: list) -> int | None:
     """How many of the largest logits `sample` must look at for these rows (objects with .temperature, .top_k):
     the largest top_k among sampling rows, or None (the whole vocab) if one of them has top-k off. Greedy rows

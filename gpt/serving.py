@@ -1,4 +1,4 @@
-"""Many chat sessions, one decode loop: the batched server behind Engine.stream on a GPU.
+"""Many chat sessions, one decode loop: the batched server behind Engine.stream (the app uses it on every device).
 
 Each session owns one row of a StaticDecoder (gpt/fast.py) while it runs. A background thread loops:
 1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token;
@@ -20,10 +20,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from gpt.detok import StreamDecoder
-from gpt.engine import SamplingParams, StreamEvent, check_prompt, pick_seed, stop_token_ids
 from gpt.fast import MIN_SPAN, StaticDecoder, width_bucket
 from gpt.model import GPT
+from gpt.stream import Reply, SamplingParams, StreamEvent, sampled_vocab, stop_token_ids
 from gpt.tokenizer import Tokenizer
 
 
@@ -31,17 +30,17 @@ STEPS_PER_RUN = 8  # loop iterations per call of the server's `run` (see BatchSe
 
 
 class _Session:
-    def __init__(self, prompt: list[int], params: SamplingParams, should_stop, tokenizer: Tokenizer):
-        self.prompt, self.params, self.should_stop = prompt, params, should_stop
-        self.seed = pick_seed(params.seed)
-        self.detok = StreamDecoder(tokenizer)
+    def __init__(self, prompt: list[int], reply: Reply, should_stop: Callable[[], bool] | None):
+        self.prompt, self.reply, self.should_stop = prompt, reply, should_stop
+        self.params = reply.params
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.row: int | None = None
-        self.length = len(prompt)  # tokens in the sequence that the reader has been given
-        self.n = 0  # generated tokens handed out
         self.launched = 0  # decode steps launched for this session (device position = len(prompt) + launched)
         self.done = False
         self.abandoned = False  # the reader went away
+
+    def stop_requested(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
 
 
 class BatchServer:
@@ -55,7 +54,7 @@ class BatchServer:
         self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer)
         self.seq_len = model.config.sequence_len
-        n_sampled = min(model.config.vocab_size, tokenizer.vocab_size)
+        n_sampled = sampled_vocab(model.config.vocab_size, tokenizer)
         self.decoder = StaticDecoder(model, max_batch, n_sampled, graphs, compile)
         for row in range(max_batch):
             self.decoder.clear_row(row)
@@ -72,10 +71,8 @@ class BatchServer:
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[StreamEvent]:
-        params = params or SamplingParams()
-        params.validate()
-        check_prompt(prompt_ids, self.seq_len)
-        session = _Session(list(prompt_ids), params, should_stop, self.tokenizer)
+        reply = Reply(self.tokenizer, prompt_ids, params or SamplingParams(), self.seq_len, self.stop_ids)
+        session = _Session(list(prompt_ids), reply, should_stop)
         with self.lock:
             self.waiting.append(session)
             if self.thread is None:
@@ -90,6 +87,10 @@ class BatchServer:
                 event = session.events.get()
                 if isinstance(event, BaseException):
                     raise event
+                if not event.done and session.stop_requested():
+                    # Tokens decoded before the loop saw the request are not handed out: Stop takes effect at once.
+                    yield StreamEvent(None, "", True, "stopped", session.reply.seed)
+                    return
                 yield event
                 if event.done:
                     return
@@ -144,7 +145,7 @@ class BatchServer:
             session.row = row
             self.rows[row] = session  # before the prefill: if it fails, _fail_all finds the session here
             p = session.params
-            self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.seed)
+            self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.reply.seed)
             first = self.decoder.prefill(row, session.prompt, width_bucket([p]))
             self._take(session, int(first))
 
@@ -152,9 +153,7 @@ class BatchServer:
         for session in self.rows:
             if session is None:
                 continue
-            if session.abandoned:
-                self._finish(session, "stopped")
-            elif session.should_stop is not None and session.should_stop():
+            if session.abandoned or session.stop_requested():
                 self._finish(session, "stopped")
 
     @torch.inference_mode()
@@ -190,24 +189,22 @@ class BatchServer:
 
     def _check_finished(self, session: _Session) -> bool:
         """False (and the final event sent) if the session must stop before its next token."""
-        if session.n >= session.params.max_tokens:
-            self._finish(session, "max_tokens")
-        elif session.length >= self.seq_len:
-            self._finish(session, "context_full")
+        reason = session.reply.limit_reached()
+        if reason is not None:
+            self._finish(session, reason)
         return not session.done
 
     def _take(self, session: _Session, token: int) -> None:
-        if token in self.stop_ids:
+        event = session.reply.take(token)
+        if event is None:
             self._finish(session, "assistant_end")
             return
-        session.n += 1
-        session.length += 1
-        session.events.put(StreamEvent(token, session.detok.push(token), False, None, session.seed))
+        session.events.put(event)
         self._check_finished(session)
 
     def _finish(self, session: _Session, reason: str) -> None:
         session.done = True
-        session.events.put(StreamEvent(None, session.detok.flush(), True, reason, session.seed))
+        session.events.put(session.reply.end(reason))
         if session.row is not None:
             self.rows[session.row] = None
             self.decoder.clear_row(session.row)

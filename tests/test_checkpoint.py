@@ -61,7 +61,7 @@ def test_nanochat_checkpoint_reproduces_logits(tiny_tokenizer, tiny_model, tmp_p
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids), reference_logits(tiny_model, ids), rtol=0, atol=0)
     # the loaded model is fused for inference and keeps nanochat's bf16 rotary values, stored in its own dtype
-    assert all(block.attn._fused() for block in loaded.model.transformer.h)
+    assert all(block.attn.is_fused() for block in loaded.model.transformer.h)
     assert tiny_model.cos.dtype == torch.bfloat16 and loaded.model.cos.dtype == torch.float32
     assert torch.equal(loaded.model.cos, tiny_model.cos.float())
     assert torch.equal(loaded.model.sin, tiny_model.sin.float())

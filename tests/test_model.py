@@ -1,6 +1,7 @@
 """gpt/model.py against independent computations: a float64 reference forward written from the spec, the cached
 path against one full forward, causality, the loss identity, nanochat's init and the naive generate loop."""
 import math
+from dataclasses import replace
 import weakref
 
 import pytest
@@ -273,7 +274,12 @@ def test_recorder_costs_nothing_when_off_and_records_every_point():
     assert set(only) == {"logits"}
 
 
-def test_fused_qkv_is_the_same_forward_and_falls_back_when_weights_change():
+def test_fused_qkv_is_the_same_forward_and_is_checked_where_a_model_is_prepared(tiny_tokenizer):
+    """Fusion is decided once (fuse_qkv, where a model is prepared for inference) and trusted by forward: a .to()
+    keeps it right by fusing again; a weight replaced afterwards is caught by check_fused, which every serving path
+    runs (Engine, StaticDecoder), and fuse_qkv() again computes with the new weight."""
+    from gpt.engine import Engine
+
     config = CONFIGS["gqa"]
     model = make_model(config, dtype=torch.float32)
     idx = torch.randint(0, config.vocab_size, (2, 9))
@@ -281,15 +287,29 @@ def test_fused_qkv_is_the_same_forward_and_falls_back_when_weights_change():
     ref = reference_forward(before, config, idx)
     unfused = model(idx)
     model.fuse_qkv()
-    assert all(block.attn._fused() for block in model.transformer.h)
+    assert all(block.attn.is_fused() for block in model.transformer.h)
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     fused = model(idx)
     torch.testing.assert_close(fused, unfused, rtol=1e-6, atol=1e-6)  # one matmul vs three: fp32 rounding only
     torch.testing.assert_close(fused.double(), ref, rtol=1e-5, atol=1e-5)
-    # replacing a weight breaks the sharing: the layer goes back to its own three matmuls, with the new weight
+    # a dtype round trip converts the three weights one by one: the layer fuses them again, same function
+    model.to(torch.float64).to(torch.float32)
+    assert all(block.attn.is_fused() for block in model.transformer.h)
+    torch.testing.assert_close(model(idx).double(), ref, rtol=1e-5, atol=1e-5)
+    # replacing a weight breaks the sharing: refused where the model is prepared, until fused again
     attn = model.transformer.h[1].attn
     attn.c_k.weight = torch.nn.Parameter(attn.c_k.weight.detach() * 2)
-    assert not attn._fused() and model.transformer.h[0].attn._fused()
+    assert not attn.is_fused() and model.transformer.h[0].attn.is_fused()
+    with pytest.raises(RuntimeError, match="layer 1"):
+        model.check_fused()
+    big = make_model(replace(config, vocab_size=tiny_tokenizer.vocab_size), dtype=torch.float32)
+    big.fuse_qkv()
+    big.transformer.h[0].attn.c_v.weight = torch.nn.Parameter(big.transformer.h[0].attn.c_v.weight.detach().clone())
+    for batched in (False, True):
+        with pytest.raises(RuntimeError, match="layer 0"):
+            Engine(big, tiny_tokenizer, batched=batched)
+    model.fuse_qkv()
+    model.check_fused()
     sd = model.state_dict()
     torch.testing.assert_close(model(idx).double(), reference_forward(sd, config, idx), rtol=1e-5, atol=1e-5)

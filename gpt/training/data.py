@@ -15,11 +15,13 @@ import argparse
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 
-from gpt.training import sources, synthetic
+from gpt.tokenizer import Tokenizer
+from gpt.training import shards, sources, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW, TEXT = ROOT / "data" / "raw", ROOT / "data" / "text"
@@ -103,6 +105,29 @@ def plain_text(item) -> str:
     return "\n".join(m["content"] for m in item)
 
 
+def build_shards(vocab_size: int) -> dict:
+    """Train the tokenizer on the training split and write every shard. Returns token counts."""
+    t0 = time.time()
+    names = TEXT_SOURCES + CHAT_SOURCES
+    train_texts = [plain_text(x) for n in names for x in read_text(n, "train")]
+    tok = Tokenizer.train(train_texts, vocab_size)
+    tok.save(TOKENIZER_DIR)
+    print(f"tokenizer: {vocab_size} tokens trained on {sum(map(len, train_texts)) / 1e6:.1f}M chars "
+          f"in {time.time() - t0:.1f}s")
+    SHARDS.mkdir(parents=True, exist_ok=True)
+    stats = {}
+    for name in names:
+        for split in ("train", "val"):
+            items = read_text(name, split)
+            arrays = shards.encode_items(tok, items)
+            path = SHARDS / f"{name}.{split}.npz.xz"
+            shards.save(path, arrays)
+            size = path.stat().st_size
+            stats[f"{name}.{split}"] = {"tokens": int(arrays["ids"].size), "xz_bytes": size}
+            print(name, split, stats[f"{name}.{split}"])
+    return stats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-text", action="store_true", help="reuse data/text (only retrain tokenizer + shards)")
@@ -116,9 +141,7 @@ def main() -> None:
         data = build_text(raw)
         summary["text"] = write_text(data)
         print(json.dumps(summary["text"], indent=1))
-    from gpt.training import shards  # tokenizer + token shards
-
-    summary["tokens"] = shards.build(VOCAB_SIZE)
+    summary["tokens"] = build_shards(VOCAB_SIZE)
     summary_path = ROOT / "data" / "summary.json"
     if args.skip_text and summary_path.exists():
         summary["text"] = json.loads(summary_path.read_text()).get("text")

@@ -12,38 +12,12 @@ from __future__ import annotations
 
 import io
 import lzma
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gpt.tokenizer import Tokenizer
-
-
-def build(vocab_size: int) -> dict:
-    """Train the tokenizer on the training split and write every shard. Returns token counts."""
-    from gpt.training import data
-
-    t0 = time.time()
-    names = data.TEXT_SOURCES + data.CHAT_SOURCES
-    train_texts = [data.plain_text(x) for n in names for x in data.read_text(n, "train")]
-    tok = Tokenizer.train(train_texts, vocab_size)
-    tok.save(data.TOKENIZER_DIR)
-    print(f"tokenizer: {vocab_size} tokens trained on {sum(map(len, train_texts)) / 1e6:.1f}M chars "
-          f"in {time.time() - t0:.1f}s")
-    data.SHARDS.mkdir(parents=True, exist_ok=True)
-    stats = {}
-    for name in names:
-        for split in ("train", "val"):
-            items = data.read_text(name, split)
-            arrays = encode_items(tok, items)
-            path = data.SHARDS / f"{name}.{split}.npz.xz"
-            save(path, arrays)
-            size = path.stat().st_size
-            stats[f"{name}.{split}"] = {"tokens": int(arrays["ids"].size), "xz_bytes": size}
-            print(name, split, stats[f"{name}.{split}"])
-    return stats
 
 
 def encode_items(tok: Tokenizer, items: list) -> dict[str, np.ndarray]:
