@@ -18,12 +18,9 @@ same position); `RowKVCache` gives every row its own position, for a server of u
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from gpt.model import GPT
 
 
 class Cache(Protocol):
@@ -40,9 +37,9 @@ class _ModelSized:
     """`for_model`: a cache with the right layers, kv heads, head dim, device and dtype for a model."""
 
     @classmethod
-    def for_model(cls, model: GPT, batch_size: int, seq_len: int | None = None):
-        """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model`, in the
-        dtype of its weights and on their device."""
+    def for_model(cls, model: torch.nn.Module, batch_size: int, seq_len: int | None = None):
+        """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model` (a
+        gpt.model.GPT, which imports this module), in the dtype of its weights and on their device."""
         c, w = model.config, model.lm_head.weight
         return cls(batch_size, c.n_kv_head, seq_len or c.sequence_len, c.n_embd // c.n_head, c.n_layer, w.device,
                    w.dtype)
