@@ -1,0 +1,94 @@
+"""ARCHITECTURE.md, held against the code: imports run one way (app -> demo -> explain -> gpt; bench -> explain,
+gpt), and no module imports itself back through others (no import cycle), counting imports inside functions too."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# room -> the rooms it may import (ARCHITECTURE.md's arrows)
+MAY_IMPORT = {"app": {"demo"}, "demo": {"explain", "gpt"}, "explain": {"gpt"}, "gpt": set(),
+              "bench": {"explain", "gpt"}}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the rooms, by dotted name."""
+    found = {"app": ROOT / "app.py"}
+    for room in ("demo", "explain", "gpt", "bench"):
+        for path in (ROOT / room).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The project modules `path` imports (module-level or inside functions), resolved to known module names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                out.add(target)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(path, name, set(mods)) for name, path in mods.items()}
+
+
+def wrong_way(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Imports from one room into another that ARCHITECTURE.md does not allow."""
+    room = lambda m: m.split(".")[0]  # noqa: E731
+    return sorted((a, b) for a, targets in edges.items() for b in targets
+                  if room(b) != room(a) and room(b) not in MAY_IMPORT[room(a)])
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles, each as the path that closes it (depth-first search)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    found = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+    return found
+
+
+def test_imports_run_one_way():
+    assert wrong_way(graph()) == []
+
+
+def test_no_import_cycles():
+    assert cycles(graph()) == []
+
+
+def test_the_checks_can_fail(tmp_path):
+    """A function-level import is seen, a cycle through it is found, and an arrow against the rooms is reported."""
+    (tmp_path / "a.py").write_text("from b import x\n")
+    (tmp_path / "b.py").write_text("def f():\n    import a\n")
+    edges = {m: imports(tmp_path / f"{m}.py", m, {"a", "b"}) for m in ("a", "b")}
+    assert edges == {"a": {"b"}, "b": {"a"}} and cycles(edges) == [["a", "b", "a"]]
+    assert wrong_way({"gpt.model": {"explain.trace"}, "explain.trace": {"gpt.model"}}) == [("gpt.model",
+                                                                                          "explain.trace")]
+    assert "gpt.model" in graph()["gpt.engine"]  # a real arrow of this tree is seen
