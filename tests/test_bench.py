@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,34 @@ def test_targets_are_checked_on_the_app_path_only():
     assert all(r["result"] == "n/a (--quick sizes)" for r in quick)
 
 
-def test_copy_bandwidth_is_positive():
-    bw = decode_bench.copy_bandwidth(torch.device("cpu"), 2**20, 2)
-    assert bw["bytes_per_s"] > 0 and math.isfinite(bw["bytes_per_s"])
+def test_copy_bandwidth_is_bytes_copied_over_the_median_copy_time(monkeypatch):
+    """The copies it times move the bytes it reports (counted at the aten level), and the rate is 2 x buffer bytes
+    (read + write) over the median of the timed copies (a fake clock gives each copy a known duration)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Copies(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bytes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.copy_:
+                dst, src = args[0], args[1]
+                assert dst.data_ptr() != src.data_ptr()
+                self.bytes.append(src.numel() * src.element_size())
+            return func(*args, **(kwargs or {}))
+
+    durations = [0.004, 0.001, 0.009, 0.002, 0.003]  # median 0.003 (mean 0.0038, min 0.001)
+    ticks = iter([t for i, d in enumerate(durations) for t in (10.0 * i, 10.0 * i + d)])
+    monkeypatch.setattr(decode_bench, "time", type("FakeTime", (), {"perf_counter": staticmethod(lambda: next(ticks))}))
+    nbytes = 3 * 2**16
+    with Copies() as copies:
+        bw = decode_bench.copy_bandwidth(torch.device("cpu"), nbytes, len(durations))
+    assert next(ticks, None) is None  # the clock was read around every timed copy, and nothing else
+    assert copies.bytes == [nbytes] * (3 + len(durations))  # 3 warm-up copies, then the timed ones
+    assert bw["buffer_bytes"] == nbytes and bw["iters"] == len(durations)
+    assert bw["seconds_per_copy"] == pytest.approx(0.003)
+    assert bw["bytes_per_s"] == pytest.approx(2 * nbytes / 0.003)
 
 
 def test_explain_bench_quick_writes_every_view(tmp_path):
@@ -135,16 +161,39 @@ def test_decode_bench_quick_runs_every_path_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["summary"]["errors"] == {}
-    assert data["bandwidth"]["bytes_per_s"] > 0
+    # the bandwidth: a 64 MiB buffer (--quick on a CPU) copied 5 times, read + written, over the time of one copy
+    bw = data["bandwidth"]
+    assert (bw["buffer_bytes"], bw["iters"]) == (2**26, 5)
+    assert bw["bytes_per_s"] == pytest.approx(2 * 2**26 / bw["seconds_per_copy"])
+    # every speed is the median of the runs recorded next to it, as many runs as asked (--quick: repeats 1, TTFT 2)
+    args = data["args"]
+    assert (args["repeats"], args["ttft_repeats"], args["steps"]) == (1, 2, 32)
+
+    def medians(result: dict, pairs: list[tuple[str, str]], runs: int):
+        for value, recorded in pairs:
+            assert len(result[recorded]) == runs and all(math.isfinite(x) and x > 0 for x in result[recorded])
+            assert result[value] == statistics.median(result[recorded]), (value, recorded)
+
     for name in ("tiny", "default"):
         main = data["results"][name]["main"]
         assert main["checks"]["greedy_fp32"]["ok"] and main["checks"]["bf16_logits"]["ok"]
-        assert main["naive"]["b1_tok_s"] > 0 and main["eager"]["b1_tok_s"] > 0
-        assert main["server"]["bB_tok_s"] > 0 and main["server"]["batch"] == 4
+        assert main["naive"]["tokens"] == 3
+        medians(main["naive"], [("b1_tok_s", "b1_runs")], 1)
+        for mode in ("eager", "eager_threads", "server"):
+            assert main[mode]["steps"] == 32
+            medians(main[mode], [("b1_tok_s", "b1_runs")], 1)
+            medians(main[mode], [("ttft_ms", "ttft_runs")], 2)
+        server = main["server"]
+        assert server["batch"] == 4
+        medians(server, [("bB_e2e_tok_s", "bB_e2e_runs")], 1)
+        # decode rate = B (N - 1) / (t_N - t_1), end to end = B N / t_N, with t_1 > 0: decode > e2e (N - 1) / N;
+        # the bench records nan where noise made t_1 >= t_N (possible on a busy machine, so allowed here)
+        (decode,), (e2e,) = server["bB_runs"], server["bB_e2e_runs"]
+        assert decode > e2e * 31 / 32 or math.isnan(decode)
+        assert server["bB_tok_s"] == decode or math.isnan(decode) and math.isnan(server["bB_tok_s"])
         assert main["ops"]["per_step"] > main["model_config"]["n_layer"] * 6  # 4 matmuls a layer, and more
     modes = [(r["config"], r["app"]) for r in data["summary"]["rows"]]
     assert modes == [(c, a) for c in ("tiny", "default") for a in ("", "", "*", "")]  # the server, as the app
-    assert all(data["results"][c]["main"]["eager_threads"]["b1_tok_s"] > 0 for c in ("tiny", "default"))
     assert [t["result"] for t in data["targets"]] == ["n/a (--quick sizes)"]
     assert "b1 tok/s" in proc.stdout and "greedy fp32" in proc.stdout
 
