@@ -5,6 +5,7 @@ import base64
 import html
 import json
 import threading
+from types import SimpleNamespace
 from typing import Iterator
 from urllib.parse import parse_qs
 
@@ -123,14 +124,31 @@ def plotly_array(value: list | dict) -> np.ndarray:
     return np.asarray(value)
 
 
-def test_cost_comparison_times_both_loops(client: Client) -> None:
+def test_cost_comparison_times_both_loops(client: Client, live_app: LiveApp, monkeypatch) -> None:
+    """The plot times the naive loop and the cached one at the lengths asked for. The view's clock is replaced by one
+    that advances 1 ms per token position a forward reads, so each plotted time is that loop's work, known here:
+    the naive loop re-reads its prefix each step, the cached one reads the prompt once, then one position a step."""
+    import explain.generate
+
+    positions = [0]
+    forward = GPT.forward
+
+    def counting(self, idx, *args, **kwargs):
+        positions[0] += idx.shape[1]
+        return forward(self, idx, *args, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", counting)
+    monkeypatch.setattr(explain.generate, "time", SimpleNamespace(perf_counter=lambda: positions[0] / 1000))
     plot, _ = client.predict(PROMPT, 32, api_name="/generate_cost")
     traces = json.loads(plot["plot"])["data"]
     assert len(traces) == 2  # the naive loop and the cached engine
-    for trace in traces:
-        x, y = plotly_array(trace["x"]), plotly_array(trace["y"])
-        assert len(x) > 1 and x.min() > 0 and x.max() <= 32  # generation lengths up to the one asked for
-        assert len(y) == len(x) and (y > 0).all()  # measured times
+    lengths = [2**k for k in range(2, 9) if 2**k <= 32]  # doubling from 4 up to the slider's 32
+    P = len(live_app.models.main.tokenizer.encode(PROMPT))
+    naive_ms = [sum(P + i for i in range(n)) for n in lengths]  # step i reads the prompt and i new tokens
+    cached_ms = [P + n - 1 for n in lengths]  # the prompt once, then one new position per further step
+    for trace, expected in zip(traces, (naive_ms, cached_ms)):
+        assert plotly_array(trace["x"]).tolist() == lengths
+        np.testing.assert_allclose(plotly_array(trace["y"]), expected, rtol=1e-9)
 
 
 GOOD = {"/respond": (user("Hi"), 0.0, 0, 1.0, 4, "0"), "/inside": ("loaded", PROMPT, "", 0, 0, -1, "shapes"),
