@@ -34,11 +34,11 @@ def launch_kwargs() -> dict:
 
 
 def header_md(models: Models, lang: str) -> str:
-    return f"{t('model_line', lang)}: {describe(models.main, lang)}"
+    return f"{t('ui.model_line', lang)}: {describe(models.main, lang)}"
 
 
 def notice_md(models: Models, lang: str) -> str:
-    return t("load_failed", lang, why=models.notice, name=models.main.name) if models.notice else ""
+    return t("ui.load_failed", lang, why=models.notice, name=models.main.name) if models.notice else ""
 
 
 def link_fields(ctx: int) -> list[Field]:
@@ -61,26 +61,28 @@ def build_demo(models: Models) -> gr.Blocks:
         tab_state = gr.State("chat")
         with gr.Row(elem_id="header"):
             with gr.Column(scale=4):
-                title = gr.Markdown(f"# {t('title')}")
+                title = gr.Markdown(f"# {t('ui.title')}")
                 model_line = gr.Markdown(header_md(models, "en"), elem_id="model-line")
                 model_notice = gr.Markdown(notice_md(models, "en"), elem_id="model-notice")
             with gr.Column(scale=2, min_width=280):
-                lang_radio = relabel(gr.Radio(list(LANGS.values()), value=LANGS["en"], label=t("language"),
-                                              elem_id="lang"), "language")
-                copy = relabel(gr.Button(t("copy_link"), size="sm", elem_id="copy-link"), value="copy_link")
-                link_box = relabel(gr.Textbox(label=t("link"), elem_id="link-box", interactive=False, max_lines=2),
-                                   "link")
+                lang_radio = relabel(gr.Radio(list(LANGS.values()), value=LANGS["en"], label=t("ui.language"),
+                                              elem_id="lang"), "ui.language")
+                copy = relabel(gr.Button(t("ui.copy_link"), size="sm", elem_id="copy-link"), value="ui.copy_link")
+                link_box = relabel(gr.Textbox(label=t("ui.link"), elem_id="link-box", interactive=False, max_lines=2),
+                                   "ui.link")
         query_box = gr.Textbox(visible=False)
 
         with gr.Tabs(selected="chat", elem_id="tabs") as tabs:
-            with relabel(gr.Tab(t("tab_chat"), id="chat", elem_id="tab-chat"), "tab_chat") as tab_chat:
+            with relabel(gr.Tab(t("ui.tab_chat"), id="chat", elem_id="tab-chat"), "ui.tab_chat") as tab_chat:
                 chat_ui = chat.build(models, relabel, lang_state)
-            with relabel(gr.Tab(t("tab_inside"), id="inside", elem_id="tab-inside"), "tab_inside") as tab_inside:
+            with relabel(gr.Tab(t("ui.tab_inside"), id="inside", elem_id="tab-inside"),
+                         "ui.tab_inside") as tab_inside:
                 inside_ui = inside.build(models, relabel, lang_state)
-            with relabel(gr.Tab(t("tab_generate"), id="generate", elem_id="tab-generate"),
-                         "tab_generate") as tab_generate:
+            with relabel(gr.Tab(t("ui.tab_generate"), id="generate", elem_id="tab-generate"),
+                         "ui.tab_generate") as tab_generate:
                 gen_ui = generate_tab.build(models, relabel, lang_state)
-            with relabel(gr.Tab(t("tab_lessons"), id="lessons", elem_id="tab-lessons"), "tab_lessons") as tab_less:
+            with relabel(gr.Tab(t("ui.tab_lessons"), id="lessons", elem_id="tab-lessons"),
+                         "ui.tab_lessons") as tab_less:
                 lesson_ui = lessons.build(relabel)
         for name, tab in zip(TABS, (tab_chat, tab_inside, tab_generate, tab_less)):
             tab.select(lambda n=name: n, None, tab_state, queue=False, api_name=False)
@@ -88,7 +90,7 @@ def build_demo(models: Models) -> gr.Blocks:
         # ---- language: relabel everything, then redraw the views (their text comes from explain/) -----------
         def set_language(choice: str):
             lang = lang_code(choice)
-            return [lang, f"# {t('title', lang)}", header_md(models, lang), notice_md(models, lang),
+            return [lang, f"# {t('ui.title', lang)}", header_md(models, lang), notice_md(models, lang),
                     *relabel.updates(lang)]
 
         lang_radio.change(set_language, lang_radio, [lang_state, title, model_line, model_notice,
@@ -142,7 +144,7 @@ def build_demo(models: Models) -> gr.Blocks:
         def look_inside(history, lang: str):
             messages = chat.plain(history)
             if not messages:
-                raise gr.Error(t("no_reply_yet", lang))
+                raise gr.Error(t("ui.no_reply_yet", lang))
             ids, _ = models.main.tokenizer.render_conversation(messages)
             ids = ids[-ctx:]
             return updates_for({"preset": "custom", "model": "loaded", "prompt": "", "focus": "all",
@@ -158,7 +160,7 @@ def build_demo(models: Models) -> gr.Blocks:
                 follow = gen_ui.cost_event() if settings.pop("gcost", False) else gen_ui.show_event()
                 settings.setdefault("gstep", 1)
             else:
-                settings.update({k: v for k, v in zip(("model", "prompt", "ids"), inside.PRESETS[settings["preset"]][2:])})
+                settings.update(inside.PRESETS[settings["preset"]]._asdict())
             button.click(lambda s=settings, tab=lesson.tab: updates_for(s, tab), None,
                          [tabs, tab_state, *components], queue=False, api_name=False).then(**follow)
     return demo

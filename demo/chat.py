@@ -45,9 +45,9 @@ def parse_seed(text: str | int | float | None, lang: str = "en") -> int | None:
     try:
         value = float(s)
     except ValueError:
-        raise gr.Error(t("bad_seed", lang)) from None
+        raise gr.Error(t("ui.bad_seed", lang)) from None
     if not value.is_integer() or not 0 <= value < 2**63:  # the engine keeps seeds in int64 tensors
-        raise gr.Error(t("bad_seed", lang))
+        raise gr.Error(t("ui.bad_seed", lang))
     return int(value)
 
 
@@ -72,7 +72,7 @@ def fit_context(models: Models, messages: list[dict], max_tokens: int, lang: str
         if len(ids) + reserve <= ctx:
             return ids, dropped
         if len(messages) - dropped <= 1:
-            raise gr.Error(t("message_too_long", lang, n=len(ids), ctx=ctx))
+            raise gr.Error(t("ui.message_too_long", lang, n=len(ids), ctx=ctx))
         dropped += 2 if len(messages) - dropped > 2 else 1  # a user turn and the reply to it
 
 
@@ -101,12 +101,12 @@ class ChatTab:
 def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed: int, stop_reason: str | None,
                lang: str) -> str:
     tps = n / elapsed if elapsed > 0 else 0.0
-    parts = [f"**{n}** {t('stats_tokens', lang)}", f"**{tps:.1f}** {t('stats_tps', lang)}"]
+    parts = [f"**{n}** {t('ui.stats_tokens', lang)}", f"**{tps:.1f}** {t('ui.stats_tps', lang)}"]
     if ttft is not None:
-        parts.append(f"{t('stats_ttft', lang)} **{ttft * 1000:.0f} ms**")
-    parts += [f"{t('stats_seed', lang)} `{seed}`", f"`{models.main.device}`", models.main.name]
+        parts.append(f"{t('ui.stats_ttft', lang)} **{ttft * 1000:.0f} ms**")
+    parts += [f"{t('ui.stats_seed', lang)} `{seed}`", f"`{models.main.device}`", models.main.name]
     if stop_reason:
-        parts.append(f"{t('stats_stop', lang)}: {t('stop_' + stop_reason, lang)}")
+        parts.append(f"{t('ui.stats_stop', lang)}: {t('ui.stop_' + stop_reason, lang)}")
     return " · ".join(parts)
 
 
@@ -118,10 +118,10 @@ def make_reply(models: Models):
               ) -> Iterator[tuple[list[dict], str, str]]:
         messages = plain(history)
         if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
-            raise gr.Error(t("empty_message", lang))
+            raise gr.Error(t("ui.empty_message", lang))
         params = sampling(temperature, top_k, top_p, max_tokens, seed, lang)
         prompt, dropped = fit_context(models, messages, params.max_tokens, lang)
-        notice = t("dropped_turns", lang, ctx=models.main.model.config.sequence_len, n=dropped) if dropped else ""
+        notice = t("ui.dropped_turns", lang, ctx=models.main.model.config.sequence_len, n=dropped) if dropped else ""
         flag = _stop_flag(request)
         flag.clear()
         messages.append({"role": "assistant", "content": ""})
@@ -157,36 +157,37 @@ def make_reply(models: Models):
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     """Lay out the chat tab (inside an open gr.Tab) and wire its events."""
     ctx = models.main.model.config.sequence_len
-    chatbot = relabel(gr.Chatbot(label=t("chatbot"), height=430, sanitize_html=True, allow_tags=False,
-                                 render_markdown=True, elem_id="chatbot", buttons=["copy"]), "chatbot")
+    chatbot = relabel(gr.Chatbot(label=t("ui.chatbot"), height=430, sanitize_html=True, allow_tags=False,
+                                 render_markdown=True, elem_id="chatbot", buttons=["copy"]), "ui.chatbot")
     notice = gr.Markdown(elem_id="chat-notice")
     with gr.Row(equal_height=True):
-        message = relabel(gr.Textbox(label=t("message"), placeholder=t("message_ph"), scale=5, lines=1,
+        message = relabel(gr.Textbox(label=t("ui.message"), placeholder=t("ui.message_ph"), scale=5, lines=1,
                                      max_lines=6, elem_id="chat-message", autofocus=False),
-                          "message", placeholder="message_ph")
-        send = relabel(gr.Button(t("send"), variant="primary", scale=1, elem_id="chat-send"), value="send")
+                          "ui.message", placeholder="ui.message_ph")
+        send = relabel(gr.Button(t("ui.send"), variant="primary", scale=1, elem_id="chat-send"), value="ui.send")
     with gr.Row():
-        stop = relabel(gr.Button(t("stop"), variant="stop", elem_id="chat-stop"), value="stop")
-        regenerate = relabel(gr.Button(t("regenerate"), elem_id="chat-regenerate"), value="regenerate")
-        clear = relabel(gr.Button(t("clear"), elem_id="chat-clear"), value="clear")
-        look_inside = relabel(gr.Button(t("look_inside"), elem_id="chat-look-inside"), value="look_inside")
+        stop = relabel(gr.Button(t("ui.stop"), variant="stop", elem_id="chat-stop"), value="ui.stop")
+        regenerate = relabel(gr.Button(t("ui.regenerate"), elem_id="chat-regenerate"), value="ui.regenerate")
+        clear = relabel(gr.Button(t("ui.clear"), elem_id="chat-clear"), value="ui.clear")
+        look_inside = relabel(gr.Button(t("ui.look_inside"), elem_id="chat-look-inside"), value="ui.look_inside")
     stats = gr.Markdown(elem_id="chat-stats")
-    with relabel(gr.Accordion(t("sampling"), open=True), "sampling"):
+    with relabel(gr.Accordion(t("ui.sampling"), open=True), "ui.sampling"):
         with gr.Row():
-            temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("temperature"),
-                                            elem_id="chat-temperature"), "temperature")
-            top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("top_k"), elem_id="chat-top-k"), "top_k")
-            top_p = relabel(gr.Slider(0.05, 1, value=1.0, step=0.05, label=t("top_p"), elem_id="chat-top-p"), "top_p")
-            max_tokens = relabel(gr.Slider(1, ctx, value=min(256, ctx), step=1, label=t("max_tokens"),
-                                           elem_id="chat-max-tokens"), "max_tokens")
-            seed = relabel(gr.Textbox(value="random", label=t("seed"), elem_id="chat-seed"), "seed")
+            temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("ui.temperature"),
+                                            elem_id="chat-temperature"), "ui.temperature")
+            top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("ui.top_k"), elem_id="chat-top-k"), "ui.top_k")
+            top_p = relabel(gr.Slider(0.05, 1, value=1.0, step=0.05, label=t("ui.top_p"), elem_id="chat-top-p"),
+                            "ui.top_p")
+            max_tokens = relabel(gr.Slider(1, ctx, value=min(256, ctx), step=1, label=t("ui.max_tokens"),
+                                           elem_id="chat-max-tokens"), "ui.max_tokens")
+            seed = relabel(gr.Textbox(value="random", label=t("ui.seed"), elem_id="chat-seed"), "ui.seed")
 
     reply = make_reply(models)
     settings = [temperature, top_k, top_p, max_tokens, seed, lang_state]
 
     def add_user(text: str, history, lang: str):
         if not (text or "").strip():
-            raise gr.Error(t("empty_message", lang))
+            raise gr.Error(t("ui.empty_message", lang))
         return "", shown(plain(history) + [{"role": "user", "content": text}])
 
     def drop_reply(history, lang: str):
@@ -194,7 +195,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
         if messages and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
         if not messages:
-            raise gr.Error(t("nothing_to_regenerate", lang))
+            raise gr.Error(t("ui.nothing_to_regenerate", lang))
         return shown(messages)
 
     def stop_now(request: gr.Request = None) -> None:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from explain.generate import generate_time_view, generate_view
 from demo.gpu import gpu
-from demo.i18n import Relabel, t
+from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 
@@ -51,10 +51,10 @@ class GenerateTab:
 def prompt_ids(models: Models, text: str, lang: str) -> list[int]:
     ids = models.main.tokenizer.encode(text or "")
     if not ids:
-        raise gr.Error(t("empty_prompt", lang))
+        raise gr.Error(t("ui.empty_prompt", lang))
     ctx = models.main.model.config.sequence_len
     if len(ids) + MAX_STEPS > ctx:
-        gr.Warning(t("prompt_too_long", lang, n=len(ids), ctx=ctx - MAX_STEPS))
+        gr.Warning(t("ui.prompt_too_long", lang, n=len(ids), ctx=ctx - MAX_STEPS))
         ids = ids[-(ctx - MAX_STEPS):]
     return ids
 
@@ -62,37 +62,39 @@ def prompt_ids(models: Models, text: str, lang: str) -> list[int]:
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = relabel(gr.Textbox("Once upon a time", label=t("gen_prompt"), lines=2, elem_id="gen-prompt"),
-                             "gen_prompt")
+            prompt = relabel(gr.Textbox("Once upon a time", label=t("ui.gen_prompt"), lines=2, elem_id="gen-prompt"),
+                             "ui.gen_prompt")
             with gr.Row():
-                reset = relabel(gr.Button(t("gen_reset"), elem_id="gen-reset"), value="gen_reset")
-                step_btn = relabel(gr.Button(t("gen_step"), variant="primary", elem_id="gen-step"), value="gen_step")
-                play = relabel(gr.Button(t("gen_play"), elem_id="gen-play"), value="gen_play")
-                pause = relabel(gr.Button(t("gen_pause"), elem_id="gen-pause"), value="gen_pause")
+                reset = relabel(gr.Button(t("ui.gen_reset"), elem_id="gen-reset"), value="ui.gen_reset")
+                step_btn = relabel(gr.Button(t("ui.gen_step"), variant="primary", elem_id="gen-step"),
+                                   value="ui.gen_step")
+                play = relabel(gr.Button(t("ui.gen_play"), elem_id="gen-play"), value="ui.gen_play")
+                pause = relabel(gr.Button(t("ui.gen_pause"), elem_id="gen-pause"), value="ui.gen_pause")
         with gr.Column(scale=2):
             with gr.Row():
-                temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("temperature"),
-                                                elem_id="gen-temperature"), "temperature")
-                top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("top_k"), elem_id="gen-top-k"), "top_k")
+                temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("ui.temperature"),
+                                                elem_id="gen-temperature"), "ui.temperature")
+                top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("ui.top_k"), elem_id="gen-top-k"),
+                                "ui.top_k")
             with gr.Row():
-                seed = relabel(gr.Number(42, precision=0, minimum=0, maximum=2**31 - 1, label=t("gen_seed"),
-                                         elem_id="gen-seed"), "gen_seed")
-                steps = relabel(gr.Slider(1, MAX_STEPS, value=16, step=1, label=t("gen_steps"),
-                                          elem_id="gen-steps"), "gen_steps")
+                seed = relabel(gr.Number(42, precision=0, minimum=0, maximum=2**31 - 1, label=t("ui.gen_seed"),
+                                         elem_id="gen-seed"), "ui.gen_seed")
+                steps = relabel(gr.Slider(1, MAX_STEPS, value=16, step=1, label=t("ui.gen_steps"),
+                                          elem_id="gen-steps"), "ui.gen_steps")
     step = gr.Number(0, precision=0, visible=False, elem_id="gen-step-count")
-    text = relabel(gr.HighlightedText(label=t("gen_text"), combine_adjacent=False, show_legend=False,
-                                      show_inline_category=False, elem_id="gen-text"), "gen_text")
+    text = relabel(gr.HighlightedText(label=t("ui.gen_text"), combine_adjacent=False, show_legend=False,
+                                      show_inline_category=False, elem_id="gen-text"), "ui.gen_text")
     with gr.Row():
         with gr.Column(scale=3):
             plot = gr.Plot(show_label=False, elem_id="gen-plot")
         with gr.Column(scale=2):
             explanation = gr.Markdown(elem_classes=["view-text"])
-    history = relabel(gr.Dataframe(label=t("gen_history"), interactive=False, max_height=260,
-                                   elem_id="gen-history"), "gen_history")
+    history = relabel(gr.Dataframe(label=t("ui.gen_history"), interactive=False, max_height=260,
+                                   elem_id="gen-history"), "ui.gen_history")
     with gr.Row():
-        cost_btn = relabel(gr.Button(t("gen_cost"), elem_id="gen-cost"), value="gen_cost")
-        cost_len = relabel(gr.Slider(8, 256, value=64, step=8, label=t("gen_cost_len"), elem_id="gen-cost-len"),
-                           "gen_cost_len")
+        cost_btn = relabel(gr.Button(t("ui.gen_cost"), elem_id="gen-cost"), value="ui.gen_cost")
+        cost_len = relabel(gr.Slider(8, 256, value=64, step=8, label=t("ui.gen_cost_len"), elem_id="gen-cost-len"),
+                           "ui.gen_cost_len")
     with gr.Row():
         with gr.Column(scale=3):
             cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot", visible=False)  # shown once measured
@@ -114,14 +116,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                                               for i in chosen]
         steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "rank_chosen",
                                                     "candidates", "entropy"]].round(4)
-        return n, spans, view.fig, f"### {view.title}\n\n{view.text}", steps_table
+        return n, spans, view.fig, f"### {view.title}\n\n{view.text}", headers(steps_table, lang)
 
     show_inputs = [prompt, temperature, top_k, seed, steps, step, lang_state]
     show_outputs = [step, text, plot, explanation, history]
 
     def advance(prompt_text, temp, k, seed_v, n_steps, n, lang):
         if int(n or 0) >= int(n_steps):
-            gr.Info(t("gen_done", lang))
+            gr.Info(t("ui.gen_done", lang))
         return show(prompt_text, temp, k, seed_v, n_steps, int(n or 0) + 1, lang)
 
     def autoplay(prompt_text, temp, k, seed_v, n_steps, n, lang):

@@ -6,6 +6,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import torch
@@ -14,23 +15,25 @@ from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.rotary import rotary_view
 from explain.shapes import shapes_view
 from demo.gpu import gpu
-from demo.i18n import Relabel, t
+from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 
 
-# Examples: (label en, label zh, model, prompt, ids). ids syntax: rows split by ';', a '|' ends the cached prefix,
-# "random BxT" draws B rows of T ids with seed 0 (the tutorial's torch.randint).
-PRESETS: dict[str, tuple[str, str, str, str, str]] = {
-    "custom": ("Your own prompt", "自己的提示词", "loaded", "", ""),
-    "story": ("A short English prompt", "一句英文提示", "loaded", "Once upon a time, there was a little", ""),
-    "chinese": ("A Chinese prompt", "一句中文提示", "loaded", "今天天气不错，我们一起去", ""),
-    "tutorial_2x5": ("Tutorial: input [2, 5] → logits [2, 5, 50304]", "教程：输入 [2, 5] → logits [2, 5, 50304]",
-                     "tutorial", "", "100, 200, 300, 400, 500; 600, 700, 800, 900, 1000"),
-    "tutorial_train": ("Tutorial: training input [2, 128] → one loss", "教程：训练输入 [2, 128] → 一个损失",
-                       "tutorial", "", "random 2x128"),
-    "tutorial_kv": ("Tutorial: KV cache [100, 200, 300] then [400] (T0 = 3)",
-                    "教程：KV 缓存 [100, 200, 300] 之后输入 [400]（T0 = 3）", "tutorial", "", "100, 200, 300 | 400"),
+class Preset(NamedTuple):
+    """An example for the tab (its label is the text preset.<key>)."""
+    model: str  # "loaded" or "tutorial"
+    prompt: str
+    ids: str  # rows split by ';', a '|' ends the cached prefix; "random BxT": B rows of T ids, seed 0 (torch.randint)
+
+
+PRESETS: dict[str, Preset] = {
+    "custom": Preset("loaded", "", ""),
+    "story": Preset("loaded", "Once upon a time, there was a little", ""),
+    "chinese": Preset("loaded", "今天天气不错，我们一起去", ""),
+    "tutorial_2x5": Preset("tutorial", "", "100, 200, 300, 400, 500; 600, 700, 800, 900, 1000"),
+    "tutorial_train": Preset("tutorial", "", "random 2x128"),
+    "tutorial_kv": Preset("tutorial", "", "100, 200, 300 | 400"),
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
@@ -63,9 +66,9 @@ def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
     if text.lower().startswith("random"):
         dims = text[6:].strip().lower().replace("×", "x").split("x")
         if len(dims) != 2 or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
-            raise gr.Error(t("bad_ids", lang, v=vocab_size, bad=text))
+            raise gr.Error(t("ui.bad_ids", lang, v=vocab_size, bad=text))
         if int(dims[0]) > MAX_ROWS or int(dims[1]) > MAX_RANDOM_T:
-            raise gr.Error(t("too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
+            raise gr.Error(t("ui.too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
         gen = torch.Generator().manual_seed(0)
         return Request(torch.randint(0, vocab_size, (int(dims[0]), int(dims[1])), generator=gen).tolist())
     rows, prefixes, bad = [], set(), []
@@ -83,13 +86,13 @@ def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
         rows.append(row)
         prefixes.add(len(parts[0].replace(",", " ").split()) if len(parts) == 2 else 0)
     if bad:
-        raise gr.Error(t("bad_ids", lang, v=vocab_size, bad=", ".join(bad[:8])))
+        raise gr.Error(t("ui.bad_ids", lang, v=vocab_size, bad=", ".join(bad[:8])))
     if not rows or not rows[0]:
-        raise gr.Error(t("empty_prompt", lang))
+        raise gr.Error(t("ui.empty_prompt", lang))
     if len({len(r) for r in rows}) > 1 or len(prefixes) > 1:
-        raise gr.Error(t("ragged_ids", lang))
+        raise gr.Error(t("ui.ragged_ids", lang))
     if len(rows) > MAX_ROWS:
-        raise gr.Error(t("too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
+        raise gr.Error(t("ui.too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
     prefix = prefixes.pop()
     return Request(rows, prefix if prefix < len(rows[0]) else 0)
 
@@ -102,15 +105,15 @@ def make_request(models: Models, which: str, prompt: str, ids: str, lang: str) -
     elif (prompt or "").strip():
         req = Request([loaded.tokenizer.encode(prompt)])
         if not req.ids[0]:
-            raise gr.Error(t("empty_prompt", lang))
+            raise gr.Error(t("ui.empty_prompt", lang))
     else:
-        raise gr.Error(t("empty_prompt", lang))
+        raise gr.Error(t("ui.empty_prompt", lang))
     T = len(req.ids[0])
     if T > ctx:
-        gr.Warning(t("prompt_too_long", lang, n=T, ctx=ctx))
+        gr.Warning(t("ui.prompt_too_long", lang, n=T, ctx=ctx))
         req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
     if len(req.ids) > 1:
-        req.notes.append(t("batch_note", lang, b=len(req.ids)))
+        req.notes.append(t("ui.batch_note", lang, b=len(req.ids)))
     return req
 
 
@@ -156,8 +159,16 @@ class InsideTab:
         return dict(fn=self.run_fn, inputs=self.inputs, outputs=self.outputs, api_name=False)
 
 
+def preset_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"preset.{key}", lang), key) for key in PRESETS]
+
+
+def model_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t("ui.model_loaded", lang), "loaded"), (t("ui.model_tutorial", lang), "tutorial")]
+
+
 def focus_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("view_all", lang), "all")] + [(t("view_" + v, lang), v) for v in VIEWS]
+    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in VIEWS]
 
 
 def figure_html_note() -> str:
@@ -165,33 +176,31 @@ def figure_html_note() -> str:
         import kaleido  # noqa: F401
         return ""
     except ImportError:
-        return "png_note"
+        return "ui.png_note"
 
 
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     cfg = models.main.model.config
     with gr.Row():
         with gr.Column(scale=3):
-            preset = gr.Dropdown([(v[0], k) for k, v in PRESETS.items()], value="custom", label=t("preset"),
-                                 elem_id="inside-preset")
-            relabel(preset, "preset", choices=lambda lang: [(v[lang == "zh"], k) for k, v in PRESETS.items()])
-            prompt = relabel(gr.Textbox(label=t("prompt"), placeholder=t("prompt_ph"), lines=2,
-                                        elem_id="inside-prompt"), "prompt", placeholder="prompt_ph")
-            ids = relabel(gr.Textbox(label=t("ids"), lines=1, elem_id="inside-ids"), "ids")
+            preset = gr.Dropdown(preset_choices("en"), value="custom", label=t("ui.preset"), elem_id="inside-preset")
+            relabel(preset, "ui.preset", choices=preset_choices)
+            prompt = relabel(gr.Textbox(label=t("ui.prompt"), placeholder=t("ui.prompt_ph"), lines=2,
+                                        elem_id="inside-prompt"), "ui.prompt", placeholder="ui.prompt_ph")
+            ids = relabel(gr.Textbox(label=t("ui.ids"), lines=1, elem_id="inside-ids"), "ui.ids")
         with gr.Column(scale=2):
-            model = gr.Radio([(t("model_loaded"), "loaded"), (t("model_tutorial"), "tutorial")], value="loaded",
-                             label=t("model_choice"), elem_id="inside-model")
-            relabel(model, "model_choice", choices=lambda lang: [(t("model_loaded", lang), "loaded"),
-                                                                   (t("model_tutorial", lang), "tutorial")])
-            layer = relabel(gr.Slider(0, max(cfg.n_layer - 1, 1), value=0, step=1, label=t("layer"),
-                                      elem_id="inside-layer"), "layer")
-            head = relabel(gr.Slider(0, max(cfg.n_head - 1, 1), value=0, step=1, label=t("head"),
-                                     elem_id="inside-head"), "head")
-            position = relabel(gr.Slider(-1, cfg.sequence_len - 1, value=-1, step=1, label=t("position"),
-                                         elem_id="inside-position"), "position")
-            focus = gr.Dropdown(focus_choices("en"), value="all", label=t("focus"), elem_id="inside-focus")
-            relabel(focus, "focus", choices=focus_choices)
-            run = relabel(gr.Button(t("run_forward"), variant="primary", elem_id="inside-run"), value="run_forward")
+            model = gr.Radio(model_choices("en"), value="loaded", label=t("ui.model_choice"), elem_id="inside-model")
+            relabel(model, "ui.model_choice", choices=model_choices)
+            layer = relabel(gr.Slider(0, max(cfg.n_layer - 1, 1), value=0, step=1, label=t("ui.layer"),
+                                      elem_id="inside-layer"), "ui.layer")
+            head = relabel(gr.Slider(0, max(cfg.n_head - 1, 1), value=0, step=1, label=t("ui.head"),
+                                     elem_id="inside-head"), "ui.head")
+            position = relabel(gr.Slider(-1, cfg.sequence_len - 1, value=-1, step=1, label=t("ui.position"),
+                                         elem_id="inside-position"), "ui.position")
+            focus = gr.Dropdown(focus_choices("en"), value="all", label=t("ui.focus"), elem_id="inside-focus")
+            relabel(focus, "ui.focus", choices=focus_choices)
+            run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
+                          value="ui.run_forward")
     notes = gr.Markdown(elem_id="inside-notes")
     slots = []
     for i in range(len(VIEWS)):
@@ -201,13 +210,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                     plot = gr.Plot(elem_id=f"view-plot-{i}", show_label=False)
                 with gr.Column(scale=2):
                     text = gr.Markdown(elem_classes=["view-text"])
-            with gr.Accordion(t("data"), open=False) as acc:
+            with gr.Accordion(t("ui.data"), open=False) as acc:
                 table = gr.Dataframe(interactive=False, max_height=300, wrap=False)
-                csv = relabel(gr.DownloadButton(t("download_csv"), size="sm"), value="download_csv")
-        relabel(acc, "data")
+                csv = relabel(gr.DownloadButton(t("ui.download_csv"), size="sm"), value="ui.download_csv")
+        relabel(acc, "ui.data")
         slots.append((col, plot, text, table, csv))
     with gr.Row():
-        export = relabel(gr.Button(t("download_html"), size="sm", elem_id="inside-export"), value="download_html")
+        export = relabel(gr.Button(t("ui.download_html"), size="sm", elem_id="inside-export"),
+                         value="ui.download_html")
         export_file = gr.File(visible=False, elem_id="inside-export-file")
     png_note = figure_html_note()
     export_note = gr.Markdown(t(png_note) if png_note else "")
@@ -240,8 +250,9 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             if i < len(views):
                 v = views[i]
                 path = tmp / f"{i:02d}-{v.name}.csv"
-                v.df.to_csv(path, index=False)
-                out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", v.df.head(500), str(path)]
+                v.df.to_csv(path, index=False)  # the download keeps the column names; the table shows them in lang
+                out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", headers(v.df.head(500), lang),
+                        str(path)]
             else:
                 out += [gr.update(visible=False), None, "", None, None]
         return [*out, views]
@@ -254,7 +265,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     focus.input(run_views, inputs, outputs, api_name=False)
 
     def apply_preset(key: str):
-        _, _, which, prompt_text, ids_text = PRESETS.get(key, PRESETS["custom"])
+        which, prompt_text, ids_text = PRESETS.get(key, PRESETS["custom"])
         if key == "custom":
             return gr.update(), gr.update(), gr.update()
         return which, prompt_text, ids_text
@@ -264,7 +275,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
 
     def export_zip(views):
         if not views:
-            raise gr.Error(t("empty_prompt"))
+            raise gr.Error(t("ui.empty_prompt"))
         tmp = Path(tempfile.mkdtemp(prefix="inside-export-"))
         path = tmp / "inside-forward.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:

@@ -98,12 +98,12 @@ def n_params(model: torch.nn.Module) -> int:
 
 def describe(loaded: LoadedModel, lang: str = "en") -> str:
     """'name · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in `lang`)."""
-    from demo.i18n import t
+    from explain.text import t
 
     c = loaded.model.config
     dtype = str(loaded.dtype).replace("torch.", "")
-    return (f"**{loaded.name}** · {n_params(loaded.model) / 1e6:.1f}M {t('params', lang)} · "
-            f"{c.n_layer} {t('layers', lang)} × {c.n_embd} · {t('context', lang)} {c.sequence_len} · "
+    return (f"**{loaded.name}** · {n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · "
+            f"{c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · {t('ui.context', lang)} {c.sequence_len} · "
             f"`{loaded.device}` · `{dtype}`")
 
 
@@ -123,10 +123,11 @@ def parse_config(spec: str) -> GPTConfig:
 
 
 def fallback_tokenizer() -> Tokenizer:
-    """A tiny BPE trained on the app's own labels: lets a random-init model run with no files at all."""
-    from demo.i18n import LABELS
+    """A tiny BPE trained on the app's own labels (the ui.* texts, in every language): lets a random-init model run
+    with no files at all."""
+    from explain.text import LANGS, keys, t
 
-    texts = [s for pair in LABELS.values() for s in pair] * 4
+    texts = [t(key, lang) for key in keys("ui.") for lang in LANGS] * 4
     return Tokenizer.train(texts, 512)
 
 

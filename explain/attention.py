@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
 from explain.text import t
 from explain.trace import Trace
 from gpt.model import causal_mask_for
@@ -50,7 +50,7 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
         earlier = w[:, :lo].sum(dim=-1, keepdim=True)
         shown = torch.cat([earlier, shown], dim=1)
     z = np32(shown, 4)
-    earlier_label = t("attention", "earlier", lang, n=lo)
+    earlier_label = t("view.attention.earlier", lang, n=lo)
     key_pos = np.array(([-1] if lo > 0 else []) + list(range(lo, hi)))  # -1 = the summed earlier keys
     x = np.where(key_pos < 0, lo - 1, key_pos)  # drawn just left of the window
     queries = np.arange(lo, hi)
@@ -63,15 +63,16 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
     axis_labels = {int(p): (labels[p] if p >= lo else earlier_label) for p in x}
 
     z_masked = np.where(visible, z, np.nan).astype(np.float32)  # masked cells blank, not "0"
-    title = t("attention", "title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
+    title = t("view.attention.title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
     if lo > 0:
-        title += t("attention", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+        title += t("view.attention.windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = go.Figure(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
-                               hovertemplate="query %{y} → key %{x}: %{z}<extra></extra>"),
+                               hovertemplate=hover("plot.query_key_hover", lang)),
                     layout=base_layout(title, height=560, margin=dict(l=90, r=20, t=60, b=100)))
-    fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1), title=t("attention", "key", lang))
+    fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1),
+                     title=t("view.attention.key", lang))
     fig.update_yaxes(dict(position_axis(list(queries), labels, max_ticks=window_size, angle=0),
-                          autorange="reversed"), title=t("attention", "query", lang))
-    text = t("attention", "body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
+                          autorange="reversed"), title=t("view.attention.query", lang))
+    text = t("view.attention.body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
              hd=trace.config.n_embd // H)
     return ViewResult("attention", title, df, fig, text)

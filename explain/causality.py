@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, np32, position_axis, subplots, window
+from explain.common import ViewResult, base_layout, hover, np32, position_axis, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder
@@ -57,27 +57,27 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
     df["before_j"] = df["position"] < j
 
     lo, hi = window(T, min(T - 1, j + window_size // 2), window_size)
-    title = t("causality", "title", lang, j=j, old=labels[j], new=new_label, leak=leak)
+    title = t("view.causality.title", lang, j=j, old=labels[j], new=new_label, leak=leak)
     if lo > 0 or hi < T:
-        title += t("causality", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+        title += t("view.causality.windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14, shared_xaxes=True,
-                   subplot_titles=[t("causality", "heat", lang), t("causality", "bars", lang)])
+                   subplot_titles=[t("view.causality.heat", lang), t("view.causality.bars", lang)])
     sub = d[:, lo:hi]
     with np.errstate(divide="ignore"):
         z = np.where(sub > 0, np.log10(np.where(sub > 0, sub, 1)), np.nan).astype(np.float32)  # exact 0 -> blank
     x = np.arange(lo, hi)
     fig.add_trace(go.Heatmap(z=z, x=x, y=stage_names, colorscale="Reds", customdata=sub.astype(np.float32),
-                             colorbar=dict(title="log10 |Δ|", len=0.6, y=0.75),
-                             hovertemplate="%{y}, pos %{x}: |Δ|=%{customdata}<extra></extra>"), row=1, col=1)
+                             colorbar=dict(title=t("view.causality.colorbar", lang), len=0.6, y=0.75),
+                             hovertemplate=hover("view.causality.hover_heat", lang)), row=1, col=1)
     bars = d[-1, lo:hi].astype(np.float32)
     fig.add_trace(go.Bar(x=x, y=bars, marker_color=np.where(x < j, "#188038", "#d93025"),
                          text=np.where(bars == 0, "0", ""), textposition="outside", showlegend=False,
-                         hovertemplate="pos %{x}: max |Δ logit| = %{y}<extra></extra>"), row=2, col=1)
+                         hovertemplate=hover("view.causality.hover_bars", lang)), row=2, col=1)
     fig.add_vline(x=j - 0.5, line=dict(color="black", dash="dash"))
     fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size), row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(title_text="max |Δ logit|", row=2, col=1)
+    fig.update_yaxes(title_text=t("plot.max_dlogit", lang), row=2, col=1)
     fig.update_layout(base_layout(title, height=620, margin=dict(l=80, r=20, t=70, b=90)))
-    text = t("causality", "body", lang, j=j, old=labels[j], new=new_label, leak=leak,
+    text = t("view.causality.body", lang, j=j, old=labels[j], new=new_label, leak=leak,
              after=float(d[-1, j:].max()), n_before=j)
     return ViewResult("causality", title, df, fig, text)

@@ -9,6 +9,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from explain.text import t
+
 FONT = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, Arial, sans-serif"  # Chinese labels render everywhere
 _GRID = dict(gridcolor="#ebebeb", zerolinecolor="#dadce0", linecolor="#dadce0")
 # A small template of our own: plotly's named templates ("plotly_white") cost ~12 ms and ~6 KB of JSON per figure.
@@ -53,6 +55,11 @@ def base_layout(title: str, height: int = 420, **kw) -> dict:
                   margin=dict(l=60, r=20, t=60, b=50), font=dict(family=FONT, size=12))
     layout.update(kw)
     return layout
+
+
+def hover(key: str, lang: str) -> str:
+    """The hover template `key` of the text registry, without Plotly's trace-name box."""
+    return t(key, lang) + "<extra></extra>"
 
 
 def subplots(**kw) -> go.Figure:

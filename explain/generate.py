@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from explain.common import ViewResult, base_layout, np32, subplots
+from explain.common import ViewResult, base_layout, hover, np32, subplots
 from explain.kvcache import new_cache
 from explain.text import t
 from explain.trace import token_labels
@@ -138,41 +138,41 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     lengths = _cost_lengths(model.config, len(tokens))
     flops = [generation_flops(model.config, len(tokens), n) for n in lengths]
     text_so_far = "".join(names[s["token"]] for s in steps)
-    title = t("generate", "title", lang, n=len(steps), temperature=temperature, top_k=top_k or t("generate", "off", lang),
-              seed=seed)
+    title = t("view.generate.title", lang, n=len(steps), temperature=temperature,
+              top_k=top_k or t("view.generate.off", lang), seed=seed)
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
-                   subplot_titles=[t("generate", "heat", lang), t("generate", "cost", lang, P=len(tokens))])
+                   subplot_titles=[t("view.generate.heat", lang), t("view.generate.cost", lang, P=len(tokens))])
     left = 130  # margin for the step labels
     if steps:
         z = np.stack([s["top_p"] for s in steps])
         cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
         # a sampled token below the shown top ranks gets no red box: its row label says where it was
-        y = [t("generate", "step", lang, s=s["step"], token=names[s["token"]]) + (
-            t("generate", "below", lang, rank=s["rank"], p=s["p_token"]) if s["rank"] > len(s["top_ids"]) else "")
+        y = [t("view.generate.step", lang, s=s["step"], token=names[s["token"]]) + (
+            t("view.generate.below", lang, rank=s["rank"], p=s["p_token"]) if s["rank"] > len(s["top_ids"]) else "")
              for s in steps]
         left = max(left, 7 * max(map(len, y)))
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
                                  colorbar=dict(len=0.55, y=0.75),
-                                 hovertemplate="%{y} rank %{x}: %{text} p=%{z}<extra></extra>"), row=1, col=1)
+                                 hovertemplate=hover("view.generate.hover", lang)), row=1, col=1)
         hit = [(s["top_ids"].index(s["token"]) + 1, y[k]) for k, s in enumerate(steps) if s["token"] in s["top_ids"]]
         fig.add_trace(go.Scatter(x=[h[0] for h in hit], y=[h[1] for h in hit], mode="markers",
-                                 name=t("generate", "sampled", lang), hoverinfo="skip",
+                                 name=t("view.generate.sampled", lang), hoverinfo="skip",
                                  marker=dict(symbol="square-open", size=18, color="#d93025", line=dict(width=2))),
                       row=1, col=1)
         fig.update_yaxes(autorange="reversed", row=1, col=1)
-        fig.update_xaxes(title_text=t("generate", "rank", lang), dtick=1, row=1, col=1)
+        fig.update_xaxes(title_text=t("view.generate.rank", lang), dtick=1, row=1, col=1)
     for k, (key, color) in enumerate((("naive", "#d93025"), ("cached", "#188038"))):
         fig.add_trace(go.Scatter(x=lengths, y=[f[k] / 1e9 for f in flops], mode="lines+markers",
-                                 name=t("generate", key, lang), line=dict(color=color)), row=2, col=1)
-    fig.update_xaxes(title_text=t("generate", "n_new", lang), row=2, col=1)
+                                 name=t(f"view.generate.{key}", lang), line=dict(color=color)), row=2, col=1)
+    fig.update_xaxes(title_text=t("view.generate.n_new", lang), row=2, col=1)
     fig.update_yaxes(title_text="GFLOP", row=2, col=1)
     fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
                                   margin=dict(l=left, r=20, t=70, b=80)))
     n_last = lengths[-1]
-    text = t("generate", "body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
+    text = t("view.generate.body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
              ratio=flops[-1][0] / max(1, flops[-1][1]), seed=seed, temperature=temperature,
-             top_k=top_k or t("generate", "off", lang), text=text_so_far)
+             top_k=top_k or t("view.generate.off", lang), text=text_so_far)
     return ViewResult("generate", title, df, fig, text)
 
 
@@ -198,14 +198,14 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
         rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),
                          naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))
     df = pd.DataFrame(rows)
-    title = t("generate_time", "title", lang, P=len(tokens), device=str(model.get_device()))
+    title = t("view.generate_time.title", lang, P=len(tokens), device=str(model.get_device()))
     fig = go.Figure(layout=base_layout(title, height=420, legend=dict(orientation="h", y=-0.2)))
     for key, column, color in (("naive", "naive_s", "#d93025"), ("cached", "cached_s", "#188038")):
         fig.add_trace(go.Scatter(x=df["n_new"], y=df[column] * 1000, mode="lines+markers",
-                                 name=t("generate", key, lang), line=dict(color=color)))
-    fig.update_xaxes(title_text=t("generate", "n_new", lang))
+                                 name=t(f"view.generate.{key}", lang), line=dict(color=color)))
+    fig.update_xaxes(title_text=t("view.generate.n_new", lang))
     fig.update_yaxes(title_text="ms")
     last = rows[-1]
-    text = t("generate_time", "body", lang, n=last["n_new"], naive=last["naive_s"] * 1000,
+    text = t("view.generate_time.body", lang, n=last["n_new"], naive=last["naive_s"] * 1000,
              cached=last["cached_s"] * 1000, speedup=last["speedup"])
     return ViewResult("generate_time", title, df, fig, text)

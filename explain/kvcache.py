@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, position_axis, subplots
+from explain.common import ViewResult, base_layout, hover, position_axis, subplots
 from explain.text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
@@ -71,22 +71,22 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
     for s, r in enumerate(log):
         fill[s, :r["T0"]] = 1
         fill[s, r["T0"]:r["Tk"]] = 2
-    steps_names = [t("kv_cache", "step", lang, s=s + 1, T0=r["T0"], Tq=r["Tq"], regime=t("kv_cache", r["regime"], lang))
-                   for s, r in enumerate(log)]
+    steps_names = [t("view.kv_cache.step", lang, s=s + 1, T0=r["T0"], Tq=r["Tq"],
+                     regime=t(f"view.kv_cache.{r['regime']}", lang)) for s, r in enumerate(log)]
     max_diff = float(diff.max())
-    title = t("kv_cache", "title", lang, n=len(log), diff=max_diff)
+    title = t("view.kv_cache.title", lang, n=len(log), diff=max_diff)
     fig = subplots(rows=2, cols=1, row_heights=[0.5, 0.5], vertical_spacing=0.16, shared_xaxes=True,
-                   subplot_titles=[t("kv_cache", "fill", lang), t("kv_cache", "diff", lang)])
+                   subplot_titles=[t("view.kv_cache.fill", lang), t("view.kv_cache.diff", lang)])
     x = np.arange(T)
     fig.add_trace(go.Heatmap(z=fill, x=x, y=steps_names, zmin=0, zmax=2, showscale=False, xgap=1, ygap=2,
                              colorscale=[[0, "#f1f3f4"], [0.5, "#aecbfa"], [1, "#1a73e8"]],
-                             hovertemplate="%{y}, pos %{x}: %{z}<extra></extra>"), row=1, col=1)
+                             hovertemplate=hover("view.kv_cache.hover_fill", lang)), row=1, col=1)
     fig.add_trace(go.Bar(x=x, y=diff.astype(np.float32), marker_color="#9334e6", showlegend=False,
-                         hovertemplate="pos %{x}: %{y}<extra></extra>"), row=2, col=1)
+                         hovertemplate=hover("view.kv_cache.hover_diff", lang)), row=2, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_yaxes(title_text="max |Δ logit|", row=2, col=1)
+    fig.update_yaxes(title_text=t("plot.max_dlogit", lang), row=2, col=1)
     fig.update_xaxes(position_axis(list(x), trace.labels[0], max_ticks=64), row=2, col=1)
     fig.update_layout(base_layout(title, height=560, margin=dict(l=200, r=20, t=70, b=90)))
-    text = t("kv_cache", "body", lang, T=T, steps=" + ".join(map(str, steps)), diff=max_diff, L=cfg.n_layer,
+    text = t("view.kv_cache.body", lang, T=T, steps=" + ".join(map(str, steps)), diff=max_diff, L=cfg.n_layer,
              B=trace.B, Hkv=cfg.n_kv_head, hd=hd, kib=cache_bytes / 1024)
     return ViewResult("kv_cache", title, df, fig, text)

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, window
+from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.model import SOFTCAP, norm
@@ -62,18 +62,19 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     df["top_token"] = [names[i] for i in df["top_token_id"]]
     df["final_answer"] = [names[i] for i in df["final_answer_id"]]
 
-    title = t("logit_lens", "title", lang) + (t("logit_lens", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+    title = t("view.logit_lens.title", lang) + (t("view.logit_lens.windowed", lang, lo=lo, hi=hi - 1, T=T)
                                                if hi - lo < T else "")
     cell = np.array([[names[i] for i in r] for r in top_ids], dtype=object)
     x = np.arange(lo, hi)
     fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}", textfont=dict(size=9),
-                               colorscale="Greens", zmin=0, zmax=1, colorbar=dict(title="p(final)"),
-                               hovertemplate="%{y}, pos %{x}: top %{text}, p(final)=%{z}<extra></extra>"),
+                               colorscale="Greens", zmin=0, zmax=1,
+                               colorbar=dict(title=t("view.logit_lens.colorbar", lang)),
+                               hovertemplate=hover("view.logit_lens.hover", lang)),
                     layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(l=80, r=20, t=60, b=90)))
-    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size), title=t("logit_lens", "x", lang))
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size), title=t("view.logit_lens.x", lang))
     fig.update_yaxes(autorange="reversed")
     agree = float((top_ids[-1] == final_ids).mean())
     first = [next((shown[l] for l in range(n_layers) if top_ids[l, i] == final_ids[i]), "-") for i in range(n_pos)]
-    text = t("logit_lens", "body", lang, L=trace.config.n_layer, agree=agree,
+    text = t("view.logit_lens.body", lang, L=trace.config.n_layer, agree=agree,
              last=f"{labels[hi - 1]} → {names[int(final_ids[-1])]}", first_layer=first[-1])
     return ViewResult("logit_lens", title, df, fig, text)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import ViewResult, base_layout, position_axis, subplots
+from explain.common import ViewResult, base_layout, hover, position_axis, subplots
 from explain.text import t
 from gpt.model import causal_mask_for
 
@@ -28,7 +28,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
         raise ValueError("need at least one token")
     lo = max(0, T - window)
     regimes = mask_regimes(T, chunk)
-    names = [t("mask", r, lang, Tq=Tq, Tk=Tk) for r, Tq, Tk in regimes]
+    names = [t(f"view.mask.{r}", lang, Tq=Tq, Tk=Tk) for r, Tq, Tk in regimes]
     fig = subplots(rows=1, cols=3, subplot_titles=names, horizontal_spacing=0.06,
                    column_widths=[0.45, 0.2, 0.35])
     rows = []
@@ -40,18 +40,18 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
         qp, kp = q_pos[keep], np.arange(lo, Tk)
         fig.add_trace(go.Heatmap(z=sub.astype(np.int8), x=kp, y=qp, zmin=0, zmax=1, showscale=False,
                                  colorscale=[[0, "#f1f3f4"], [1, "#1a73e8"]], xgap=1, ygap=1,
-                                 hovertemplate="query %{y} → key %{x}: %{z}<extra></extra>"), row=1, col=col)
+                                 hovertemplate=hover("plot.query_key_hover", lang)), row=1, col=col)
         fig.update_xaxes(position_axis(list(kp), labels, max_ticks=window), row=1, col=col)
         fig.update_yaxes(dict(position_axis(list(qp), labels, max_ticks=window, angle=0), autorange="reversed"),
                          row=1, col=col)
         qq, kk = np.meshgrid(qp, kp, indexing="ij")
         rows.append(pd.DataFrame({"regime": regime, "Tq": Tq, "Tk": Tk, "query_pos": qq.ravel(),
                                   "key_pos": kk.ravel(), "allowed": sub.ravel(),
-                                  "sdpa_call": t("mask", f"{regime}_call", "en")}))
+                                  "sdpa_call": t(f"view.mask.{regime}_call", "en")}))
     df = pd.concat(rows, ignore_index=True)
     df["query_token"] = [labels[p] for p in df["query_pos"]]
     df["key_token"] = [labels[p] for p in df["key_pos"]]
-    title = t("mask", "title", lang, T=T) + (t("mask", "windowed", lang, lo=lo, hi=T - 1) if lo > 0 else "")
+    title = t("view.mask.title", lang, T=T) + (t("view.mask.windowed", lang, lo=lo, hi=T - 1) if lo > 0 else "")
     fig.update_layout(base_layout(title, height=480, margin=dict(l=80, r=20, t=80, b=90)))
-    text = t("mask", "body", lang, T=T, chunk=regimes[2][1], prefix=T - regimes[2][1])
+    text = t("view.mask.body", lang, T=T, chunk=regimes[2][1], prefix=T - regimes[2][1])
     return ViewResult("mask", title, df, fig, text)

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, np32, position_axis, resolve_position, subplots, window
+from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 
@@ -57,29 +57,29 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
     df["rank_actual_next"] = rank_next[df["position"]]
 
     lo, hi = window(T, pos, window_size)
-    title = t("next_token", "title", lang, pos=pos, token=labels[pos])
+    title = t("view.next_token.title", lang, pos=pos, token=labels[pos])
     if lo > 0:
-        title += t("next_token", "windowed", lang, lo=lo, hi=hi - 1, T=T)
+        title += t("view.next_token.windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
                    specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
-                   subplot_titles=[t("next_token", "heat", lang, k=min(k, kk)),
-                                   t("next_token", "bar", lang, k=bar_k, pos=pos, token=labels[pos]),
-                                   t("next_token", "lines", lang)])
+                   subplot_titles=[t("view.next_token.heat", lang, k=min(k, kk)),
+                                   t("view.next_token.bar", lang, k=bar_k, pos=pos, token=labels[pos]),
+                                   t("view.next_token.lines", lang)])
     z = s["top_p"][lo:hi, :k]
     cell = np.array([[names[i] for i in r] for r in s["top_ids"][lo:hi, :k]], dtype=object)
     ranks = np.arange(1, z.shape[1] + 1)
     fig.add_trace(go.Heatmap(z=z, x=ranks, y=np.arange(lo, hi), text=cell, texttemplate="%{text}",
                              textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1, showscale=False,
-                             hovertemplate="pos %{y} rank %{x}: %{text} p=%{z}<extra></extra>"), row=1, col=1)
+                             hovertemplate=hover("view.next_token.hover", lang)), row=1, col=1)
     # Outline the actual next token where it made the top k.
     hit = [(p, int(rank_next[p])) for p in range(lo, min(hi, T - 1)) if 1 <= rank_next[p] <= z.shape[1]]
     if hit:
         fig.add_trace(go.Scatter(x=[r for _, r in hit], y=[p for p, _ in hit], mode="markers",
                                  marker=dict(symbol="square-open", size=16, color="#d93025", line=dict(width=2)),
-                                 name=t("next_token", "actual", lang), hoverinfo="skip"), row=1, col=1)
+                                 name=t("view.next_token.actual", lang), hoverinfo="skip"), row=1, col=1)
     fig.update_yaxes(dict(position_axis(list(range(lo, hi)), labels, max_ticks=window_size, angle=0),
                           autorange="reversed"), row=1, col=1)
-    fig.update_xaxes(title_text=t("next_token", "rank", lang), dtick=1, row=1, col=1)
+    fig.update_xaxes(title_text=t("view.next_token.rank", lang), dtick=1, row=1, col=1)
     top_ids, top_p = s["top_ids"][pos, :bar_k], s["top_p"][pos, :bar_k]
     colors = ["#d93025" if pos + 1 < T and i == ids[pos + 1] else "#1a73e8" for i in top_ids]
     fig.add_trace(go.Bar(x=top_p[::-1], y=np.arange(len(top_p))[::-1], orientation="h", marker_color=colors[::-1],
@@ -88,17 +88,17 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
                      autorange="reversed", row=1, col=2)
     fig.update_xaxes(title_text="p", row=1, col=2)
     x = np.arange(T)
-    fig.add_trace(go.Scatter(x=x, y=s["entropy"], name=t("next_token", "entropy", lang), line=dict(color="#9334e6")),
+    fig.add_trace(go.Scatter(x=x, y=s["entropy"], name=t("view.next_token.entropy", lang), line=dict(color="#9334e6")),
                   row=2, col=1)
-    fig.add_trace(go.Scatter(x=x[:-1], y=s["p_next"], name=t("next_token", "p_next", lang), mode="lines+markers",
+    fig.add_trace(go.Scatter(x=x[:-1], y=s["p_next"], name=t("view.next_token.p_next", lang), mode="lines+markers",
                              marker=dict(size=4), line=dict(color="#d93025")), row=2, col=1, secondary_y=True)
     fig.update_xaxes(position_axis(list(x), labels, max_ticks=48), row=2, col=1)
-    fig.update_yaxes(title_text=t("next_token", "entropy", lang), row=2, col=1)
-    fig.update_yaxes(title_text=t("next_token", "p_next", lang), range=[0, 1], row=2, col=1, secondary_y=True)
+    fig.update_yaxes(title_text=t("view.next_token.entropy", lang), row=2, col=1)
+    fig.update_yaxes(title_text=t("view.next_token.p_next", lang), range=[0, 1], row=2, col=1, secondary_y=True)
     fig.update_layout(base_layout(title, height=900, legend=dict(orientation="h", y=-0.12),
                                   margin=dict(l=90, r=60, t=70, b=80)))
     known = s["p_next"]
-    text = t("next_token", "body", lang, T=T, V=trace.config.vocab_size,
+    text = t("view.next_token.body", lang, T=T, V=trace.config.vocab_size,
              max_entropy=float(np.log(trace.config.vocab_size)),
              mean_p=float(known.mean()) if known.size else float("nan"),
              top1=int((s["rank_next"] == 1).sum()), n=int(known.size))

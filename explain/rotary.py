@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import ViewResult, base_layout, np32, subplots
+from explain.common import ViewResult, base_layout, hover, np32, subplots
 from explain.text import t
 from gpt.model import GPT
 
@@ -30,17 +30,17 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
                        "cos": cos.ravel(), "sin": sin.ravel(), "in_slice": np.repeat(in_slice, len(pairs))})
 
     windowed = lo > 0 or hi < T0 + T
-    title = t("rotary", "title", lang, T0=T0, T1=T0 + T, lo=lo, hi=hi - 1) + (
-        t("rotary", "windowed", lang, lo=lo, hi=hi - 1) if windowed else "")
+    title = t("view.rotary.title", lang, T0=T0, T1=T0 + T, lo=lo, hi=hi - 1) + (
+        t("view.rotary.windowed", lang, lo=lo, hi=hi - 1) if windowed else "")
     fig = subplots(rows=1, cols=2, subplot_titles=("cos", "sin"), horizontal_spacing=0.08)
     for col, z in ((1, cos), (2, sin)):
         fig.add_trace(go.Heatmap(z=z, x=pairs, y=pos, zmin=-1, zmax=1, colorscale="RdBu", showscale=col == 2,
-                                 hovertemplate="pos %{y}, pair %{x}: %{z}<extra></extra>"), row=1, col=col)
+                                 hovertemplate=hover("view.rotary.hover", lang)), row=1, col=col)
         fig.add_shape(type="rect", x0=-0.5, x1=len(pairs) - 0.5, y0=max(T0, lo) - 0.5, y1=T0 + T - 0.5,
                       line=dict(color="black", width=3), row=1, col=col)
-    fig.update_yaxes(title_text=t("rotary", "position", lang), autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text=t("view.rotary.position", lang), autorange="reversed", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
-    fig.update_xaxes(title_text=t("rotary", "pair", lang))
+    fig.update_xaxes(title_text=t("view.rotary.pair", lang))
     fig.update_layout(base_layout(title, height=520))
-    text = t("rotary", "body", lang, T0=T0, T=T, T1=T0 + T, n_pos=n_pos, half=len(pairs))
+    text = t("view.rotary.body", lang, T0=T0, T=T, T1=T0 + T, n_pos=n_pos, half=len(pairs))
     return ViewResult("rotary", title, df, fig, text)

@@ -19,13 +19,13 @@ from gpt.model import GPT, GPTConfig
 from gpt.recorder import Recorder
 
 # Recorded name -> (stage, code that produces it, symbolic shape). Block tensors use "blocks.0." (block 0 stands for
-# every block: they all have the same shapes).
+# every block: they all have the same shapes). Code None: no one expression, said in words (view.shapes.code.<...>).
 _ACTIVATIONS = [
     ("rotary.cos", 1, "cos[:, T0:T0+T]", "[1, T, 1, hd/2]"),
     ("rotary.sin", 1, "sin[:, T0:T0+T]", "[1, T, 1, hd/2]"),
     ("embed", 2, "wte(idx)", "[B, T, C]"),
     ("embed_norm", 2, "norm(x)", "[B, T, C]"),
-    ("blocks.0.input", 2, "x entering block", "[B, T, C]"),
+    ("blocks.0.input", 2, None, "[B, T, C]"),  # view.shapes.code.block_input
     ("blocks.0.attn.q", 2, "norm(rotary(c_q(norm(x))))", "[B, H, T, hd]"),
     ("blocks.0.attn.k", 2, "norm(rotary(c_k(norm(x)))) (+ cache)", "[B, Hkv, Tk, hd]"),
     ("blocks.0.attn.v", 2, "c_v(norm(x)) (+ cache)", "[B, Hkv, Tk, hd]"),
@@ -39,11 +39,12 @@ _ACTIVATIONS = [
     ("logits_raw", 3, "lm_head(x).float()", "[B, T, V]"),
     ("logits", 3, "15·tanh(logits_raw/15)", "[B, T, V]"),
 ]
-# Per-head slices, inserted after the tensor they slice: (after, name, code, symbolic, head count attribute).
+# Per-head slices, inserted after the tensor they slice: after -> (code, which head (its text is
+# view.shapes.code.head_<which>), symbolic, head count attribute).
 _PER_HEAD = {
-    "blocks.0.attn.q": ("q[:, h]", "one query head", "[B, T, hd]", "n_head"),
-    "blocks.0.attn.k": ("k[:, g]", "one key head", "[B, Tk, hd]", "n_kv_head"),
-    "blocks.0.attn.v": ("v[:, g]", "one value head", "[B, Tk, hd]", "n_kv_head"),
+    "blocks.0.attn.q": ("q[:, h]", "query", "[B, T, hd]", "n_head"),
+    "blocks.0.attn.k": ("k[:, g]", "key", "[B, Tk, hd]", "n_kv_head"),
+    "blocks.0.attn.v": ("v[:, g]", "value", "[B, Tk, hd]", "n_kv_head"),
 }
 _PARAMS = [
     (2, "transformer.wte.weight", "[V, C]"),
@@ -70,8 +71,9 @@ def _meta_model(config: GPTConfig, dtype: torch.dtype) -> GPT:
 
 
 def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
-                dtype: torch.dtype = torch.float32) -> pd.DataFrame:
-    """Every stage of forward for input [B, T] after T0 cached positions: name, symbolic and concrete shape, dtype.
+                dtype: torch.dtype = torch.float32, lang: str = "en") -> pd.DataFrame:
+    """Every stage of forward for input [B, T] after T0 cached positions: name, symbolic and concrete shape, dtype
+    (descriptions, kind and branch in `lang`).
 
     Runs GPT.forward on the meta device twice: inference (recorded; with a KV cache prefilled with T0 positions when
     T0 > 0) and training (targets [B, T] -> the loss; only meaningful without a cache, so T0 = 0 there).
@@ -93,41 +95,43 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
     loss = model(idx, targets=idx)
     loss_none = model(idx, targets=idx, loss_reduction="none")
 
-    rows = [dict(stage=2, name="idx", code="input token ids", symbolic="[B, T]", concrete=_fmt(idx.shape),
+    rows = [dict(stage=2, name="idx", code=t("view.shapes.code.idx", lang), symbolic="[B, T]", concrete=_fmt(idx.shape),
                  dtype="int64", kind="input", branch="both")]
     for stage, name, sym in _PARAMS:
-        rows.append(dict(stage=stage, name=name, code="parameter", symbolic=sym,
+        rows.append(dict(stage=stage, name=name, code=t("view.shapes.code.parameter", lang), symbolic=sym,
                          concrete=_fmt(model.get_parameter(name).shape), dtype=_DTYPE[dtype], kind="parameter",
                          branch="both"))
     for name, stage, code, sym in _ACTIVATIONS:
         x = rec[name]
-        rows.append(dict(stage=stage, name=name, code=code, symbolic=sym, concrete=_fmt(x.shape),
-                         dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
+        rows.append(dict(stage=stage, name=name, code=code or t("view.shapes.code.block_input", lang), symbolic=sym,
+                         concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
         if name in _PER_HEAD:
-            code_h, what, sym_h, count = _PER_HEAD[name]
-            n = getattr(config, count)
-            rows.append(dict(stage=stage, name=name + " (one head)", code=f"{code_h}, {what} of {n}", symbolic=sym_h,
-                             concrete=_fmt(x[:, 0].shape), dtype=_DTYPE[x.dtype], kind="per head", branch="both"))
+            code_h, which, sym_h, count = _PER_HEAD[name]
+            said = t(f"view.shapes.code.head_{which}", lang, code=code_h, n=getattr(config, count))
+            rows.append(dict(stage=stage, name=name + " (one head)", code=said, symbolic=sym_h,
+                             concrete=_fmt(x[:, 0].shape), dtype=_DTYPE[x.dtype], kind="per_head", branch="both"))
         if name == "blocks.0.attn.v":
             q, k = rec["blocks.0.attn.q"], rec["blocks.0.attn.k"]
             rows.append(dict(stage=stage, name="attention weights", code="softmax(q·kᵀ/√hd + mask)",
                              symbolic="[B, H, T, Tk]", concrete=_fmt((*q.shape[:3], k.shape[2])),
-                             dtype=_DTYPE[q.dtype], kind="inside sdpa", branch="both"))
+                             dtype=_DTYPE[q.dtype], kind="inside_sdpa", branch="both"))
         if name == "blocks.0.output" and L > 1:
-            rows.append(dict(stage=2, name=f"blocks.1 … blocks.{L - 1}", code=f"{L - 1} more blocks, same shapes",
-                             symbolic="[B, T, C]", concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation",
-                             branch="both"))
+            rows.append(dict(stage=2, name=f"blocks.1 … blocks.{L - 1}",
+                             code=t("view.shapes.code.more_blocks", lang, n=L - 1), symbolic="[B, T, C]",
+                             concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
     rows += [
         dict(stage=4, name="return logits", code="targets=None", symbolic="[B, T, V]", concrete=_fmt(logits.shape),
              dtype=_DTYPE[logits.dtype], kind="output", branch="inference"),
-        dict(stage=4, name="targets", code="idx shifted left by one", symbolic="[B, T]", concrete=_fmt(idx.shape),
-             dtype="int64", kind="input", branch="training"),
+        dict(stage=4, name="targets", code=t("view.shapes.code.targets", lang), symbolic="[B, T]",
+             concrete=_fmt(idx.shape), dtype="int64", kind="input", branch="training"),
         dict(stage=4, name="loss", code="cross_entropy(logits.view(-1, V), targets.view(-1))", symbolic="[]",
              concrete=_fmt(loss.shape), dtype=_DTYPE[loss.dtype], kind="output", branch="training"),
-        dict(stage=4, name="loss (loss_reduction='none')", code="one loss per position", symbolic="[B·T]",
+        dict(stage=4, name="loss (loss_reduction='none')", code=t("view.shapes.code.loss_none", lang), symbolic="[B·T]",
              concrete=_fmt(loss_none.shape), dtype=_DTYPE[loss_none.dtype], kind="output", branch="training"),
     ]
     df = pd.DataFrame(rows)
+    for column in ("kind", "branch"):  # identifiers above, words of `lang` in the table
+        df[column] = [t(f"view.shapes.{column}.{value}", lang) for value in df[column]]
     return df.sort_values("stage", kind="stable").reset_index(drop=True)
 
 
@@ -151,7 +155,7 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
                                    (3, (-10.5, -12.5), "#fce8e6"), (4, (-12.5, -14.5), "#f3e8fd")]:
         shapes.append(dict(type="rect", x0=-0.2, x1=12.2, y0=y1, y1=y0, fillcolor=color, opacity=0.6,
                            line=dict(width=0), layer="below"))
-        notes.append(dict(x=12.1, y=(y0 + y1) / 2, text=t("shapes", f"stage{stage}", lang), showarrow=False,
+        notes.append(dict(x=12.1, y=(y0 + y1) / 2, text=t(f"view.shapes.stage{stage}", lang), showarrow=False,
                           xanchor="right", textangle=-90, font=dict(size=11, color="#5f6368")))
     X = 5.5
     box(X, 0, 4.2, "idx", "idx", "#ffffff")
@@ -161,8 +165,8 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
     # The block, drawn once with its repeat count.
     shapes.append(dict(type="rect", x0=0.2, x1=10.8, y0=-9.5, y1=-3.55, line=dict(color="#188038", width=2,
                                                                                   dash="dot")))
-    notes.append(dict(x=0.3, y=-3.75, text=f"<b>Block × n_layer = {config.n_layer}</b>", showarrow=False,
-                      xanchor="left", font=dict(size=12, color="#188038")))
+    notes.append(dict(x=0.3, y=-3.75, text=f"<b>{t('view.shapes.block_repeat', lang, n=config.n_layer)}</b>",
+                      showarrow=False, xanchor="left", font=dict(size=12, color="#188038")))
     box(2.3, -4.5, 3.0, "q", "blocks.0.attn.q")
     box(5.5, -4.5, 3.0, "k", "blocks.0.attn.k")
     box(8.7, -4.5, 3.0, "v", "blocks.0.attn.v")
@@ -173,8 +177,8 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
     box(X, -10, 4.2, "final norm", "final_norm")
     box(X, -11, 4.2, "lm_head", "logits_raw")
     box(X, -12, 4.2, "softcap 15·tanh(x/15)", "logits")
-    box(2.8, -13.5, 4.4, t("shapes", "inference", lang), "return logits", "#ffffff")
-    box(8.2, -13.5, 4.4, t("shapes", "training", lang), "loss", "#ffffff")
+    box(2.8, -13.5, 4.4, t("view.shapes.inference", lang), "return logits", "#ffffff")
+    box(8.2, -13.5, 4.4, t("view.shapes.training", lang), "loss", "#ffffff")
     for y0, y1 in [(0, -2), (-2, -3), (-5.5, -6.5), (-6.5, -7.5), (-7.5, -8.5), (-8.5, -10), (-10, -11),
                    (-11, -12)]:
         arrow(X, y0 - 0.36, X, y1 + 0.36)
@@ -200,13 +204,13 @@ def shapes_view(config_or_model: GPTConfig | GPT, B: int = 1, T: int = 5, T0: in
         config, dtype = config_or_model.config, config_or_model.lm_head.weight.dtype
     else:
         config, dtype = config_or_model, torch.float32
-    df = shape_table(config, B, T, T0, dtype)
+    df = shape_table(config, B, T, T0, dtype, lang)
     hd = config.n_embd // config.n_head
     dims = dict(B=B, T=T, T0=T0, Tk=T0 + T, C=config.n_embd, H=config.n_head, Hkv=config.n_kv_head, hd=hd,
                 V=config.vocab_size, L=config.n_layer)
-    title = t("shapes", "title", lang, **dims)
+    title = t("view.shapes.title", lang, **dims)
     fig = _flow_figure(df, config, title, lang)
-    return ViewResult("shapes", title, df, fig, t("shapes", "body", lang, **dims))
+    return ViewResult("shapes", title, df, fig, t("view.shapes.body", lang, **dims))
 
 
 TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)

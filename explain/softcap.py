@@ -49,31 +49,31 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     df["change"] = (df["p_with_cap"] - df["p_without_cap"]).astype(np.float32)
 
     label = trace.labels[row][p]
-    title = t("softcap", "title", lang, pos=p, token=label, cap=SOFTCAP)
+    title = t("view.softcap.title", lang, pos=p, token=label, cap=SOFTCAP)
     fig = subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.07,
-                   subplot_titles=[t("softcap", "curve", lang), t("softcap", "hist", lang),
-                                   t("softcap", "probs", lang, n=len(id_list))])
+                   subplot_titles=[t("view.softcap.curve", lang), t("view.softcap.hist", lang),
+                                   t("view.softcap.probs", lang, n=len(id_list))])
     span = max(2.5 * SOFTCAP, 1.1 * float(raw.abs().max()))
     x = np.linspace(-span, span, 121, dtype=np.float32)
     fig.add_trace(go.Scatter(x=x, y=x, name="y = x", line=dict(color="#9aa0a6", dash="dash")), row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=(SOFTCAP * np.tanh(x / SOFTCAP)).astype(np.float32), line=dict(color="#1a73e8"),
                              name=f"{SOFTCAP:g}·tanh(x/{SOFTCAP:g})"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=pts_raw, y=pts_cap, mode="markers", name=t("softcap", "points", lang),
+    fig.add_trace(go.Scatter(x=pts_raw, y=pts_cap, mode="markers", name=t("view.softcap.points", lang),
                              marker=dict(size=5, color="#d93025")), row=1, col=1)
     centers = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
     for counts, key, color in ((h_raw, "raw", "#fbbc04"), (h_cap, "capped", "#1a73e8")):
-        fig.add_trace(go.Scatter(x=centers, y=counts.astype(np.float32), name=t("softcap", key, lang),
+        fig.add_trace(go.Scatter(x=centers, y=counts.astype(np.float32), name=t(f"view.softcap.{key}", lang),
                                  line=dict(color=color, shape="hvh"), fill="tozeroy"), row=1, col=2)
     ranks = np.arange(len(id_list))
     for column, key, color in (("p_without_cap", "p_raw", "#fbbc04"), ("p_with_cap", "p_cap", "#1a73e8")):
-        fig.add_trace(go.Bar(x=ranks, y=df[column].to_numpy(), name=t("softcap", key, lang), marker_color=color),
+        fig.add_trace(go.Bar(x=ranks, y=df[column].to_numpy(), name=t(f"view.softcap.{key}", lang), marker_color=color),
                       row=1, col=3)
-    fig.update_xaxes(title_text=t("softcap", "raw_axis", lang), row=1, col=1)
-    fig.update_yaxes(title_text=t("softcap", "capped_axis", lang), row=1, col=1)
+    fig.update_xaxes(title_text=t("view.softcap.raw_axis", lang), row=1, col=1)
+    fig.update_yaxes(title_text=t("view.softcap.capped_axis", lang), row=1, col=1)
     fig.update_xaxes(title_text="logit", row=1, col=2)
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(tickmode="array", tickvals=ranks, ticktext=list(df["token"]), tickangle=-60, row=1, col=3)
     fig.update_layout(base_layout(title, height=460, barmode="group", legend=dict(orientation="h", y=-0.35)))
-    text = t("softcap", "body", lang, cap=SOFTCAP, pos=p, token=label, max_raw=float(raw.abs().max()),
+    text = t("view.softcap.body", lang, cap=SOFTCAP, pos=p, token=label, max_raw=float(raw.abs().max()),
              beyond=beyond, V=V, tv=tv)
     return ViewResult("softcap", title, df, fig, text)

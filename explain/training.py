@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, np32, position_axis
+from explain.common import ViewResult, base_layout, hover, np32, position_axis
 from explain.text import t
 from explain.trace import Trace, token_labels
 
@@ -54,19 +54,19 @@ def training_view(trace: Trace, row: int = 0, lang: str = "en") -> ViewResult:
     uniform = math.log(trace.config.vocab_size)
 
     labels = trace.labels[row]
-    title = t("training", "title", lang, n=B * (T - 1), loss=model_loss)
+    title = t("view.training.title", lang, n=B * (T - 1), loss=model_loss)
     x = np.arange(T - 1)
     pair_labels = [f"{labels[i]}→{labels[i + 1]}" for i in range(T - 1)]
-    fig = go.Figure(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("training", "ce", lang),
+    fig = go.Figure(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("view.training.ce", lang),
                            customdata=np.round(p_target[row], 4),
-                           hovertemplate="%{x}: CE=%{y}, p(target)=%{customdata}<extra></extra>"),
+                           hovertemplate=hover("view.training.hover", lang)),
                     layout=base_layout(title, height=460, margin=dict(l=60, r=20, t=60, b=110)))
     fig.add_hline(y=model_loss, line=dict(color="#d93025", dash="dash"),
-                  annotation_text=t("training", "loss_line", lang, loss=model_loss), annotation_position="top left")
+                  annotation_text=t("view.training.loss_line", lang, loss=model_loss), annotation_position="top left")
     fig.add_hline(y=uniform, line=dict(color="#9aa0a6", dash="dot"),
-                  annotation_text=t("training", "uniform_line", lang, u=uniform), annotation_position="bottom right")
-    fig.update_xaxes(position_axis(list(x), pair_labels, max_ticks=64), title=t("training", "pair_axis", lang))
-    fig.update_yaxes(title=t("training", "ce", lang))
-    text = t("training", "body", lang, T=T, B=B, n=B * (T - 1), loss=model_loss, mean=mean_ce,
+                  annotation_text=t("view.training.uniform_line", lang, u=uniform), annotation_position="bottom right")
+    fig.update_xaxes(position_axis(list(x), pair_labels, max_ticks=64), title=t("view.training.pair_axis", lang))
+    fig.update_yaxes(title=t("view.training.ce", lang))
+    text = t("view.training.body", lang, T=T, B=B, n=B * (T - 1), loss=model_loss, mean=mean_ce,
              diff=abs(model_loss - mean_ce), u=uniform, V=trace.config.vocab_size)
     return ViewResult("training", title, df, fig, text)

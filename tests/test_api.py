@@ -162,19 +162,19 @@ def bad_inputs(live_app: LiveApp) -> list[tuple[str, tuple, str]]:
     long_message = "word " * ctx
     n_long = len(tok.render_for_completion([{"role": "user", "content": long_message}]))
     return [
-        ("/respond", ([], 0.8, 50, 1.0, 16, "1"), t("empty_message")),
-        ("/respond", (user("  "), 0.8, 50, 1.0, 16, "1"), t("empty_message")),
-        ("/respond", (user(long_message), 0.8, 50, 1.0, 16, "1"), t("message_too_long", n=n_long, ctx=ctx)),
-        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "abc"), t("bad_seed")),
-        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "1e30"), t("bad_seed")),
+        ("/respond", ([], 0.8, 50, 1.0, 16, "1"), t("ui.empty_message")),
+        ("/respond", (user("  "), 0.8, 50, 1.0, 16, "1"), t("ui.empty_message")),
+        ("/respond", (user(long_message), 0.8, 50, 1.0, 16, "1"), t("ui.message_too_long", n=n_long, ctx=ctx)),
+        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "abc"), t("ui.bad_seed")),
+        ("/respond", (user(MESSAGE), 0.8, 50, 1.0, 16, "1e30"), t("ui.bad_seed")),
         ("/respond", (user(MESSAGE), -1, 50, 1.0, 16, "1"), "less than minimum"),
         ("/respond", (user(MESSAGE), 0.8, 50, 0.0, 16, "1"), "less than minimum"),
-        ("/inside", ("loaded", "", "", 0, 0, -1, "all"), t("empty_prompt")),
-        ("/inside", ("loaded", "", "1, 2, x", 0, 0, -1, "all"), t("bad_ids", v=config.vocab_size, bad="x")),
+        ("/inside", ("loaded", "", "", 0, 0, -1, "all"), t("ui.empty_prompt")),
+        ("/inside", ("loaded", "", "1, 2, x", 0, 0, -1, "all"), t("ui.bad_ids", v=config.vocab_size, bad="x")),
         ("/inside", ("loaded", PROMPT, "", 0, 0, -1, "nonsense"), "not in the list of choices"),
-        ("/inside", ("loaded", "", "random 10000x1000", 0, 0, -1, "all"), t("too_big", rows=8, T=100_000)),
-        ("/inside", ("loaded", "", "; ".join(["1, 2"] * 9), 0, 0, -1, "all"), t("too_big", rows=8, T=100_000)),
-        ("/generate_step", ("", 0.8, 50, 42, 16, 0), t("empty_prompt")),
+        ("/inside", ("loaded", "", "random 10000x1000", 0, 0, -1, "all"), t("ui.too_big", rows=8, T=100_000)),
+        ("/inside", ("loaded", "", "; ".join(["1, 2"] * 9), 0, 0, -1, "all"), t("ui.too_big", rows=8, T=100_000)),
+        ("/generate_step", ("", 0.8, 50, 42, 16, 0), t("ui.empty_prompt")),
         ("/generate_step", (PROMPT, 0.8, 50, 42, 10_000, 0), "greater than maximum"),
         ("/generate_step", (PROMPT, 0.8, 50, 2**40, 16, 0), "greater than maximum"),  # the seed
     ]

@@ -123,7 +123,7 @@ def long_chat(page: Page, seed: int, max_tokens: int) -> None:
 
 def test_chat_reply_streams_in(page: Page, long_seed: int, paced: None) -> None:
     long_chat(page, long_seed, REPLY_TOKENS)
-    expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
+    expect(page.locator("#chat-stats")).to_contain_text(t("ui.stats_stop"), timeout=60_000)
     replies = page.evaluate("window.replies")
     assert len(replies) > 1, "the reply arrived in one piece"
     assert len(replies[0]) < len(replies[-1])
@@ -145,7 +145,7 @@ def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_seed: int, pac
 
 def test_regenerate_repeats_a_seeded_reply_and_clear_empties_the_chat(page: Page) -> None:
     chat(page, seed=1)  # the default sampling settings, at full speed
-    expect(page.locator("#chat-stats")).to_contain_text(t("stats_stop"), timeout=60_000)
+    expect(page.locator("#chat-stats")).to_contain_text(t("ui.stats_stop"), timeout=60_000)
     reply = page.evaluate("window.replies.at(-1)")
     snap(page, "chat")
     page.evaluate("window.replies = []")
@@ -166,7 +166,7 @@ def test_every_inside_view_draws(page: Page, live_app: LiveApp, example: str) ->
         shape = f"[1, {len(live_app.models.main.tokenizer.encode(MESSAGE))}]"  # input [B, T]
     else:
         page.click("#inside-preset input")
-        page.get_by_role("option", name=inside.PRESETS[example][0]).click()
+        page.get_by_role("option", name=t(f"preset.{example}")).click()
         shape = "[2, 5, 50304]"  # the tutorial's question: input [2, 5] gives logits [2, 5, 50304]
     page.wait_for_function(PLOTS_DRAWN, arg=len(inside.VIEWS), timeout=120_000)
     expect(page.locator("#view-plot-0")).to_contain_text(shape)
@@ -174,15 +174,15 @@ def test_every_inside_view_draws(page: Page, live_app: LiveApp, example: str) ->
 
 
 def test_language_switch_relabels_and_reexplains(page: Page, live_app: LiveApp) -> None:
-    prompt = inside.PRESETS["story"][3]
+    prompt = inside.PRESETS["story"].prompt
     goto(page, live_app.url + "?" + urlencode(dict(tab="inside", preset="story", prompt=prompt, focus="next_token")))
     page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
     tabs = page.locator("[role=tab]")
     english_view = page.locator("#view-0 .prose.view-text").inner_text()
     assert not CJK.search(" ".join(tabs.all_inner_texts()))
     page.get_by_label(LANGS["zh"]).check()
-    expect(tabs).to_have_text([t(f"tab_{name}", "zh") for name in ("chat", "inside", "generate", "lessons")])
-    expect(page.locator("#inside-run")).to_have_text(t("run_forward", "zh"))
+    expect(tabs).to_have_text([t(f"ui.tab_{name}", "zh") for name in ("chat", "inside", "generate", "lessons")])
+    expect(page.locator("#inside-run")).to_have_text(t("ui.run_forward", "zh"))
     expect(page.locator("#view-0 .prose.view-text")).not_to_have_text(english_view, timeout=60_000)
     assert CJK.search(page.locator("#view-0 .prose.view-text").inner_text())  # the explanation is re-written in Chinese
     page.wait_for_function(PLOTS_DRAWN, arg=1)
@@ -196,7 +196,7 @@ def test_copied_link_restores_the_state(page: Page, browser: Browser, live_app: 
     page.click("#tab-inside-button")
     page.fill("#inside-prompt textarea", MESSAGE)
     page.click("#inside-focus input")
-    page.get_by_role("option", name=t("view_attention")).click()
+    page.get_by_role("option", name=t("ui.view_attention")).click()
     wait_idle(page)
     for elem_id, value in (("inside-layer", layer), ("inside-head", head), ("inside-position", position)):
         set_slider(page, elem_id, value)
@@ -204,7 +204,7 @@ def test_copied_link_restores_the_state(page: Page, browser: Browser, live_app: 
     page.wait_for_function(PLOTS_DRAWN, arg=1)
     snap(page, "inside")
     page.get_by_label(LANGS["zh"]).check()
-    expect(page.locator("#tab-inside-button")).to_have_text(t("tab_inside", "zh"))
+    expect(page.locator("#tab-inside-button")).to_have_text(t("ui.tab_inside", "zh"))
     wait_idle(page)
 
     page.click("#copy-link")
@@ -223,7 +223,7 @@ def test_copied_link_restores_the_state(page: Page, browser: Browser, live_app: 
                                ("chat-temperature", temperature)):
             expect(restored.locator(f"#{elem_id} input[type=number]")).to_have_value(str(value))
         expect(restored.get_by_label(LANGS["zh"])).to_be_checked()
-        expect(restored.locator("#tab-inside-button")).to_have_text(t("tab_inside", "zh"))
+        expect(restored.locator("#tab-inside-button")).to_have_text(t("ui.tab_inside", "zh"))
         restored.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)  # the link's view is drawn again
     finally:
         restored.context.close()
