@@ -1,6 +1,8 @@
 """explain/: every view builds a non-empty table and a figure with data, for a tiny model with a real tokenizer and
-for the tutorial's random-init config with input [2, 5]. (The text registry's own tests: test_text.py.)"""
+for the tutorial's random-init config with input [2, 5]; the text table is complete in both languages."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import torch
 
 from explain import VIEWS, ViewResult, build_all, shapes_view
 from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
+from explain.text import TEXT, t
 from gpt.model import GPT
 
 
@@ -57,10 +60,32 @@ def test_all_views_tutorial_config_batch_of_two(tutorial_model):
     assert views["training"].df["row"].nunique() == 2
 
 
+def tutorial_boxes(B: int, T: int, T0: int) -> list[str]:
+    """What each box of the forward picture must say, 'symbolic = concrete', for input [B, T] after T0 cached
+    positions of TUTORIAL_CONFIG, the concrete shapes computed here from the config's numbers."""
+    c = TUTORIAL_CONFIG
+    C, H, Hkv, V, Tk = c.n_embd, c.n_head, c.n_kv_head, c.vocab_size, T0 + T
+    hd = C // H
+    boxes = [("[B, T]", [B, T]),  # idx
+             ("[1, T, 1, hd/2]", [1, T, 1, hd // 2]),  # the rotary slice
+             ("[B, T, C]", [B, T, C]), ("[B, T, C]", [B, T, C]),  # wte(idx), norm
+             ("[B, H, T, hd]", [B, H, T, hd]), ("[B, Hkv, Tk, hd]", [B, Hkv, Tk, hd]),  # q, k
+             ("[B, Hkv, Tk, hd]", [B, Hkv, Tk, hd]), ("[B, H, T, Tk]", [B, H, T, Tk]),  # v, attention weights
+             ("[B, H, T, hd]", [B, H, T, hd]), ("[B, T, C]", [B, T, C]),  # y, x + c_proj(y)
+             ("[B, T, 4C]", [B, T, 4 * C]), ("[B, T, C]", [B, T, C]),  # MLP hidden, final norm
+             ("[B, T, V]", [B, T, V]), ("[B, T, V]", [B, T, V]), ("[B, T, V]", [B, T, V]),  # raw, softcap, returned
+             ("[]", [])]  # the loss
+    return [f"{sym} = [{', '.join(map(str, conc))}]" for sym, conc in boxes]
+
+
 def test_tutorial_examples_as_views():
     for name, (B, T, T0) in TUTORIAL_EXAMPLES.items():
         view = shapes_view(TUTORIAL_CONFIG, B, T, T0, lang="zh")
-        assert len(view.fig.layout.shapes) > 10 and len(view.fig.layout.annotations) > 10, name
+        boxes = [a for a in view.fig.layout.annotations if a.text and "<br>" in a.text]  # '<b>label</b><br>shape'
+        assert sorted(a.text.split("<br>")[1] for a in boxes) == sorted(tutorial_boxes(B, T, T0)), name
+        centres = {((r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2) for r in view.fig.layout.shapes if r.type == "rect"}
+        for a in boxes:  # each shape is written in the middle of a drawn box
+            assert any(abs(x - a.x) < 1e-9 and abs(y - a.y) < 1e-9 for x, y in centres), (name, a.text)
     train = shapes_view(TUTORIAL_CONFIG, 2, 128).df.set_index("name")
     assert train.loc["loss", "concrete"] == "[]" and train.loc["logits", "concrete"] == "[2, 128, 50304]"
 
@@ -71,6 +96,16 @@ def test_kv_tutorial_example(tutorial_model):
     view = kv_cache_view(trace_forward(tutorial_model, [100, 200, 300, 400]), steps=[3, 1])
     assert list(view.df["T0"]) == [0, 3] and list(view.df["rotary_slice"]) == ["[0:3]", "[3:4]"]
     assert list(view.df["Tk"]) == [3, 4] and list(view.df["regime"]) == ["prefill", "one_query"]
+
+
+def test_text_table_complete_in_both_languages():
+    fields = re.compile(r"{(\w+)")
+    for view, entries in TEXT.items():
+        for key, (en, zh) in entries.items():
+            assert en and zh, (view, key)
+            assert sorted(set(fields.findall(en))) == sorted(set(fields.findall(zh))), (view, key)
+    with pytest.raises(ValueError):
+        t("shapes", "stage1", "fr")
 
 
 def test_bad_input_gives_clear_errors(tiny_model, tiny_tokenizer):
