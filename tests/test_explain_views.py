@@ -1,8 +1,6 @@
 """explain/: every view builds a non-empty table and a figure with data, for a tiny model with a real tokenizer and
-for the tutorial's random-init config with input [2, 5]; the text table is complete in both languages."""
+for the tutorial's random-init config with input [2, 5]. (The text registry's own tests: test_text.py.)"""
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +10,6 @@ import torch
 
 from explain import VIEWS, ViewResult, build_all, shapes_view
 from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
-from explain.text import TEXT, t
 from gpt.model import GPT
 
 
@@ -96,16 +93,6 @@ def test_kv_tutorial_example(tutorial_model):
     view = kv_cache_view(trace_forward(tutorial_model, [100, 200, 300, 400]), steps=[3, 1])
     assert list(view.df["T0"]) == [0, 3] and list(view.df["rotary_slice"]) == ["[0:3]", "[3:4]"]
     assert list(view.df["Tk"]) == [3, 4] and list(view.df["regime"]) == ["prefill", "one_query"]
-
-
-def test_text_table_complete_in_both_languages():
-    fields = re.compile(r"{(\w+)")
-    for view, entries in TEXT.items():
-        for key, (en, zh) in entries.items():
-            assert en and zh, (view, key)
-            assert sorted(set(fields.findall(en))) == sorted(set(fields.findall(zh))), (view, key)
-    with pytest.raises(ValueError):
-        t("shapes", "stage1", "fr")
 
 
 def test_bad_input_gives_clear_errors(tiny_model, tiny_tokenizer):
