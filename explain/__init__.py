@@ -31,7 +31,7 @@ The views, one function each (all take lang="en", or any code of explain.text.LA
 10 kv_cache    kv_cache_view(trace, steps=None)                       incremental == full, how the cache fills
                incremental_logits(model, idx, steps)
 11 generate    generate_view(model, tokens, tokenizer, max_tokens=8, temperature=1.0, top_k=50, seed=42)
-               generate_steps(...) replays GPT.generate exactly; flops_per_token(config, context),
+               generate_steps(...) watches GPT.generate step by step; flops_per_token(config, context),
                generation_flops(config, prompt_len, n_new); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
                measures naive vs cached wall time (call it on request: it runs the model many times).
 

@@ -42,8 +42,7 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
         "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),
         "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
-                                          seed, lang=lang,
-                                          first_logits=trace.logits[0, -1] if trace.B == 1 else None),
+                                          seed, lang=lang),
     }
     return {name: makers[name]() for name in VIEWS if name in wanted}
 

@@ -1,8 +1,7 @@
 """View 11 — generation step by step, and what naive generation costs against a KV cache.
 
-`generate_steps` replays GPT.generate's loop (same forward, same top-k filter, same temperature, same seeded
-torch.Generator and multinomial call) and keeps, at each step, the top of the distribution it sampled from; a test
-checks that its tokens equal list(model.generate(...)). Cost is shown two ways: counted FLOPs (`flops_per_token`,
+`generate_steps` runs GPT.generate itself and watches each step through its `on_step` callback, keeping the top of
+the distribution it sampled from. Cost is shown two ways: counted FLOPs (`flops_per_token`,
 from the config alone) and wall time measured on the actual model (`generate_time_view`, on request).
 """
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from explain.common import ViewResult, base_layout, hover, np32, subplots
-from explain.kvcache import new_cache
 from explain.text import t
 from explain.trace import token_labels
 from gpt.model import GPT, GPTConfig
@@ -24,43 +22,23 @@ from gpt.model import GPT, GPTConfig
 
 @torch.inference_mode()
 def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: float = 1.0,
-                   top_k: int | None = None, seed: int = 42, show_k: int = 10,
-                   first_logits: torch.Tensor | None = None) -> list[dict]:
-    """GPT.generate's loop, keeping per step: the sampled token, the top `show_k` of the distribution it was drawn
-    from (after top-k and temperature; at temperature 0 the softmax of the filtered logits, and argmax picks), how
-    many tokens had non-zero probability, and the entropy. Full distributions stay on the device.
+                   top_k: int | None = None, seed: int = 42, show_k: int = 10) -> list[dict]:
+    """Runs GPT.generate itself and keeps, per step (through its on_step callback): the sampled token, the top
+    `show_k` of the distribution it was drawn from (after top-k and temperature; at temperature 0 the softmax of the
+    filtered logits, and argmax picks), how many tokens had non-zero probability, and the entropy. Full
+    distributions stay on the device."""
+    steps: list[dict] = []
 
-    first_logits: the last position's logits [V] of a batch-1 forward of exactly `tokens` (e.g. a recorded trace),
-    to skip recomputing step 1 — the same forward gives the same numbers.
-    """
-    device = model.get_device()
-    rng = None
-    if temperature > 0:
-        rng = torch.Generator(device=device)
-        rng.manual_seed(seed)
-    ids = torch.tensor([tokens], dtype=torch.long, device=device)
-    steps = []
-    for step in range(max_tokens):
-        if step == 0 and first_logits is not None:
-            logits = first_logits[None].clone()  # cloned: the top-k filter below writes into it
-        else:
-            logits = model.forward(ids)[:, -1, :]
-        if top_k:
-            v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-            logits[logits < v[:, [-1]]] = -float("inf")
-        if temperature > 0:
-            probs = F.softmax(logits / temperature, dim=-1)
-            next_ids = torch.multinomial(probs, num_samples=1, generator=rng)
-        else:
-            probs = F.softmax(logits, dim=-1)
-            next_ids = torch.argmax(logits, dim=-1, keepdim=True)
+    def record(logits: torch.Tensor, probs: torch.Tensor | None, token: int) -> None:
+        probs = F.softmax(logits, dim=-1) if probs is None else probs
         top_p, top_ids = probs[0].topk(min(show_k, probs.size(-1)))
-        token = next_ids.item()
-        steps.append(dict(step=step + 1, context=ids.size(1), token=token, p_token=float(probs[0, token]),
-                          rank=int((probs[0] > probs[0, token]).sum()) + 1, candidates=int((probs[0] > 0).sum()),
-                          entropy=float(torch.special.entr(probs[0]).sum()),
+        steps.append(dict(step=len(steps) + 1, context=len(tokens) + len(steps), token=token,
+                          p_token=float(probs[0, token]), rank=int((probs[0] > probs[0, token]).sum()) + 1,
+                          candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
                           top_ids=top_ids.tolist(), top_p=np32(top_p, 5)))
-        ids = torch.cat((ids, next_ids), dim=1)
+
+    for _ in model.generate(tokens, max_tokens, temperature, top_k, seed, on_step=record):
+        pass
     return steps
 
 
@@ -95,33 +73,19 @@ def generation_flops(config: GPTConfig, prompt_len: int, n_new: int) -> tuple[in
     return naive, cached
 
 
-@torch.inference_mode()
-def cached_generate(model: GPT, tokens: list[int], max_tokens: int) -> list[int]:
-    """Greedy generation through a KV cache: prefill once, then feed one token per step (the cached counterpart of
-    GPT.generate, kept minimal so the timing compares only the loop structure)."""
-    cache = new_cache(model, 1, len(tokens) + max_tokens)
-    ids = torch.tensor([tokens], dtype=torch.long, device=model.get_device())
-    out = []
-    for _ in range(max_tokens):
-        ids = model(ids, kv_cache=cache)[:, -1].argmax(-1, keepdim=True)
-        out.append(ids.item())
-    return out
-
-
 def _cost_lengths(config: GPTConfig, prompt_len: int, n_max: int = 64) -> list[int]:
     room = max(1, config.sequence_len - prompt_len)
     return sorted({n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= min(n_max, room)} | {min(n_max, room)})
 
 
 def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int = 8, temperature: float = 1.0,
-                  top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en",
-                  first_logits: torch.Tensor | None = None) -> ViewResult:
+                  top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en") -> ViewResult:
     """Steps x top-k heatmap of what generate sampled from (the chosen token outlined), and counted FLOPs of naive
-    vs cached generation for growing lengths. first_logits: see generate_steps."""
+    vs cached generation for growing lengths."""
     if not tokens:
         raise ValueError("generation needs a prompt of at least one token")
     max_tokens = max(0, min(max_tokens, model.config.sequence_len - len(tokens)))
-    steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k, first_logits)
+    steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k)
     all_ids = sorted({i for s in steps for i in s["top_ids"]} | {s["token"] for s in steps})
     names = dict(zip(all_ids, token_labels(tokenizer, all_ids)))
     rows = []
@@ -178,7 +142,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
 
 def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),
                        lang: str = "en") -> ViewResult:
-    """Measured wall time (time.perf_counter, on this machine and model) of naive GPT.generate vs cached_generate,
+    """Measured wall time (time.perf_counter, on this machine and model) of GPT.generate without and with its KV cache,
     both greedy, for growing numbers of new tokens; with their counted FLOPs alongside. Keep lengths small on CPU."""
     if not tokens:
         raise ValueError("timing needs a prompt of at least one token")
@@ -186,13 +150,13 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
     lengths = [n for n in lengths if 1 <= n <= room]
     if not lengths:
         raise ValueError(f"no room to generate: the prompt already fills {len(tokens)} of {room + len(tokens)}")
-    cached_generate(model, tokens, 1)  # warm-up (first call allocates)
+    list(model.generate(tokens, 1, temperature=0, use_cache=True))  # warm-up (first call allocates)
     rows = []
     for n in lengths:
         t0 = time.perf_counter()
         naive_out = list(model.generate(tokens, n, temperature=0))
         t1 = time.perf_counter()
-        cached_out = cached_generate(model, tokens, n)
+        cached_out = list(model.generate(tokens, n, temperature=0, use_cache=True))
         t2 = time.perf_counter()
         f_naive, f_cached = generation_flops(model.config, len(tokens), n)
         rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),

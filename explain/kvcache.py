@@ -31,18 +31,12 @@ def regime(Tq: int, Tk: int) -> str:
     return "prefill" if Tq == Tk else "one_query" if Tq == 1 else "chunk"
 
 
-def new_cache(model: GPT, batch: int, seq_len: int) -> KVCache:
-    cfg = model.config
-    return KVCache(batch, cfg.n_kv_head, seq_len, cfg.n_embd // cfg.n_head, cfg.n_layer,
-                   device=model.get_device(), dtype=model.lm_head.weight.dtype)
-
-
 @torch.inference_mode()
 def incremental_logits(model: GPT, idx: torch.Tensor, steps: list[int]) -> tuple[torch.Tensor, list[dict]]:
     """Feed idx [B, T] through one KV cache in chunks of `steps` tokens: (logits [B, T, V] on the device, step log)."""
     if sum(steps) != idx.size(1) or min(steps) < 1:
         raise ValueError(f"steps {steps} must be positive and add up to the prompt length {idx.size(1)}")
-    cache = new_cache(model, idx.size(0), idx.size(1))
+    cache = KVCache.for_model(model, idx.size(0), idx.size(1))
     out, log, start = [], [], 0
     for n in steps:
         T0 = cache.get_pos()

@@ -13,7 +13,6 @@ import torch
 from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
 from explain.text import t
 from explain.trace import Trace, token_labels
-from gpt.model import SOFTCAP, norm
 
 
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
@@ -26,9 +25,7 @@ def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
 def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice(None)) -> torch.Tensor:
     """Softcapped logits [T', V] (on the device) read from residual `layer` (0 = embedding, i+1 = block i's output)."""
     _, names = lens_inputs(trace)
-    x = trace.rec[names[layer]][row, positions]
-    logits = trace.model.lm_head(norm(x)).float()
-    return SOFTCAP * torch.tanh(logits / SOFTCAP)
+    return trace.model.head(trace.rec[names[layer]][row, positions])
 
 
 @torch.inference_mode()

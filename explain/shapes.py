@@ -84,10 +84,10 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
         raise ValueError(f"T0 + T = {T0 + T} exceeds the rotary table (10 x sequence_len)")
     # Every block has the same shapes, so one block is enough to run (meta ops still cost a little Python time).
     model = _meta_model(replace(config, n_layer=1), dtype)
-    hd, L = config.n_embd // config.n_head, config.n_layer
+    L = config.n_layer
     kv_cache = None
     if T0 > 0:
-        kv_cache = KVCache(B, config.n_kv_head, T0 + T, hd, 1, device="meta", dtype=dtype)
+        kv_cache = KVCache.for_model(model, B, T0 + T)
         model(torch.zeros(B, T0, dtype=torch.long, device="meta"), kv_cache=kv_cache)
     rec = Recorder()
     idx = torch.zeros(B, T, dtype=torch.long, device="meta")

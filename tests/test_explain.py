@@ -11,7 +11,7 @@ import torch
 from conftest import make_tiny_model
 from explain.attention import attention_weights
 from explain.causality import causality_view
-from explain.generate import (cached_generate, flops_per_token, forward_flops, generate_steps, generate_time_view,
+from explain.generate import (flops_per_token, forward_flops, generate_steps, generate_time_view,
                               generate_view, generation_flops)
 from explain.kvcache import default_steps, incremental_logits, kv_cache_view
 from explain.lens import lens_logits, logit_lens_view
@@ -22,6 +22,7 @@ from explain.shapes import TUTORIAL_CONFIG, shape_table
 from explain.softcap import softcap_view
 from explain.trace import trace_forward
 from explain.training import per_position_ce, training_view
+from gpt.kv_cache import KVCache
 from gpt.model import SOFTCAP, GPT, GPTConfig
 from gpt.recorder import Recorder
 
@@ -146,21 +147,32 @@ def test_generate_steps_match_model_generate(trace, temperature, top_k, seed):
             assert s["candidates"] >= min(top_k, V) and len([p for p in s["top_p"] if p > 0]) <= max(top_k, 1) + 1
 
 
+def greedy_by_hand(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding written out: a full forward of the whole sequence per token, argmax of the last position."""
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
 def test_generate_view_and_greedy_cached_equals_naive(trace):
     prompt = trace.ids(1)[:4]
-    assert cached_generate(trace.model, prompt, 7) == list(trace.model.generate(prompt, 7, temperature=0))
+    expected = greedy_by_hand(trace.model, prompt, 7)
+    assert list(trace.model.generate(prompt, 7, temperature=0, use_cache=True)) == expected
+    assert list(trace.model.generate(prompt, 7, temperature=0)) == expected
     view = generate_view(trace.model, prompt, max_tokens=3, temperature=0.9, top_k=20, seed=5)
     chosen = view.df.groupby("step")["chosen_id"].first()
     assert list(chosen) == list(trace.model.generate(prompt, 3, temperature=0.9, top_k=20, seed=5))
-    # Step 1 may reuse a recorded batch-1 forward of the prompt: same numbers, same tokens.
-    first = trace_forward(trace.model, prompt).logits[0, -1]
-    reused = generate_steps(trace.model, prompt, 3, 0.9, 20, 5, first_logits=first)
-    assert [s["token"] for s in reused] == list(chosen)
-    # the chosen token's rank, counted from the full next-token distribution of the same prefix
-    ids = prompt + [s["token"] for s in reused]
-    for k, s in enumerate(reused):
-        logits = trace.model(torch.tensor([ids[:len(prompt) + k]]))[0, -1]
+    steps = generate_steps(trace.model, prompt, 3, 0.9, 20, 5)
+    assert [s["token"] for s in steps] == list(chosen)
+    # each step's rank and probability, from the full next-token distribution of the same prefix after top-k and
+    # temperature, computed here
+    ids = prompt + [s["token"] for s in steps]
+    for k, s in enumerate(steps):
+        logits = trace.model(torch.tensor([ids[:len(prompt) + k]]))[0, -1].detach()
         assert s["rank"] == 1 + int((logits > logits[s["token"]]).sum())
+        kept = logits.masked_fill(logits < logits.topk(20).values[-1], float("-inf"))
+        assert s["p_token"] == pytest.approx(float((kept / 0.9).softmax(-1)[s["token"]]), rel=1e-5)
 
 
 def test_flop_counts():
@@ -181,7 +193,11 @@ def test_flop_counts():
 def test_generate_time_view_runs_both_loops(trace):
     view = generate_time_view(trace.model, trace.ids(0)[:3], lengths=(1, 3))
     assert list(view.df["n_new"]) == [1, 3]
-    assert view.df["same_tokens"].all() and (view.df["naive_s"] > 0).all()
+    # both loops gave the greedy tokens of a hand-written loop, and the view says so
+    for n in (1, 3):
+        expected = greedy_by_hand(trace.model, trace.ids(0)[:3], n)
+        assert list(trace.model.generate(trace.ids(0)[:3], n, temperature=0, use_cache=True)) == expected
+    assert view.df["same_tokens"].tolist() == [True, True]
 
 
 def test_shape_table_matches_a_real_forward():
@@ -215,8 +231,7 @@ def test_rotary_view_slice_is_what_forward_used():
     inside = view.df[view.df["in_slice"]]
     assert sorted(inside["position"].unique()) == [3, 4]
     # The recorded slice of a cached forward at T0 = 3:
-    from explain.kvcache import new_cache
-    cache, rec = new_cache(model, 1, 5), Recorder()
+    cache, rec = KVCache.for_model(model, 1, 5), Recorder()
     model(torch.tensor([[1, 2, 3]]), kv_cache=cache)
     model(torch.tensor([[4, 5]]), kv_cache=cache, recorder=rec)
     cos = rec["rotary.cos"][0, :, 0].float().numpy()
