@@ -7,6 +7,7 @@ from demo import chat, generate_tab, inside, lessons
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
 from demo.models import Models, describe
+from explain.inputs import SETTINGS, from_chatbot, max_tokens_setting
 
 TABS = ("chat", "inside", "generate", "lessons")
 
@@ -47,8 +48,9 @@ def link_fields(ctx: int) -> list[Field]:
         Field("tab", "chat", choices=TABS),
         Field("lang", "en", choices=tuple(LANGS)),
         Field("msg", ""),
-        Field("temperature", 0.8, 0, 2), Field("top_k", 50, 0, 200), Field("top_p", 1.0, 0.05, 1),
-        Field("max_tokens", min(256, ctx), 1, ctx), Field("seed", "random", max_len=20),
+        Field.of("temperature", SETTINGS["temperature"]), Field.of("top_k", SETTINGS["top_k"]),
+        Field.of("top_p", SETTINGS["top_p"]), Field.of("max_tokens", max_tokens_setting(ctx)),
+        Field("seed", "random", max_len=20),
         *inside.LINK_FIELDS, *generate_tab.LINK_FIELDS,
     ]
 
@@ -124,25 +126,27 @@ def build_demo(models: Models) -> gr.Blocks:
             tab = state.get("tab", "chat")
             return [*updates_for(state, tab), LANGS[state.get("lang", "en")], tab]
 
-        def open_view(tab: str, *args):
+        @models.handler
+        def open_view(tab: str, lang: str, *args):
             """After a restore: redraw what the link showed (the views of its prompt, the generate step)."""
             n_inside = len(inside_ui.inputs)
             ins, gen = args[:n_inside], args[n_inside:]
             inside_out = [gr.update()] * len(inside_ui.outputs)
             gen_out = [gr.update()] * len(gen_ui.show_outputs)
             if tab == "inside" and (ins[1] or ins[2]):
-                inside_out = inside_ui.run_fn(*ins)
+                inside_out = inside_ui.show_fn(*ins)
             if tab == "generate" and gen[5]:
-                gen_out = gen_ui.show_fn(*gen)
+                gen_out = gen_ui.state_fn(*gen)
             return [*inside_out, *gen_out]
 
         demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab], queue=False, api_name=False) \
-            .then(open_view, [link_tab, *inside_ui.inputs, *gen_ui.show_inputs],
+            .then(open_view, [link_tab, lang_state, *inside_ui.inputs, *gen_ui.show_inputs],
                   [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
+        demo.unload(chat_ui.forget)
 
         # ---- cross-tab jumps: chat -> inside forward, lessons -> the view that answers them ---------------------
         def look_inside(history, lang: str):
-            messages = chat.plain(history)
+            messages = from_chatbot(history)
             if not messages:
                 raise gr.Error(t("ui.no_reply_yet", lang))
             ids, _ = models.main.tokenizer.render_conversation(messages)

@@ -1,8 +1,6 @@
 """Chat tab: a streaming multi-turn chat in nanochat's format, with Stop / Regenerate / Clear and live stats."""
 from __future__ import annotations
 
-import html
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -10,80 +8,29 @@ from typing import Iterator
 
 import gradio as gr
 
-from demo.gpu import gpu
 from demo.i18n import Relabel, t
 from demo.models import Models
-from gpt.engine import SamplingParams
+from explain.inputs import SETTINGS, fit_context, from_chatbot, max_tokens_setting, sampling, to_chatbot
 
 UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the model is
 
 
-def plain(history: list[dict] | None) -> list[dict]:
-    """Chatbot value (content as a string or as a list of text parts, as `shown` wrote it) -> the conversation's own
-    [{"role", "content": str}], which is what the model reads."""
-    out = []
-    for m in history or []:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        out.append({"role": m["role"], "content": html.unescape(content if isinstance(content, str) else str(content))})
-    return out
-
-
-def shown(messages: list[dict]) -> list[dict]:
-    """The conversation as the Chatbot shows it: Markdown stays Markdown, but every '<' and '&' is escaped, so no
-    HTML from the model or the user (a script, an image from another site) becomes part of the page. `plain` undoes
-    it."""
-    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in messages]
-
-
-def parse_seed(text: str | int | float | None, lang: str = "en") -> int | None:
-    """'' / 'random' -> None (the engine picks one and reports it); a whole number -> that number."""
-    s = str(text if text is not None else "").strip().lower()
-    if s in ("", "random", "none", "随机"):
-        return None
-    try:
-        value = float(s)
-    except ValueError:
-        raise gr.Error(t("ui.bad_seed", lang)) from None
-    if not value.is_integer() or not 0 <= value < 2**63:  # the engine keeps seeds in int64 tensors
-        raise gr.Error(t("ui.bad_seed", lang))
-    return int(value)
-
-
-def sampling(temperature: float, top_k: float, top_p: float, max_tokens: float, seed, lang: str) -> SamplingParams:
-    seed_value = parse_seed(seed, lang)
-    if seed_value is None:
-        seed_value = random.SystemRandom().randrange(2**31)  # chosen here so the stats can show it
-    return SamplingParams(temperature=float(temperature), top_k=int(top_k) or None, top_p=float(top_p),
-                          seed=seed_value, max_tokens=int(max_tokens))
-
-
-def fit_context(models: Models, messages: list[dict], max_tokens: int, lang: str) -> tuple[list[int], int]:
-    """Prompt ids for the next reply, dropping the oldest turns until prompt + reply room fit the context.
-
-    Returns (prompt ids, number of messages dropped). Raises gr.Error when the last user message alone is too long.
-    """
-    tok, ctx = models.main.tokenizer, models.main.model.config.sequence_len
-    reserve = min(max_tokens, ctx // 2)  # room for at least part of the reply
-    dropped = 0
-    while True:
-        ids = tok.render_for_completion(messages[dropped:])
-        if len(ids) + reserve <= ctx:
-            return ids, dropped
-        if len(messages) - dropped <= 1:
-            raise gr.Error(t("ui.message_too_long", lang, n=len(ids), ctx=ctx))
-        dropped += 2 if len(messages) - dropped > 2 else 1  # a user turn and the reply to it
-
-
-# Stop flags, one per browser session: the Stop button sets it, the running generation polls it between tokens.
+# Stop flags, one per browser session: the Stop button sets it, the running reply checks it before every token.
+# A session's flag is dropped when the session ends (`forget_session`, on the page's unload).
 _STOP: dict[str, threading.Event] = {}
 
 
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
 def _stop_flag(request: gr.Request | None) -> threading.Event:
-    key = getattr(request, "session_hash", None) or "api"
-    flag = _STOP.setdefault(key, threading.Event())
-    return flag
+    return _STOP.setdefault(_session(request), threading.Event())
+
+
+def forget_session(request: gr.Request = None) -> None:
+    """The page closed: its stop flag goes too."""
+    _STOP.pop(_session(request), None)
 
 
 @dataclass
@@ -96,6 +43,7 @@ class ChatTab:
     max_tokens: gr.Slider
     seed: gr.Textbox
     look_inside: gr.Button
+    forget: object  # for demo.unload: drops the session's state
 
 
 def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed: int, stop_reason: str | None,
@@ -111,17 +59,18 @@ def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed:
 
 
 def make_reply(models: Models):
-    """The streaming generator behind Send and Regenerate (wrapped for ZeroGPU when available)."""
+    """The streaming generator behind Send and Regenerate."""
 
-    @gpu  # not models.worker.wrap: the engine's decode loop runs its steps on the torch thread itself
+    @models.handler(on_thread=False)  # the engine's decode loop runs its steps on the torch thread itself
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
-        messages = plain(history)
+        messages = from_chatbot(history)
         if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
             raise gr.Error(t("ui.empty_message", lang))
-        params = sampling(temperature, top_k, top_p, max_tokens, seed, lang)
-        prompt, dropped = fit_context(models, messages, params.max_tokens, lang)
-        notice = t("ui.dropped_turns", lang, ctx=models.main.model.config.sequence_len, n=dropped) if dropped else ""
+        params = sampling(temperature, top_k, top_p, max_tokens, seed)
+        ctx = models.main.model.config.sequence_len
+        prompt, dropped = fit_context(models.main.tokenizer, messages, ctx, params.max_tokens)
+        notice = t("ui.dropped_turns", lang, ctx=ctx, n=dropped) if dropped else ""
         flag = _stop_flag(request)
         flag.clear()
         messages.append({"role": "assistant", "content": ""})
@@ -141,7 +90,7 @@ def make_reply(models: Models):
                     last = now
                     messages[-1]["content"] = text
                     line = stats_line(models, n, now - start, ttft, params.seed, stop_reason, lang)
-                    yield shown(messages), line, notice
+                    yield to_chatbot(messages), line, notice
                 if event.done:
                     break
         finally:
@@ -149,7 +98,7 @@ def make_reply(models: Models):
         if stop_reason is None:  # the stream ended without a final event
             messages[-1]["content"] = text
             line = stats_line(models, n, time.perf_counter() - start, ttft, params.seed, None, lang)
-            yield shown(messages), line, notice
+            yield to_chatbot(messages), line, notice
 
     return reply
 
@@ -173,13 +122,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     stats = gr.Markdown(elem_id="chat-stats")
     with relabel(gr.Accordion(t("ui.sampling"), open=True), "ui.sampling"):
         with gr.Row():
-            temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("ui.temperature"),
-                                            elem_id="chat-temperature"), "ui.temperature")
-            top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("ui.top_k"), elem_id="chat-top-k"), "ui.top_k")
-            top_p = relabel(gr.Slider(0.05, 1, value=1.0, step=0.05, label=t("ui.top_p"), elem_id="chat-top-p"),
-                            "ui.top_p")
-            max_tokens = relabel(gr.Slider(1, ctx, value=min(256, ctx), step=1, label=t("ui.max_tokens"),
-                                           elem_id="chat-max-tokens"), "ui.max_tokens")
+            temperature = relabel.slider(SETTINGS["temperature"], "ui.temperature", "chat-temperature")
+            top_k = relabel.slider(SETTINGS["top_k"], "ui.top_k", "chat-top-k")
+            top_p = relabel.slider(SETTINGS["top_p"], "ui.top_p", "chat-top-p")
+            max_tokens = relabel.slider(max_tokens_setting(ctx), "ui.max_tokens", "chat-max-tokens")
             seed = relabel(gr.Textbox(value="random", label=t("ui.seed"), elem_id="chat-seed"), "ui.seed")
 
     reply = make_reply(models)
@@ -188,15 +134,15 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     def add_user(text: str, history, lang: str):
         if not (text or "").strip():
             raise gr.Error(t("ui.empty_message", lang))
-        return "", shown(plain(history) + [{"role": "user", "content": text}])
+        return "", to_chatbot(from_chatbot(history) + [{"role": "user", "content": text}])
 
     def drop_reply(history, lang: str):
-        messages = plain(history)
+        messages = from_chatbot(history)
         if messages and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
         if not messages:
             raise gr.Error(t("ui.nothing_to_regenerate", lang))
-        return shown(messages)
+        return to_chatbot(messages)
 
     def stop_now(request: gr.Request = None) -> None:
         _stop_flag(request).set()
@@ -215,4 +161,4 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, queue=False,
                 api_name=False)  # a reply still streaming would write the conversation back
 
-    return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside)
+    return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside, forget_session)

@@ -6,19 +6,19 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from explain.generate import generate_time_view, generate_view
-from demo.gpu import gpu
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
+from explain.generate import generate_time_view, generate_view
+from explain.inputs import MAX_GEN_STEPS, SETTINGS, generation_prompt
 
-MAX_STEPS = 64
 PLAY_DELAY_S = 0.35  # auto-play pace: slow enough to read each step
 
 LINK_FIELDS = [
     Field("gprompt", "Once upon a time"),
-    Field("gtemp", 0.8, 0, 2), Field("gtopk", 50, 0, 200), Field("gseed", 42, 0, 2**31 - 1),
-    Field("gsteps", 16, 1, MAX_STEPS), Field("gstep", 0, 0, MAX_STEPS),
+    Field.of("gtemp", SETTINGS["temperature"]), Field.of("gtopk", SETTINGS["top_k"]),
+    Field.of("gseed", SETTINGS["gen_seed"]), Field.of("gsteps", SETTINGS["gen_steps"]),
+    Field("gstep", 0, 0, MAX_GEN_STEPS),
 ]
 
 
@@ -30,7 +30,8 @@ class GenerateTab:
     seed: gr.Number
     steps: gr.Slider
     step: gr.Number  # tokens generated so far (what the page shows)
-    show_fn: object
+    show_fn: object  # a handler
+    state_fn: object  # the same work, not a handler: for other handlers to call
     show_inputs: list
     show_outputs: list
     cost_fn: object
@@ -48,17 +49,6 @@ class GenerateTab:
         return dict(fn=self.cost_fn, inputs=self.cost_inputs, outputs=self.cost_outputs, api_name=False)
 
 
-def prompt_ids(models: Models, text: str, lang: str) -> list[int]:
-    ids = models.main.tokenizer.encode(text or "")
-    if not ids:
-        raise gr.Error(t("ui.empty_prompt", lang))
-    ctx = models.main.model.config.sequence_len
-    if len(ids) + MAX_STEPS > ctx:
-        gr.Warning(t("ui.prompt_too_long", lang, n=len(ids), ctx=ctx - MAX_STEPS))
-        ids = ids[-(ctx - MAX_STEPS):]
-    return ids
-
-
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab:
     with gr.Row():
         with gr.Column(scale=3):
@@ -72,15 +62,13 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                 pause = relabel(gr.Button(t("ui.gen_pause"), elem_id="gen-pause"), value="ui.gen_pause")
         with gr.Column(scale=2):
             with gr.Row():
-                temperature = relabel(gr.Slider(0, 2, value=0.8, step=0.05, label=t("ui.temperature"),
-                                                elem_id="gen-temperature"), "ui.temperature")
-                top_k = relabel(gr.Slider(0, 200, value=50, step=1, label=t("ui.top_k"), elem_id="gen-top-k"),
-                                "ui.top_k")
+                temperature = relabel.slider(SETTINGS["temperature"], "ui.temperature", "gen-temperature")
+                top_k = relabel.slider(SETTINGS["top_k"], "ui.top_k", "gen-top-k")
             with gr.Row():
-                seed = relabel(gr.Number(42, precision=0, minimum=0, maximum=2**31 - 1, label=t("ui.gen_seed"),
+                s = SETTINGS["gen_seed"]
+                seed = relabel(gr.Number(s.default, precision=0, minimum=s.lo, maximum=s.hi, label=t("ui.gen_seed"),
                                          elem_id="gen-seed"), "ui.gen_seed")
-                steps = relabel(gr.Slider(1, MAX_STEPS, value=16, step=1, label=t("ui.gen_steps"),
-                                          elem_id="gen-steps"), "ui.gen_steps")
+                steps = relabel.slider(SETTINGS["gen_steps"], "ui.gen_steps", "gen-steps")
     step = gr.Number(0, precision=0, visible=False, elem_id="gen-step-count")
     text = relabel(gr.HighlightedText(label=t("ui.gen_text"), combine_adjacent=False, show_legend=False,
                                       show_inline_category=False, elem_id="gen-text"), "ui.gen_text")
@@ -93,19 +81,22 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                                    elem_id="gen-history"), "ui.gen_history")
     with gr.Row():
         cost_btn = relabel(gr.Button(t("ui.gen_cost"), elem_id="gen-cost"), value="ui.gen_cost")
-        cost_len = relabel(gr.Slider(8, 256, value=64, step=8, label=t("ui.gen_cost_len"), elem_id="gen-cost-len"),
-                           "ui.gen_cost_len")
+        cost_len = relabel.slider(SETTINGS["cost_len"], "ui.gen_cost_len", "gen-cost-len")
     with gr.Row():
         with gr.Column(scale=3):
             cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot", visible=False)  # shown once measured
         with gr.Column(scale=2):
             cost_text = gr.Markdown(elem_id="gen-cost-text")
 
-    @gpu
-    @models.worker.wrap
-    def show(prompt_text, temp, k, seed_v, n_steps, n, lang):
+    def prompt_ids(text: str, lang: str) -> list[int]:
+        ids, warnings = generation_prompt(models.main.tokenizer, text, models.main.model.config.sequence_len, lang)
+        for warning in warnings:
+            gr.Warning(warning)
+        return ids
+
+    def state_after(prompt_text, temp, k, seed_v, n_steps, n, lang):
         """The state after `n` steps of model.generate(prompt, temperature, top_k, seed) (recomputed: deterministic)."""
-        ids = prompt_ids(models, prompt_text, lang)
+        ids = prompt_ids(prompt_text, lang)
         n = max(0, min(int(n or 0), int(n_steps)))
         tok = models.main.tokenizer
         view = generate_view(models.main.model, ids, tok, n, temperature=float(temp), top_k=int(k) or None,
@@ -118,32 +109,38 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                                                     "candidates", "entropy"]].round(4)
         return n, spans, view.fig, f"### {view.title}\n\n{view.text}", headers(steps_table, lang)
 
+    show = models.handler(state_after)
     show_inputs = [prompt, temperature, top_k, seed, steps, step, lang_state]
     show_outputs = [step, text, plot, explanation, history]
 
+    @models.handler
+    def reset_steps(prompt_text, temp, k, seed_v, n_steps, n, lang):
+        return state_after(prompt_text, temp, k, seed_v, n_steps, 0, lang)
+
+    @models.handler
     def advance(prompt_text, temp, k, seed_v, n_steps, n, lang):
         if int(n or 0) >= int(n_steps):
             gr.Info(t("ui.gen_done", lang))
-        return show(prompt_text, temp, k, seed_v, n_steps, int(n or 0) + 1, lang)
+        return state_after(prompt_text, temp, k, seed_v, n_steps, int(n or 0) + 1, lang)
 
+    @models.handler(on_thread=False)  # the pause between steps must not hold the torch thread
     def autoplay(prompt_text, temp, k, seed_v, n_steps, n, lang):
         n = int(n or 0)
         if n >= int(n_steps):
             n = 0
         while n < int(n_steps):
             n += 1
-            yield show(prompt_text, temp, k, seed_v, n_steps, n, lang)
+            yield models.run(state_after, prompt_text, temp, k, seed_v, n_steps, n, lang)
             time.sleep(PLAY_DELAY_S)
 
-    reset.click(lambda *a: show(*a[:5], 0, a[6]), show_inputs, show_outputs, api_name="generate_reset")
+    reset.click(reset_steps, show_inputs, show_outputs, api_name="generate_reset")
     step_btn.click(advance, show_inputs, show_outputs, api_name="generate_step")
     playing = play.click(autoplay, show_inputs, show_outputs, api_name=False)
     pause.click(None, None, None, cancels=[playing], queue=False, api_name=False)
 
-    @gpu
-    @models.worker.wrap
+    @models.handler
     def cost(prompt_text, max_len, lang):
-        ids = prompt_ids(models, prompt_text, lang)
+        ids = prompt_ids(prompt_text, lang)
         lengths = tuple(n for n in (4, 8, 16, 32, 64, 128, 256) if n <= int(max_len))
         view = generate_time_view(models.main.model, ids, lengths, lang=lang)
         return view.fig, f"### {view.title}\n\n{view.text}"
@@ -151,5 +148,5 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
     cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]
     cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost") \
         .then(lambda: gr.Plot(visible=True), None, cost_plot, queue=False, api_name=False)
-    return GenerateTab(prompt, temperature, top_k, seed, steps, step, show, show_inputs, show_outputs, cost,
-                       cost_inputs, cost_outputs)
+    return GenerateTab(prompt, temperature, top_k, seed, steps, step, show, state_after, show_inputs, show_outputs,
+                       cost, cost_inputs, cost_outputs)

@@ -10,6 +10,7 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
+from explain.inputs import Setting
 from explain.text import LANGS, lang_code, t
 
 __all__ = ["LANGS", "Relabel", "headers", "lang_code", "t"]
@@ -35,6 +36,11 @@ class Relabel:
         entry = self._items.setdefault(id(component), (component, {}))
         entry[1].update(props)
         return component
+
+    def slider(self, setting: Setting, key: str, elem_id: str) -> gr.Slider:
+        """A slider for one of explain.inputs' settings (its range, step and default), labelled with the text `key`."""
+        return self(gr.Slider(setting.lo, setting.hi, value=setting.default, step=setting.step, label=t(key),
+                              elem_id=elem_id), key)
 
     @property
     def components(self) -> list:

@@ -4,20 +4,17 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-import torch
 
-from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
-from explain.rotary import rotary_view
-from explain.shapes import shapes_view
-from demo.gpu import gpu
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
+from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
+from explain.inputs import forward_request
 
 
 class Preset(NamedTuple):
@@ -49,92 +46,6 @@ LINK_FIELDS = [
 
 
 @dataclass
-class Request:
-    """What to run: a [B, T] batch of ids, of which the first `prefix` positions are (conceptually) cached."""
-    ids: list[list[int]]
-    prefix: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-MAX_ROWS = 8  # sequences in one forward: enough to show the batch dimension, small enough for any machine
-MAX_RANDOM_T = 100_000  # longer random rows are refused before they are drawn (anything past the context is cut)
-
-
-def parse_ids(text: str, vocab_size: int, lang: str) -> Request:
-    """'1, 2, 3 | 4; 5, 6, 7 | 8' or 'random 2x128' -> Request. Raises gr.Error with a readable message."""
-    text = text.strip()
-    if text.lower().startswith("random"):
-        dims = text[6:].strip().lower().replace("×", "x").split("x")
-        if len(dims) != 2 or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
-            raise gr.Error(t("ui.bad_ids", lang, v=vocab_size, bad=text))
-        if int(dims[0]) > MAX_ROWS or int(dims[1]) > MAX_RANDOM_T:
-            raise gr.Error(t("ui.too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
-        gen = torch.Generator().manual_seed(0)
-        return Request(torch.randint(0, vocab_size, (int(dims[0]), int(dims[1])), generator=gen).tolist())
-    rows, prefixes, bad = [], set(), []
-    for row_text in filter(str.strip, text.split(";")):
-        parts = row_text.split("|")
-        if len(parts) > 2:
-            bad.append(row_text.strip())
-            continue
-        row = []
-        for piece in ",".join(parts).replace(",", " ").split():
-            if piece.isdigit() and int(piece) < vocab_size:
-                row.append(int(piece))
-            else:
-                bad.append(piece)
-        rows.append(row)
-        prefixes.add(len(parts[0].replace(",", " ").split()) if len(parts) == 2 else 0)
-    if bad:
-        raise gr.Error(t("ui.bad_ids", lang, v=vocab_size, bad=", ".join(bad[:8])))
-    if not rows or not rows[0]:
-        raise gr.Error(t("ui.empty_prompt", lang))
-    if len({len(r) for r in rows}) > 1 or len(prefixes) > 1:
-        raise gr.Error(t("ui.ragged_ids", lang))
-    if len(rows) > MAX_ROWS:
-        raise gr.Error(t("ui.too_big", lang, rows=MAX_ROWS, T=MAX_RANDOM_T))
-    prefix = prefixes.pop()
-    return Request(rows, prefix if prefix < len(rows[0]) else 0)
-
-
-def make_request(models: Models, which: str, prompt: str, ids: str, lang: str) -> Request:
-    loaded = models.pick(which)
-    ctx = loaded.model.config.sequence_len
-    if (ids or "").strip():
-        req = parse_ids(ids, loaded.model.config.vocab_size, lang)
-    elif (prompt or "").strip():
-        req = Request([loaded.tokenizer.encode(prompt)])
-        if not req.ids[0]:
-            raise gr.Error(t("ui.empty_prompt", lang))
-    else:
-        raise gr.Error(t("ui.empty_prompt", lang))
-    T = len(req.ids[0])
-    if T > ctx:
-        gr.Warning(t("ui.prompt_too_long", lang, n=T, ctx=ctx))
-        req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
-    if len(req.ids) > 1:
-        req.notes.append(t("ui.batch_note", lang, b=len(req.ids)))
-    return req
-
-
-def views_for(models: Models, which: str, req: Request, layer: int, head: int, position: int, lang: str,
-              names: tuple[str, ...] = VIEWS) -> list:
-    """explain/'s views `names` of this request (the generate view lives in its own tab), as ViewResults."""
-    loaded = models.pick(which)
-    tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
-    T = len(req.ids[0])
-    kv_steps = [req.prefix, T - req.prefix] if req.prefix else None
-    views = build_all(loaded.model, tokenizer, req.ids, lang, layer=layer, head=head, position=position,
-                      kv_steps=kv_steps, views=names)
-    if req.prefix:  # the tutorial's cache example: this call feeds T - T0 new tokens after T0 cached ones
-        if "shapes" in views:
-            views["shapes"] = shapes_view(loaded.model, len(req.ids), T - req.prefix, req.prefix, lang=lang)
-        if "rotary" in views:
-            views["rotary"] = rotary_view(loaded.model, T - req.prefix, req.prefix, lang=lang)
-    return list(views.values())
-
-
-@dataclass
 class InsideTab:
     preset: gr.Dropdown
     model: gr.Radio
@@ -146,6 +57,7 @@ class InsideTab:
     focus: gr.Dropdown
     run: gr.Button
     run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang) -> outputs
+    show_fn: object  # the same work, not a handler: for other handlers to call
     inputs: list
     outputs: list
     refresh: dict  # .then(**refresh): rerun only if views are showing (after a language switch)
@@ -225,19 +137,22 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         relabel(export_note, value=png_note)
     last = gr.State([])
 
-    @gpu
-    @models.worker.wrap
-    def run_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
-        req = make_request(models, which, prompt_text, ids_text, lang)
+    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
+        """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
         loaded = models.pick(which)
         c = loaded.model.config
+        req = forward_request(loaded.tokenizer, c.vocab_size, c.sequence_len, prompt_text, ids_text, lang)
+        for warning in req.warnings:
+            gr.Warning(warning)
         asked = (int(layer_v), int(head_v), int(pos_v))
         layer_v, head_v = min(int(layer_v), c.n_layer - 1), min(int(head_v), c.n_head - 1)
         T = len(req.ids[0])
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
+        tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
         try:
-            views = views_for(models, which, req, layer_v, head_v, pos_v, lang,
-                              (focus_v,) if focus_v in VIEWS else VIEWS)  # compute only what is shown
+            views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
+                                   position=pos_v, cached=req.prefix,
+                                   views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
             raise gr.Error(str(e)) from None
         tmp = Path(tempfile.mkdtemp(prefix="inside-"))
@@ -257,6 +172,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                 out += [gr.update(visible=False), None, "", None, None]
         return [*out, views]
 
+    run_views = models.handler(show_views)
+
     inputs = [model, prompt, ids, layer, head, position, focus, lang_state]
     outputs = [notes, layer, head, position] + [c for slot in slots for c in slot] + [last]
     run.click(run_views, inputs, outputs, api_name="inside")
@@ -273,9 +190,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
         .then(run_views, inputs, outputs, api_name=False)
 
-    def export_zip(views):
+    @models.handler
+    def export_zip(views, lang):
         if not views:
-            raise gr.Error(t("ui.empty_prompt"))
+            raise gr.Error(t("ui.empty_prompt", lang))
         tmp = Path(tempfile.mkdtemp(prefix="inside-export-"))
         path = tmp / "inside-forward.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -289,12 +207,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             z.writestr("plotly.min.js", plotly.offline.get_plotlyjs())
         return gr.update(value=str(path), visible=True)
 
-    export.click(export_zip, last, export_file, api_name=False)
-    def refresh(views, *args):
+    export.click(export_zip, [last, lang_state], export_file, api_name=False)
+
+    @models.handler
+    def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
         """Rerun (e.g. in the new language) only when views are already on the page."""
         if not views:
             return [gr.update()] * len(outputs)
-        return run_views(*args)
+        return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang)
 
-    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, run_views, inputs, outputs,
-                     dict(fn=refresh, inputs=[last, *inputs], outputs=outputs, api_name=False))
+    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, run_views, show_views, inputs,
+                     outputs, dict(fn=refresh, inputs=[last, *inputs], outputs=outputs, api_name=False))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
+from explain.inputs import Setting
+
 
 @dataclass(frozen=True)
 class Field:
@@ -18,6 +20,12 @@ class Field:
     hi: float | None = None
     choices: tuple[str, ...] | None = None  # strings restricted to these
     max_len: int = 2000  # free text is cut to this many characters
+
+    @classmethod
+    def of(cls, key: str, setting: Setting) -> "Field":
+        """A number field for one of explain.inputs' settings: its default and range."""
+        default = int(setting.default) if float(setting.step).is_integer() else setting.default
+        return cls(key, default, setting.lo, setting.hi)
 
     def parse(self, raw: str) -> Any:
         """The value of `raw` for this field, or None when it is not valid."""

@@ -1,13 +1,19 @@
-"""Which model the app serves, the random-init tutorial model, and the one-line description the header shows."""
+"""Which model the app serves, the random-init tutorial model, the one-line description the header shows, and the
+one decorator every UI handler that does model work goes through (`Models.handler`)."""
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Callable, TypeVar
 
+import gradio as gr
 import torch
 
+from demo.gpu import gpu
+from explain.inputs import InputError
+from explain.shapes import TUTORIAL_CONFIG
 from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
                             serving_dtype)
 from gpt.engine import Engine
@@ -15,8 +21,7 @@ from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 from gpt.torch_thread import TorchThread
 
-# The config of the tutorial's shape questions: input [2, 5] -> logits [2, 5, 50304].
-TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)
+F = TypeVar("F", bound=Callable)
 # Used only when no trained model exists: small enough to build in a second anywhere.
 FALLBACK_CONFIG = GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head=2, n_kv_head=2, n_embd=64)
 
@@ -25,10 +30,8 @@ FALLBACK_CONFIG = GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head
 class Models:
     """The served model (+ its engine) and the lazily built random-init model of the tutorial's config.
 
-    `worker` runs the model work: on a CPU one thread for all of it (gpt/torch_thread.py says why); handlers that
-    run a model are wrapped with `worker.wrap`. Chats go through one batched decode loop on every device
-    (gpt/serving.py), whose steps run on that same thread: a handler that streams a chat must not be wrapped (it
-    would hold the thread while it waits for the loop's tokens)."""
+    `worker` runs the model work: on a CPU one thread for all of it (gpt/torch_thread.py says why). Every queued UI
+    event is a `handler` (a test holds the demo to it), so a new one cannot forget the rule."""
 
     main: LoadedModel
     notice: str = ""  # why the requested model is not the one served ("" when it is)
@@ -53,6 +56,49 @@ class Models:
 
     def pick(self, which: str) -> LoadedModel:
         return self.tutorial() if which == "tutorial" else self.main
+
+    def handler(self, fn: F | None = None, *, on_thread: bool = True) -> F:
+        """A UI event handler that does model work: on ZeroGPU inside spaces.GPU; on a CPU on the torch thread (a
+        generator's items are produced there); an InputError becomes a gr.Error in the language of the handler's
+        `lang` argument. on_thread=False for a handler that must not hold the thread while it waits: a chat reply
+        (the batched decode loop runs its steps there itself) or a paced loop that hands each step to `self.run`."""
+        if fn is None:
+            return functools.partial(self.handler, on_thread=on_thread)  # type: ignore[return-value]
+        wrapped = gpu(self.worker.wrap(_in_users_language(fn)) if on_thread else _in_users_language(fn))
+        wrapped.model_handler = True
+        return wrapped
+
+    def run(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) where model work runs (on a CPU: the torch thread), from an on_thread=False handler."""
+        return self.worker.run(fn, *args, **kwargs)
+
+
+def _in_users_language(fn: F) -> F:
+    """fn, with an InputError re-raised as a gr.Error in the language of fn's `lang` argument ("en" without one)."""
+    signature = inspect.signature(fn)
+
+    def language(args, kwargs) -> str:
+        try:
+            return signature.bind_partial(*args, **kwargs).arguments.get("lang") or "en"
+        except TypeError:
+            return "en"
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except InputError as e:
+                raise gr.Error(e.message(language(args, kwargs))) from None
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            raise gr.Error(e.message(language(args, kwargs))) from None
+    return call  # type: ignore[return-value]
 
 
 def model_thread(device: torch.device) -> TorchThread:

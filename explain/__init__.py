@@ -11,6 +11,7 @@ Entry point (what the UI calls)::
 you already have (re-use it when only layer/head/position change). text_or_ids: a string (needs the tokenizer),
 a list of ids, a list of lists [B][T] or a tensor [B, T]; tokenizer may be None (labels become "#id").
 Options: layer, head, position (-1 = last), row (batch row shown), j and new_token (causality), kv_steps (chunk sizes),
+cached (positions already in a KV cache: the tutorial's T0),
 gen_tokens, temperature, top_k, seed (generate), views (a subset of VIEWS).
 `ViewResult(name, title, df, fig, text)`; every function raises ValueError with a readable message on bad input.
 

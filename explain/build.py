@@ -23,16 +23,24 @@ VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "trai
 def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
                 j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
                 gen_tokens: int = 4, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
-                views: tuple[str, ...] | None = None) -> dict[str, ViewResult]:
-    """Every view (or only `views`) of an existing trace, in VIEWS order."""
+                views: tuple[str, ...] | None = None, cached: int = 0) -> dict[str, ViewResult]:
+    """Every view (or only `views`) of an existing trace, in VIEWS order.
+
+    cached: the first `cached` positions are already in a KV cache (the tutorial's "[100, 200, 300] then [400]"):
+    the shapes and rotary views show the call that feeds the other T - cached tokens at T0 = cached, and the KV-cache
+    view feeds the prompt in those two pieces (unless kv_steps says otherwise)."""
     wanted = VIEWS if views is None else tuple(views)
     unknown = set(wanted) - set(VIEWS)
     if unknown:
         raise ValueError(f"unknown views {sorted(unknown)}; known: {VIEWS}")
+    if not 0 <= cached < trace.T:
+        raise ValueError(f"cached must be in 0..{trace.T - 1}, got {cached}")
+    if cached and kv_steps is None:
+        kv_steps = [cached, trace.T - cached]
     model = trace.model
     makers = {
-        "shapes": lambda: shapes_view(model, trace.B, trace.T, 0, lang=lang),
-        "rotary": lambda: rotary_view(model, trace.T, 0, lang=lang),
+        "shapes": lambda: shapes_view(model, trace.B, trace.T - cached, cached, lang=lang),
+        "rotary": lambda: rotary_view(model, trace.T - cached, cached, lang=lang),
         "mask": lambda: mask_view(trace.labels[row], lang=lang),
         "attention": lambda: attention_view(trace, layer, head, row, position, lang=lang),
         "softcap": lambda: softcap_view(trace, position, row, lang=lang),

@@ -1,0 +1,119 @@
+"""demo/ is wiring: every queued event goes through Models.handler, user-input errors arrive in the user's language,
+a session's stop flag goes when the session does, and the parsing the UI relies on (explain/inputs.py) behaves."""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import pytest
+import torch
+
+from demo import chat
+from demo.app import build_demo
+from demo.models import Models, load
+from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request,
+                            from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
+from explain.text import t
+from gpt.checkpoint import random_model
+from gpt.model import GPTConfig
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    return load()
+
+
+@pytest.fixture(scope="module")
+def demo(models: Models) -> gr.Blocks:
+    return build_demo(models)
+
+
+def event_fns(demo: gr.Blocks, name: str) -> list:
+    return [f.fn for f in demo.fns.values() if f.name == name]
+
+
+def test_every_queued_event_is_a_model_handler(demo: gr.Blocks):
+    """Queued events are where model work runs; each must go through Models.handler (torch thread, ZeroGPU,
+    errors in the user's language). Instant events (queue=False) and the page's unload are the only others."""
+    queued = [f for f in demo.fns.values() if f.fn is not None and f.queue and (None, "unload") not in f.targets]
+    assert len(queued) > 10
+    assert [f.name for f in queued if not getattr(f.fn, "model_handler", False)] == []
+    plain = [f for f in demo.fns.values() if f.fn is not None and not f.queue]
+    assert all(not getattr(f.fn, "model_handler", False) for f in plain)
+
+
+def test_bad_input_is_an_error_in_the_users_language(demo: gr.Blocks, models: Models):
+    run = event_fns(demo, "show_views")[0]
+    for lang in ("zh", "en"):
+        with pytest.raises(gr.Error) as caught:
+            run("loaded", "", "1, x, 2", 0, 0, -1, "all", lang)
+        v = models.main.model.config.vocab_size
+        assert caught.value.message == t("ui.bad_ids", lang, v=v, bad="x")
+    step = event_fns(demo, "advance")[0]
+    with pytest.raises(gr.Error) as caught:
+        step("", 0.8, 50, 42, 16, 0, "zh")
+    assert caught.value.message == t("ui.empty_prompt", "zh")
+
+
+def test_a_sessions_stop_flag_goes_with_the_session(demo: gr.Blocks):
+    class Request:
+        session_hash = "closing-tab"
+
+    flag = chat._stop_flag(Request())
+    assert isinstance(flag, threading.Event) and chat._STOP["closing-tab"] is flag
+    unload = [f.fn for f in demo.fns.values() if (None, "unload") in f.targets]
+    assert unload == [chat.forget_session]
+    unload[0](Request())
+    assert "closing-tab" not in chat._STOP
+
+
+def test_parse_ids():
+    req = parse_ids("1, 2, 3 | 4; 5 6 7 | 8", 100)
+    assert req.ids == [[1, 2, 3, 4], [5, 6, 7, 8]] and req.prefix == 3
+    assert parse_ids("random 2x3", 50).ids == torch.randint(0, 50, (2, 3), generator=torch.Generator().manual_seed(0)
+                                                            ).tolist()
+    for bad, key in (("1, 2; 3", "ui.ragged_ids"), ("1, 100", "ui.bad_ids"), ("²", "ui.bad_ids"),
+                     ("9" * 5000, "ui.bad_ids"), ("", "ui.empty_prompt"), ("random 9x2", "ui.too_big"),
+                     ("random 0x2", "ui.bad_ids"), ("; ".join(["1"] * (MAX_ROWS + 1)), "ui.too_big")):
+        with pytest.raises(InputError) as caught:
+            parse_ids(bad, 100)
+        assert caught.value.key == key, bad
+
+
+def test_seed_and_settings():
+    assert parse_seed("random") is None and parse_seed(" 7 ") == 7 and parse_seed(3.0) == 3
+    for bad in ("1.5", "-1", "abc", str(2**63)):
+        with pytest.raises(InputError):
+            parse_seed(bad)
+    assert all(s.lo <= s.default <= s.hi for s in SETTINGS.values())
+
+
+def test_fit_context_drops_oldest_turns(tiny_tokenizer):
+    msgs = [{"role": r, "content": "word " * 20} for r in ("user", "assistant") * 3] + [{"role": "user",
+                                                                                         "content": "hi"}]
+    full = len(tiny_tokenizer.render_for_completion(msgs))
+    ids, dropped = fit_context(tiny_tokenizer, msgs, full + 10, 10)
+    assert dropped == 0 and len(ids) == full
+    ids, dropped = fit_context(tiny_tokenizer, msgs, full, 10)
+    assert dropped == 2 and ids == tiny_tokenizer.render_for_completion(msgs[2:])
+    with pytest.raises(InputError) as caught:
+        fit_context(tiny_tokenizer, [{"role": "user", "content": "word " * 200}], 64, 8)
+    assert caught.value.key == "ui.message_too_long"
+
+
+def test_chat_text_is_escaped_and_restored():
+    msgs = [{"role": "user", "content": "<img src=x onerror=alert(1)> & *bold*"}]
+    shown = to_chatbot(msgs)
+    assert "<" not in shown[0]["content"] and "*bold*" in shown[0]["content"]
+    assert from_chatbot(shown) == msgs
+
+
+def test_prompts_are_cut_to_fit(tiny_tokenizer):
+    model = random_model(GPTConfig(sequence_len=80, vocab_size=tiny_tokenizer.vocab_size, n_layer=1, n_head=2,
+                                   n_kv_head=2, n_embd=16), tiny_tokenizer).model
+    text = "word " * 100
+    n = len(tiny_tokenizer.encode(text))
+    req = forward_request(tiny_tokenizer, model.config.vocab_size, 80, text, "", "zh")
+    assert len(req.ids[0]) == 80 and req.warnings == [t("ui.prompt_too_long", "zh", n=n, ctx=80)]
+    ids, warnings = generation_prompt(tiny_tokenizer, text, 80, "en")
+    assert len(ids) == 80 - MAX_GEN_STEPS and warnings == [t("ui.prompt_too_long", "en", n=n, ctx=80 - MAX_GEN_STEPS)]
