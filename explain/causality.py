@@ -9,7 +9,7 @@ import torch
 from explain.common import ViewResult, base_layout, hover, np32, position_axis, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
-from gpt.recorder import Recorder
+from gpt.recorder import Recorder, residual_points
 
 
 @torch.inference_mode()
@@ -20,7 +20,7 @@ def causality_diffs(trace: Trace, j: int, new_token: int, row: int = 0) -> tuple
     Both runs are batch-1 forwards of the same shape: a matrix product may round differently at another batch size,
     and the proof must compare like with like.
     """
-    stages = ["embed_norm"] + [f"blocks.{i}.output" for i in range(trace.config.n_layer)] + ["logits"]
+    stages = [*residual_points(trace.config.n_layer), "logits"]
     base = trace.rec
     if trace.B > 1:
         base = Recorder(names=set(stages))

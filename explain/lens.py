@@ -13,12 +13,13 @@ import torch
 from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
 from explain.text import t
 from explain.trace import Trace, token_labels
+from gpt.recorder import residual_points
 
 
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
     """(names shown, recorded names) of the residual stream read by the lens: embedding, then each block's output."""
     L = trace.config.n_layer
-    return ["embed"] + [f"block {i}" for i in range(L)], ["embed_norm"] + [f"blocks.{i}.output" for i in range(L)]
+    return ["embed"] + [f"block {i}" for i in range(L)], residual_points(L)
 
 
 @torch.inference_mode()

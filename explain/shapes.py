@@ -16,29 +16,31 @@ from explain.common import ViewResult, base_layout
 from explain.text import t
 from gpt.kv_cache import KVCache
 from gpt.model import GPT, GPTConfig
-from gpt.recorder import Recorder
+from gpt.recorder import POINTS, Recorder
 
-# Recorded name -> (stage, code that produces it, symbolic shape). Block tensors use "blocks.0." (block 0 stands for
-# every block: they all have the same shapes). Code None: no one expression, said in words (view.shapes.code.<...>).
-_ACTIVATIONS = [
-    ("rotary.cos", 1, "cos[:, T0:T0+T]", "[1, T, 1, hd/2]"),
-    ("rotary.sin", 1, "sin[:, T0:T0+T]", "[1, T, 1, hd/2]"),
-    ("embed", 2, "wte(idx)", "[B, T, C]"),
-    ("embed_norm", 2, "norm(x)", "[B, T, C]"),
-    ("blocks.0.input", 2, None, "[B, T, C]"),  # view.shapes.code.block_input
-    ("blocks.0.attn.q", 2, "norm(rotary(c_q(norm(x))))", "[B, H, T, hd]"),
-    ("blocks.0.attn.k", 2, "norm(rotary(c_k(norm(x)))) (+ cache)", "[B, Hkv, Tk, hd]"),
-    ("blocks.0.attn.v", 2, "c_v(norm(x)) (+ cache)", "[B, Hkv, Tk, hd]"),
-    ("blocks.0.attn.y", 2, "softmax(q·kᵀ/√hd + mask)·v", "[B, H, T, hd]"),
-    ("blocks.0.attn.out", 2, "c_proj(y)", "[B, T, C]"),
-    ("blocks.0.resid_mid", 2, "x + attn", "[B, T, C]"),
-    ("blocks.0.mlp.hidden", 2, "relu(c_fc(norm(x)))²", "[B, T, 4C]"),
-    ("blocks.0.mlp.out", 2, "c_proj(hidden)", "[B, T, C]"),
-    ("blocks.0.output", 2, "x + mlp", "[B, T, C]"),
-    ("final_norm", 2, "norm(x)", "[B, T, C]"),
-    ("logits_raw", 3, "lm_head(x).float()", "[B, T, V]"),
-    ("logits", 3, "15·tanh(logits_raw/15)", "[B, T, V]"),
-]
+# Each recording point of the model (gpt.recorder.POINTS: its name and symbolic shape) -> (stage, the code that produces
+# it). Block points are shown for block 0, which stands for every block (they all have the same shapes). Code None: no
+# one expression, said in words (view.shapes.code.<...>).
+_STAGE_CODE = {
+    "rotary.cos": (1, "cos[:, T0:T0+T]"),
+    "rotary.sin": (1, "sin[:, T0:T0+T]"),
+    "embed": (2, "wte(idx)"),
+    "embed_norm": (2, "norm(x)"),
+    "blocks.{i}.input": (2, None),  # view.shapes.code.block_input
+    "blocks.{i}.attn.q": (2, "norm(rotary(c_q(norm(x))))"),
+    "blocks.{i}.attn.k": (2, "norm(rotary(c_k(norm(x)))) (+ cache)"),
+    "blocks.{i}.attn.v": (2, "c_v(norm(x)) (+ cache)"),
+    "blocks.{i}.attn.y": (2, "softmax(q·kᵀ/√hd + mask)·v"),
+    "blocks.{i}.attn.out": (2, "c_proj(y)"),
+    "blocks.{i}.resid_mid": (2, "x + attn"),
+    "blocks.{i}.mlp.hidden": (2, "relu(c_fc(norm(x)))²"),
+    "blocks.{i}.mlp.out": (2, "c_proj(hidden)"),
+    "blocks.{i}.output": (2, "x + mlp"),
+    "final_norm": (2, "norm(x)"),
+    "logits_raw": (3, "lm_head(x).float()"),
+    "logits": (3, "15·tanh(logits_raw/15)"),
+}
+_ACTIVATIONS = [(p.name.format(i=0), *_STAGE_CODE[p.name], p.shape) for p in POINTS]
 # Per-head slices, inserted after the tensor they slice: after -> (code, which head (its text is
 # view.shapes.code.head_<which>), symbolic, head count attribute).
 _PER_HEAD = {

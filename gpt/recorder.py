@@ -59,6 +59,11 @@ def point_names(n_layer: int) -> list[str]:
     return names[:first] + blocks + names[first + len(BLOCK_POINTS):]
 
 
+def residual_points(n_layer: int) -> list[str]:
+    """The residual stream as it grows: after the embedding (normalized), then after each block."""
+    return ["embed_norm"] + [block_names(i)["output"] for i in range(n_layer)]
+
+
 def no_tap(name: str, tensor: torch.Tensor) -> None:
     """The tap when nothing records: does nothing (and compiles away under torch.compile)."""
 
