@@ -14,6 +14,7 @@ import torch
 
 from explain.common import ViewResult, base_layout
 from explain.text import t
+from gpt.arch import new_model
 from gpt.kv_cache import KVCache
 from gpt.model import GPT, GPTConfig
 from gpt.recorder import POINTS, Recorder
@@ -26,7 +27,9 @@ _STAGE_CODE = {
     "rotary.sin": (1, "sin[:, T0:T0+T]"),
     "embed": (2, "wte(idx)"),
     "embed_norm": (2, "norm(x)"),
+    "embed_smear": (2, "x + smear_lambda·σ(smear_gate(x[:24]))·x[t-1]"),
     "blocks.{i}.input": (2, None),  # view.shapes.code.block_input
+    "blocks.{i}.attn.ve_gate": (2, "3·σ(ve_gate(x[..., :12]))"),
     "blocks.{i}.attn.q": (2, "norm(rotary(c_q(norm(x))))"),
     "blocks.{i}.attn.k": (2, "norm(rotary(c_k(norm(x)))) (+ cache)"),
     "blocks.{i}.attn.v": (2, "c_v(norm(x)) (+ cache)"),
@@ -36,6 +39,7 @@ _STAGE_CODE = {
     "blocks.{i}.mlp.hidden": (2, "relu(c_fc(norm(x)))²"),
     "blocks.{i}.mlp.out": (2, "c_proj(hidden)"),
     "blocks.{i}.output": (2, "x + mlp"),
+    "backout": (2, "x − backout_lambda·x_mid"),
     "final_norm": (2, "norm(x)"),
     "logits_raw": (3, "lm_head(x).float()"),
     "logits": (3, "15·tanh(logits_raw/15)"),
@@ -55,6 +59,10 @@ _PARAMS = [
     (2, "transformer.h.0.attn.c_v.weight", "[Hkv·hd, C]"),
     (2, "transformer.h.0.mlp.c_fc.weight", "[4C, C]"),
     (3, "lm_head.weight", "[V, C]"),
+    # nanochat 2026 only (V is padded to a multiple of 64 there)
+    (2, "value_embeds.0.weight", "[V, Hkv·hd]"),
+    (2, "transformer.h.0.attn.ve_gate.weight", "[Hkv, 12]"),
+    (2, "smear_gate.weight", "[1, 24]"),
 ]
 _DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int64: "int64",
           torch.float64: "float64"}
@@ -66,9 +74,9 @@ def _fmt(shape) -> str:
 
 def _meta_model(config: GPTConfig, dtype: torch.dtype) -> GPT:
     with torch.device("meta"):
-        model = GPT(config)
-    model.transformer.to(dtype)  # parameters only: the rotary buffers stay bf16, as in the real model
-    model.lm_head.to(dtype)
+        model = new_model(config)
+    for p in model.parameters():  # parameters only: the rotary buffers keep the dtype the model gives them
+        p.data = p.data.to(dtype)
     return model
 
 
@@ -99,11 +107,12 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
 
     rows = [dict(stage=2, name="idx", code=t("view.shapes.code.idx", lang), symbolic="[B, T]", concrete=_fmt(idx.shape),
                  dtype="int64", kind="input", branch="both")]
-    for stage, name, sym in _PARAMS:
+    names = set(dict(model.named_parameters()))
+    for stage, name, sym in (p for p in _PARAMS if p[1] in names):
         rows.append(dict(stage=stage, name=name, code=t("view.shapes.code.parameter", lang), symbolic=sym,
                          concrete=_fmt(model.get_parameter(name).shape), dtype=_DTYPE[dtype], kind="parameter",
                          branch="both"))
-    for name, stage, code, sym in _ACTIVATIONS:
+    for name, stage, code, sym in (a for a in _ACTIVATIONS if a[0] in rec):
         x = rec[name]
         rows.append(dict(stage=stage, name=name, code=code or t("view.shapes.code.block_input", lang), symbolic=sym,
                          concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
@@ -202,7 +211,7 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
 def shapes_view(config_or_model: GPTConfig | GPT, B: int = 1, T: int = 5, T0: int = 0,
                 lang: str = "en") -> ViewResult:
     """Shapes and stages for input [B, T] after T0 cached positions, on any config (or a model's config and dtype)."""
-    if isinstance(config_or_model, GPT):
+    if isinstance(config_or_model, torch.nn.Module):
         config, dtype = config_or_model.config, config_or_model.lm_head.weight.dtype
     else:
         config, dtype = config_or_model, torch.float32

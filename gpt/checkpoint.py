@@ -3,7 +3,7 @@
 nanochat layout, under a base dir ($NANOCHAT_BASE_DIR or ~/.cache/nanochat):
     tokenizer/tokenizer.pkl                              a pickled tiktoken Encoding (read by a restricted unpickler)
     {base,mid,chatsft,chatrl}_checkpoints/d<N>/model_<step:06d>.pt   state_dict (torch.load, weights_only=True)
-                                              /meta_<step:06d>.json  meta["model_config"] = the six GPTConfig keys
+                                              /meta_<step:06d>.json  meta["model_config"] = the GPTConfig keys
 Our format (the shipped model in gpt/default/, and what save_model writes):
     config.json                                 {"format", "model_config", "dtype", "shards", "split_tensors", "meta"}
     model.safetensors or model-0000i-of-0000n.safetensors   weights, each file at most max_shard_bytes
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from gpt import arch as archs
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 
@@ -54,6 +55,11 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     meta: dict = field(default_factory=dict)  # whatever the checkpoint carried besides weights and config
+
+    @property
+    def arch(self) -> str:
+        """Which nanochat architecture the model is (gpt/arch.py)."""
+        return self.model.arch
 
 
 # ---- device and dtype --------------------------------------------------------------------------------------------
@@ -107,20 +113,32 @@ def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dt
 
 
 # ---- building a model from a config and a state_dict ---------------------------------------------------------------
-def config_from_dict(d: dict, where: str = "config") -> GPTConfig:
-    """The six GPTConfig keys, exactly: an unknown key (a newer nanochat feature we would silently ignore) or a
-    missing one is an error."""
-    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+def config_from_dict(d: dict, where: str = "config", arch: str = archs.OLD) -> GPTConfig:
+    """The config keys of architecture `arch` (gpt/arch.py), exactly: an unknown key (a nanochat feature we would
+    silently ignore) or a missing one is an error."""
+    fields = archs.config_keys(arch)
     unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
     if unknown:
-        raise CheckpointError(f"{where}: unknown model config key(s) {unknown}; this nanochat version is not supported "
-                              f"(known keys: {sorted(fields)})")
+        raise CheckpointError(f"{where}: unknown model config key(s) {unknown} for {arch}; this nanochat version is "
+                              f"not supported (known keys: {sorted(fields)})")
     if missing:
-        raise CheckpointError(f"{where}: model config is missing key(s) {missing}")
-    bad = [k for k, v in d.items() if type(v) is not int or v <= 0]
+        raise CheckpointError(f"{where}: model config is missing key(s) {missing} of {arch}")
+    bad = [k for k, v in d.items() if k != "window_pattern" and (type(v) is not int or v <= 0)]
     if bad:
         raise CheckpointError(f"{where}: model config value(s) must be positive integers: {bad}")
-    return GPTConfig(**d)
+    pattern = d.get("window_pattern", "L")
+    if not isinstance(pattern, str) or not pattern or set(pattern.upper()) - set("SL"):
+        raise CheckpointError(f"{where}: window_pattern must be a string of S and L, got {pattern!r}")
+    return archs.config_class(arch)(**d)
+
+
+def patch_like_nanochat(config: dict, state_dict: dict[str, torch.Tensor]) -> None:
+    """What nanochat 92d63d4's loader does to a checkpoint that lacks the newest entries, done when --arch forces the
+    2026 architecture: window_pattern "L" (full context), resid_lambdas 1 and x0_lambdas 0 (no change)."""
+    config.setdefault("window_pattern", "L")
+    n_layer = config.get("n_layer", 0)
+    state_dict.setdefault("resid_lambdas", torch.ones(n_layer))
+    state_dict.setdefault("x0_lambdas", torch.zeros(n_layer))
 
 
 def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -140,22 +158,22 @@ def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: 
     device and dtype already match), so a big checkpoint is held in memory once."""
     state_dict = _strip_prefix(state_dict)
     with torch.device("meta"):  # no memory and no random init for weights that are about to be overwritten
-        model = GPT(config)
+        model = archs.new_model(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing:
-        raise CheckpointError(f"{where}: missing key(s) {missing}")
+        raise CheckpointError(f"{where}: missing key(s) {missing} of {model.arch}")
     if unexpected:
-        raise CheckpointError(f"{where}: unexpected key(s) {unexpected}")
+        raise CheckpointError(f"{where}: unexpected key(s) {unexpected} for {model.arch}")
     for k, shape in expected.items():
         if tuple(state_dict[k].shape) != shape:
             raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, "
-                                  f"model {shape} (config {dataclasses.asdict(config)})")
+                                  f"model {shape} ({model.arch}, config {dataclasses.asdict(config)})")
     state_dict = {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)  # the meta parameters become these tensors
-    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (bf16-rounded values,
-    # stored in the model's dtype so that no layer converts them).
+    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (each architecture's
+    # own values, stored in the model's dtype so that no layer converts them).
     model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head,
                                                                dtype=dtype)
     model.fuse_qkv()
@@ -188,9 +206,10 @@ def _largest_step(model_dir: Path) -> int:
 
 def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model_tag: str | None = None,
                   step: int | None = None, device: torch.device | str | None = None,
-                  dtype: torch.dtype | str | None = None) -> LoadedModel:
+                  dtype: torch.dtype | str | None = None, arch: str | None = None) -> LoadedModel:
     """Load a checkpoint from nanochat's layout. source: "base" | "mid" | "sft" | "rl". model_tag (e.g. "d20") and
-    step default to the largest depth and the largest step found."""
+    step default to the largest depth and the largest step found. The architecture is read off the checkpoint
+    (gpt.arch.detect); `arch` forces one (the 2026 one then patches what nanochat's own loader patches)."""
     if source not in NANOCHAT_SOURCES:
         raise ValueError(f"unknown source {source!r}; use one of {sorted(NANOCHAT_SOURCES)}")
     base = nanochat_base_dir(base_dir)
@@ -213,15 +232,23 @@ def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model
     meta = json.loads(meta_path.read_text())
     if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
         raise CheckpointError(f"{meta_path}: no model_config in meta")
-    config = config_from_dict(meta["model_config"], str(meta_path))
-    tokenizer = Tokenizer.from_nanochat_pickle(tokenizer_path)
-    _check_vocab(config, tokenizer, str(model_dir))
     try:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses anything but tensors and plain containers
         raise CheckpointError(f"{model_path}: not a plain state_dict ({e})") from e
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{model_path}: expected a state_dict, got {type(state_dict).__name__}")
+    state_dict = _strip_prefix(state_dict)
+    model_config = dict(meta["model_config"])
+    try:
+        arch = archs.detect(model_config, set(state_dict)) if arch is None else archs.check_arch(arch)
+    except archs.ArchError as e:
+        raise CheckpointError(f"{model_dir}: {e}") from None
+    if arch == archs.NEW:
+        patch_like_nanochat(model_config, state_dict)
+    config = config_from_dict(model_config, str(meta_path), arch)
+    tokenizer = Tokenizer.from_nanochat_pickle(tokenizer_path)
+    _check_vocab(config, tokenizer, str(model_dir))
 
     device = pick_device(device)
     dtype = _as_dtype(dtype, device)
@@ -280,7 +307,8 @@ def save_model(directory: str | Path, model: GPT, tokenizer: Tokenizer, meta: di
     names = [_shard_name(i, len(shards)) for i in range(len(shards))]
     for name, shard in zip(names, shards):
         save_file(shard, directory / name, metadata={"format": "pt"})
-    config = {"format": FORMAT, "model_config": dataclasses.asdict(model.config), "dtype": str(dtype).split(".")[-1],
+    config = {"format": FORMAT, "arch": model.arch, "model_config": dataclasses.asdict(model.config),
+              "dtype": str(dtype).split(".")[-1],
               "shards": names, "split_tensors": split_tensors, "meta": meta or {}}
     (directory / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tokenizer.save(directory)
@@ -297,7 +325,11 @@ def load_model(directory: str | Path, device: torch.device | str | None = None,
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     if saved.get("format") != FORMAT:
         raise CheckpointError(f"{config_path}: unknown format {saved.get('format')!r}")
-    config = config_from_dict(saved["model_config"], str(config_path))
+    try:  # files written before the 2026 architecture existed have no "arch": they are the tutorial's
+        arch = archs.check_arch(saved.get("arch", archs.OLD))
+    except archs.ArchError as e:
+        raise CheckpointError(f"{config_path}: {e}") from None
+    config = config_from_dict(saved["model_config"], str(config_path), arch)
     tokenizer = Tokenizer.load(directory)
     _check_vocab(config, tokenizer, str(directory))
 
@@ -339,7 +371,7 @@ def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
     device = pick_device(device)
     dtype = default_dtype(device)
     torch.manual_seed(seed)
-    model = GPT(config)
+    model = archs.new_model(config)
     model.init_weights()  # on CPU in fp32, so a seed gives the same weights on every device
     model = build_model(config, model.state_dict(), device, dtype, "random_model")
     return LoadedModel(model, tokenizer, f"random-init d{config.n_layer} (seed {seed})", "random-init", device, dtype,

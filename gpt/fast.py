@@ -137,7 +137,7 @@ class StaticDecoder:
         """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
         row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile). Eagerly (no
         graphs, no compile) the decoder narrows span itself to exactly the highest position + 1."""
-        self.cache.rows, self.cache.batch, self.cache.span = None, batch, span
+        self.cache.rows, self.cache.batch, self.cache.span, self.cache.valid = None, batch, span, None
         if not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys there
             self.cache.span = int(self.cache.pos[:batch].max()) + 1
             self.cache.mask_free = batch == 1
@@ -153,6 +153,7 @@ class StaticDecoder:
         self.prompt_len.fill_(n)
         self.cache.pos[row] = 0
         self.cache.rows, self.cache.span = self.row, self.size(T, MIN_SPAN, self.seq_len)
+        self.cache.valid = self.prompt_len  # the prompt may be padded to T: its last real token is carried
         self.cache.mask_free = not self.static_shapes  # then span == T == n: plain causal attention
         return self._run(("prefill", T, self.cache.span, width), lambda: self._prefill_fn(T, width))
 

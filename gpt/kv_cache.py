@@ -1,6 +1,6 @@
 """KV caches, and the whole interface between the model and a cache.
 
-`GPT.forward(idx, kv_cache=cache)` asks exactly three things of a cache (gpt-fast drives the same from `input_pos`):
+`GPT.forward(idx, kv_cache=cache)` asks these things of a cache (gpt-fast drives the same from `input_pos`):
 
     positions(T) -> LongTensor [1, T] or [B, T]
         The absolute positions of the T new tokens: the rotary angles are taken there. Called once per forward,
@@ -8,10 +8,14 @@
     insert_kv(layer_idx, k, v) -> (k_all, v_all)
         Store layer `layer_idx`'s new keys/values [B, Hkv, T, hd]; return every key/value attention reads,
         [B, Hkv, Tk, hd]. A cache's positions advance after the last layer.
-    attn_mask(Tq, Tk) -> Tensor | None
+    attn_mask(Tq, Tk, window) -> Tensor | None
         Which keys each new query may see (bool, True = visible, or additive float), when the cache knows better than
         the causal rule (rows at different positions); None when the keys are one sequence whose last Tq are the new
-        tokens, and the model applies the causal rule (the three regimes of gpt.model.attend).
+        tokens, and the model applies the causal rule (the three regimes of gpt.model.attend). window: the layer's
+        sliding window (keys back besides the query's own; None = the whole context), nanochat 2026 only.
+    carry_embedding(x) -> Tensor [B, 1, C] | None
+        nanochat 2026 only (its smear mixes in the previous token's embedding): the normalized embedding of the token
+        before x's first one (None or zeros at the start of a sequence); the cache keeps x's last for the next call.
 
 Without a cache the positions are 0..T-1 and attention is causal. `KVCache` is nanochat's cache (every row at the
 same position); `RowKVCache` gives every row its own position, for a server of unrelated chats.
@@ -30,7 +34,9 @@ class Cache(Protocol):
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def attn_mask(self, Tq: int, Tk: int) -> torch.Tensor | None: ...
+    def attn_mask(self, Tq: int, Tk: int, window: int | None) -> torch.Tensor | None: ...
+
+    def carry_embedding(self, x: torch.Tensor) -> torch.Tensor | None: ...
 
 
 class _ModelSized:
@@ -38,11 +44,13 @@ class _ModelSized:
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, seq_len: int | None = None):
-        """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model` (a
-        gpt.model.GPT, which imports this module), in the dtype of its weights and on their device."""
+        """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model` (a GPT of
+        gpt/model.py or gpt/model_2026.py, which import this module), in the dtype of its weights and on their
+        device, knowing its width (for the carried embedding) and its sliding windows (None for every layer of the
+        tutorial's model)."""
         c, w = model.config, model.lm_head.weight
         return cls(batch_size, c.n_kv_head, seq_len or c.sequence_len, c.n_embd // c.n_head, c.n_layer, w.device,
-                   w.dtype)
+                   w.dtype, embed_dim=c.n_embd, windows=tuple(getattr(model, "window_sizes", ())))
 
 
 class KVCache(_ModelSized):
@@ -54,9 +62,11 @@ class KVCache(_ModelSized):
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, embed_dim: int = 0,
+                 windows: tuple[int, ...] = ()):
         self.kv = torch.zeros((num_layers, 2, batch_size, num_heads, seq_len, head_dim), device=device, dtype=dtype)
         self.pos = 0
+        self.prev_embedding: torch.Tensor | None = None  # [B, 1, C], for carry_embedding
 
     @property
     def seq_len(self) -> int:
@@ -78,8 +88,12 @@ class KVCache(_ModelSized):
             self.pos = t1
         return self.kv[layer_idx, 0, :, :, :t1], self.kv[layer_idx, 1, :, :, :t1]
 
-    def attn_mask(self, Tq: int, Tk: int) -> None:
-        return None  # the keys are positions 0..Tk-1 of every row: the causal rule applies
+    def attn_mask(self, Tq: int, Tk: int, window: int | None) -> None:
+        return None  # the keys are positions 0..Tk-1 of every row: the causal rule (and window) applies
+
+    def carry_embedding(self, x: torch.Tensor) -> torch.Tensor | None:
+        before, self.prev_embedding = self.prev_embedding, x[:, -1:]
+        return before
 
 
 class RowKVCache(_ModelSized):
@@ -102,7 +116,8 @@ class RowKVCache(_ModelSized):
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, embed_dim: int = 0,
+                 windows: tuple[int, ...] = ()):
         shape = (batch_size, num_heads, seq_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
@@ -112,8 +127,12 @@ class RowKVCache(_ModelSized):
         self.batch = batch_size
         self.span = seq_len
         self.mask_free = False
+        self.valid: torch.Tensor | None = None  # [1]: real tokens of a padded one-row prefill (None: all T are)
+        self.prev = torch.zeros(batch_size, 1, embed_dim, device=device, dtype=dtype)  # each row's last embedding
+        # The sliding windows that hide keys (shorter than the context); every other layer sees all its row's keys.
+        self.windows = tuple(sorted({w for w in windows if w < seq_len - 1}))
         self._write_pos: torch.Tensor | None = None  # [R, T], set by positions() for this forward
-        self._mask: torch.Tensor | None = None
+        self._masks: dict[int | None, torch.Tensor] = {}  # window -> additive mask [R, 1, T, span], this forward
 
     def get_pos(self) -> torch.Tensor:
         return self.pos[: self.batch] if self.rows is None else self.pos[self.rows]
@@ -121,15 +140,30 @@ class RowKVCache(_ModelSized):
     def positions(self, T: int) -> torch.Tensor:
         # No bounds check here: it would read the positions on the host (a GPU sync); the owner guards the context.
         self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=self.pos.device)  # [R, T]
-        self._mask = None
+        self._masks = {}
         if not self.mask_free:
-            visible = torch.arange(self.span, device=self.pos.device) <= self._write_pos[:, None, :, None]
-            self._mask = torch.zeros(visible.shape, dtype=self.k[0].dtype, device=self.pos.device).masked_fill(
-                ~visible, float("-inf"))  # [R, 1, T, span], additive
+            query = self._write_pos[:, None, :, None]  # [R, 1, T, 1]
+            behind = query - torch.arange(self.span, device=self.pos.device)  # how far back each key is
+            for window in (None, *self.windows):
+                hidden = (behind < 0) if window is None else (behind < 0) | (behind > window)
+                self._masks[window] = torch.zeros(hidden.shape, dtype=self.k[0].dtype,
+                                                  device=self.pos.device).masked_fill(hidden, float("-inf"))
         return self._write_pos
 
-    def attn_mask(self, Tq: int, Tk: int) -> torch.Tensor | None:
-        return self._mask
+    def attn_mask(self, Tq: int, Tk: int, window: int | None) -> torch.Tensor | None:
+        if self.mask_free:
+            return None  # one row whose keys are [0, span): the model's causal rule (and window) applies
+        return self._masks[window if window in self.windows else None]
+
+    def carry_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        prev = self.prev[: self.batch] if self.rows is None else self.prev[self.rows]
+        before = prev.masked_fill((self.get_pos() == 0)[:, None, None], 0)  # a row at its start has none before
+        last = x[:, -1:] if self.valid is None else x.index_select(1, self.valid - 1)
+        if self.rows is None:
+            self.prev[: self.batch] = last
+        else:
+            self.prev[self.rows] = last
+        return before
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = k.size(2)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from gpt.kv_cache import Cache, KVCache
 from gpt.recorder import Tap, block_names, no_tap
 
+ARCH = "nanochat-2025-11"
 SOFTCAP = 15.0  # logits are squashed smoothly into (-SOFTCAP, SOFTCAP)
 ROTARY_BASE = 10000
 
@@ -66,23 +67,32 @@ def apply_rotary_emb(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) ->
     return (x * cos2 + swapped * sin2).to(x.dtype)
 
 
-def causal_mask_for(Tq: int, Tk: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def causal_mask_for(Tq: int, Tk: int, device: torch.device | str = "cpu", window: int | None = None
+                    ) -> torch.Tensor:
     """The boolean mask (True = may attend) for Tq new queries over Tk keys whose last Tq are the new tokens.
 
     Covers all three regimes: Tq == Tk is the plain causal triangle; Tq == 1 sees every key; otherwise the cached
-    prefix is fully visible and the new chunk is lower-triangular.
+    prefix is fully visible and the new chunk is lower-triangular. A sliding `window` (keys back besides the query's
+    own, nanochat 2026) also hides the keys further back than that.
     """
     mask = torch.ones((Tq, Tk), dtype=torch.bool, device=device)
-    return mask.tril(diagonal=Tk - Tq)
+    causal = mask.tril(diagonal=Tk - Tq)
+    if window is None:
+        return causal
+    return causal & ~mask.tril(diagonal=Tk - Tq - window - 1)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           window: int | None = None) -> torch.Tensor:
     """Attention of the Tq new queries [B, H, Tq, hd] over Tk keys/values [B, Hkv, Tk, hd] -> [B, H, Tq, hd].
 
     `mask` comes from a cache that knows which keys each row sees; None means the keys are one sequence whose last
-    Tq are the new tokens, and the causal rule takes one of three forms (nanochat's three calls)."""
+    Tq are the new tokens, and the causal rule takes one of three forms (nanochat's three calls), or, when a sliding
+    `window` hides some keys (it reaches back less than Tk - 1), an explicit mask."""
     Tq, Tk = q.size(2), k.size(2)
     gqa = q.size(1) != k.size(1)
+    if mask is None and window is not None and window < Tk - 1:
+        mask = causal_mask_for(Tq, Tk, q.device, window)
     if mask is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
     if Tq == Tk:
@@ -161,7 +171,7 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
-            mask = kv_cache.attn_mask(q.size(2), k.size(2))
+            mask = kv_cache.attn_mask(q.size(2), k.size(2), None)
         names = self.names
         tap(names["attn.q"], q)
         tap(names["attn.k"], k)
@@ -208,6 +218,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    arch = ARCH
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config

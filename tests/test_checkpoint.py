@@ -120,7 +120,10 @@ def test_strict_state_dict_errors_name_the_key(tiny_tokenizer, tiny_model, tmp_p
 
 
 @pytest.mark.parametrize("edit_config, message", [
-    (lambda c: c.update(window_pattern="SSSL"), r"unknown model config key.*window_pattern"),
+    # a 2026 config key on 2025 weights: neither architecture, and the error says what is there and what is missing
+    (lambda c: c.update(window_pattern="SSSL"),
+     r"neither nanochat-2025-11 nor nanochat-2026-07.*window_pattern in the config.*lacks resid_lambdas"),
+    (lambda c: c.update(rope_theta=10000), r"unknown model config key.*rope_theta"),
     (lambda c: c.pop("n_kv_head"), r"missing key.*n_kv_head"),
     (lambda c: c.update(vocab_size=c["vocab_size"] + 64), r"tokenizer has 512 tokens.*vocab_size is 576"),
 ])
