@@ -107,6 +107,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 class CausalSelfAttention(nn.Module):
+    window: int | None = None  # every query sees all keys before it (nanochat 2026 adds sliding windows)
+
     def __init__(self, config: GPTConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
