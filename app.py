@@ -31,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-tag", default=None, help="nanochat depth tag, e.g. d20 (default: the largest)")
     p.add_argument("--step", type=int, default=None, help="nanochat checkpoint step (default: the last)")
     p.add_argument("--random-config", default=None, metavar="K=V,...",
-                   help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304")
+                   help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304 (add "
+                        "arch=nanochat-2026-07 or window_pattern=SSSL for nanochat's 2026 architecture)")
+    p.add_argument("--arch", default=None, choices=["nanochat-2025-11", "nanochat-2026-07"],
+                   help="force the architecture of a nanochat checkpoint (default: read off the checkpoint; forcing "
+                        "2026 patches missing entries as nanochat's own loader does)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on CUDA; on CPU bfloat16 where this CPU has native bf16 matmuls "
@@ -53,10 +57,11 @@ def main(argv: list[str] | None = None) -> None:
 
     models = load(checkpoint=args.checkpoint, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
                   step=args.step, random_config=args.random_config,
-                  device=None if args.device == "auto" else args.device, dtype=args.dtype, compile=args.compile)
+                  device=None if args.device == "auto" else args.device, dtype=args.dtype, compile=args.compile,
+                  arch=args.arch)
     if models.notice:
         print(f"warning: {models.notice}")
-    print(f"model: {models.main.name} on {models.main.device} ({models.main.dtype})")
+    print(f"model: {models.main.name} ({models.main.arch}) on {models.main.device} ({models.main.dtype})")
     demo = build_demo(models)
     demo.queue(default_concurrency_limit=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())

@@ -19,7 +19,7 @@ from explain.inputs import forward_request
 
 class Preset(NamedTuple):
     """An example for the tab (its label is the text preset.<key>)."""
-    model: str  # "loaded" or "tutorial"
+    model: str  # "loaded", "tutorial" or "tutorial_2026" (demo.models.Models.pick)
     prompt: str
     ids: str  # rows split by ';', a '|' ends the cached prefix; "random BxT": B rows of T ids, seed 0 (torch.randint)
 
@@ -34,11 +34,12 @@ PRESETS: dict[str, Preset] = {
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
+MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 
 LINK_FIELDS = [
     Field("focus", "all", choices=("all", *VIEWS)),
     Field("preset", "custom", choices=tuple(PRESETS)),
-    Field("model", "loaded", choices=("loaded", "tutorial")),
+    Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
     Field("ids", "", max_len=20000),
     Field("layer", 0, 0, 64), Field("head", 0, 0, 64), Field("pos", -1, -1, 100000),
@@ -76,7 +77,7 @@ def preset_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def model_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("ui.model_loaded", lang), "loaded"), (t("ui.model_tutorial", lang), "tutorial")]
+    return [(t(f"ui.model_{which}", lang), which) for which in MODEL_CHOICES]
 
 
 def focus_choices(lang: str) -> list[tuple[str, str]]:

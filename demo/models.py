@@ -2,6 +2,7 @@
 one decorator every UI handler that does model work goes through (`Models.handler`)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -14,6 +15,7 @@ import torch
 from demo.gpu import gpu
 from explain.inputs import InputError
 from explain.shapes import TUTORIAL_CONFIG
+from gpt import arch as archs
 from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
                             serving_dtype)
 from gpt.engine import Engine
@@ -37,7 +39,7 @@ class Models:
     notice: str = ""  # why the requested model is not the one served ("" when it is)
     worker: TorchThread | None = None  # default: model_thread(main.device)
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
-    _tutorial: LoadedModel | None = field(default=None, repr=False)
+    _tutorial: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -47,15 +49,18 @@ class Models:
         self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
                              compile=self.compile, run=self.worker.run)
 
-    def tutorial(self) -> LoadedModel:
-        """nanochat init of the tutorial config, with the served model's tokenizer, on the same device."""
+    def tutorial(self, arch: str = archs.OLD) -> LoadedModel:
+        """nanochat's init of the tutorial config in architecture `arch` (the 2026 one with window_pattern SSSL),
+        with the served model's tokenizer, on the same device."""
         with self._lock:
-            if self._tutorial is None:
-                self._tutorial = untrained(TUTORIAL_CONFIG, self.main.tokenizer, self.main.device)
-            return self._tutorial
+            if arch not in self._tutorial:
+                self._tutorial[arch] = untrained(tutorial_config(arch), self.main.tokenizer, self.main.device)
+            return self._tutorial[arch]
 
     def pick(self, which: str) -> LoadedModel:
-        return self.tutorial() if which == "tutorial" else self.main
+        """"loaded" (the served model), "tutorial" (the tutorial's random-init model, 2025) or "tutorial_2026"."""
+        return {"tutorial": lambda: self.tutorial(archs.OLD),
+                "tutorial_2026": lambda: self.tutorial(archs.NEW)}.get(which, lambda: self.main)()
 
     def handler(self, fn: F | None = None, *, on_thread: bool = True) -> F:
         """A UI event handler that does model work: on ZeroGPU inside spaces.GPU; on a CPU on the torch thread (a
@@ -101,6 +106,12 @@ def _in_users_language(fn: F) -> F:
     return call  # type: ignore[return-value]
 
 
+def tutorial_config(arch: str) -> GPTConfig:
+    """The tutorial's config (4 layers, 4 heads, 128 wide, vocab 50304) in either architecture."""
+    extra = {"window_pattern": "SSSL"} if arch == archs.NEW else {}
+    return archs.config_class(arch)(**dataclasses.asdict(TUTORIAL_CONFIG), **extra)
+
+
 def model_thread(device: torch.device) -> TorchThread:
     """Where the model work of a model on `device` runs: one TorchThread on a CPU; the caller's thread elsewhere
     (gpt/torch_thread.py says why, and why not on a GPU)."""
@@ -131,7 +142,7 @@ def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, see
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     torch.manual_seed(seed)
-    model = GPT(config)
+    model = archs.new_model(config)
     model.init_weights()
     dims = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, vocab={config.vocab_size}"
     return LoadedModel(model.to(device).eval(), tokenizer, f"random-init ({dims})", "random-init", device,
@@ -143,29 +154,35 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def describe(loaded: LoadedModel, lang: str = "en") -> str:
-    """'name · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in `lang`)."""
+    """'name · nanochat-2025-11 · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in
+    `lang`)."""
     from explain.text import t
 
     c = loaded.model.config
     dtype = str(loaded.dtype).replace("torch.", "")
-    return (f"**{loaded.name}** · {n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · "
+    return (f"**{loaded.name}** · `{loaded.arch}` · {n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · "
             f"{c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · {t('ui.context', lang)} {c.sequence_len} · "
             f"`{loaded.device}` · `{dtype}`")
 
 
 def parse_config(spec: str) -> GPTConfig:
-    """'n_layer=4,n_head=4,n_embd=128' -> GPTConfig (unnamed fields keep the tutorial config's values)."""
-    known = {f.name for f in fields(GPTConfig)}
-    values = {f.name: getattr(TUTORIAL_CONFIG, f.name) for f in fields(GPTConfig)}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, _, value = part.partition("=")
-        key = key.strip()
-        if key not in known or not value.strip().isdigit():
-            raise ValueError(f"bad --random-config entry {part!r}: expected key=int with key in {sorted(known)}")
+    """'n_layer=4,n_head=4,n_embd=128' -> a config (unnamed fields keep the tutorial config's values). 'arch=...'
+    picks the architecture (gpt/arch.py), and a window_pattern (e.g. SSSL) implies nanochat-2026-07."""
+    entries = dict(part.strip().partition("=")[::2] for part in spec.split(",") if part.strip())
+    entries = {k.strip(): v.strip() for k, v in entries.items()}
+    arch = entries.pop("arch", archs.NEW if "window_pattern" in entries else archs.OLD)
+    cls = archs.config_class(arch)
+    known = archs.config_keys(arch)
+    values = {**{f.name: getattr(TUTORIAL_CONFIG, f.name) for f in fields(GPTConfig)},
+              **({"window_pattern": entries.pop("window_pattern")} if "window_pattern" in entries else {})}
+    for key, value in entries.items():
+        if key not in known or not value.isdigit():
+            raise ValueError(f"bad --random-config entry {key}={value}: expected key=int with key in {sorted(known)}"
+                             f", arch=<{'|'.join(archs.ARCHS)}> or window_pattern=<S and L>")
         values[key] = int(value)
-    if "n_kv_head" not in spec:
+    if "n_kv_head" not in entries:
         values["n_kv_head"] = values["n_head"]
-    return GPTConfig(**values)
+    return cls(**values)
 
 
 def fallback_tokenizer() -> Tokenizer:
@@ -179,17 +196,18 @@ def fallback_tokenizer() -> Tokenizer:
 
 def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
-         dtype: str | None = None, compile: bool = False) -> Models:
+         dtype: str | None = None, compile: bool = False, arch: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     dev = pick_device(device)
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile)
-    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, serve)
+    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
 
 
 def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
-          random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models]) -> Models:
+          random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models],
+          arch: str | None = None) -> Models:
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
     notice = ""
     try:
@@ -199,7 +217,7 @@ def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | 
             return serve(load_model(checkpoint, device=dev, dtype=torch_dtype))
         if checkpoint or nanochat:
             return serve(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
-                                       dtype=torch_dtype))
+                                       dtype=torch_dtype, arch=arch))
     except Exception as e:  # noqa: BLE001 - any failure is reported in the UI, and we keep serving something
         notice = f"{type(e).__name__}: {e}"
     try:
