@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # scripts run as `python3 bench/x.py`: make gpt/ and explain/ importable
     sys.path.insert(0, str(ROOT))
 
+from gpt.arch import new_model  # noqa: E402
 from gpt.checkpoint import build_model, load_default, serving_dtype  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
@@ -91,7 +92,7 @@ def random_weights(config: GPTConfig, device: torch.device | str, dtype: torch.d
     """
     torch.manual_seed(seed)
     with torch.device(device):
-        model = GPT(config)
+        model = new_model(config)
         model.init_weights()
     zeroed = [model.lm_head.weight] + [w for b in model.transformer.h for w in (b.attn.c_proj.weight,
                                                                                 b.mlp.c_proj.weight)]
@@ -123,10 +124,12 @@ def n_params(model: GPT) -> int:
 
 
 def weight_bytes_per_token(model: GPT) -> int:
-    """Bytes of weights one batch-1 decode step must read: every matrix once, but only one row of the embedding."""
-    wte = model.transformer.wte.weight
+    """Bytes of weights one batch-1 decode step must read: every matrix once, but only one row of each embedding
+    (wte, and nanochat 2026's value embeddings)."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
-    return total - wte.numel() * wte.element_size() + wte.size(1) * wte.element_size()
+    for emb in (m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)):
+        total -= (emb.size(0) - 1) * emb.size(1) * emb.element_size()
+    return total
 
 
 def cpu_model() -> str:

@@ -50,6 +50,7 @@ from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
 from gpt.kv_cache import RowKVCache  # noqa: E402
 from gpt.model import SOFTCAP, GPT, GPTConfig  # noqa: E402
+from gpt.model_2026 import GPTConfig as GPTConfig2026  # noqa: E402
 from gpt.stream import sampled_vocab  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
 from gpt.torch_thread import TorchThread  # noqa: E402
@@ -58,14 +59,19 @@ CONFIGS = {  # the issue's random-weight configs (n_kv_head = n_head, as nanocha
     "tiny": GPTConfig(sequence_len=1024, vocab_size=32768, n_layer=6, n_head=6, n_kv_head=6, n_embd=384),
     "d20": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280),
     "d32": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=32, n_head=16, n_kv_head=16, n_embd=2048),
+    # nanochat's current architecture (92d63d4) at d20 size: sliding windows SSSL, value embeddings, smear, backout
+    "d20-2026": GPTConfig2026(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280,
+                              window_pattern="SSSL"),
 }
 QUICK_CONFIGS = {  # --quick: same code paths, toy sizes (GQA in one of them, as the tests do)
     "tiny": GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head=2, n_kv_head=2, n_embd=64),
     "d20": GPTConfig(sequence_len=256, vocab_size=2048, n_layer=3, n_head=4, n_kv_head=2, n_embd=128),
     "d32": GPTConfig(sequence_len=256, vocab_size=2048, n_layer=4, n_head=4, n_kv_head=4, n_embd=128),
+    "d20-2026": GPTConfig2026(sequence_len=512, vocab_size=2048, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
+                              window_pattern="SSSL"),
 }
-ALL = ("tiny", "d20", "d32", "default")
-NAIVE_TOKENS = {"tiny": 32, "d20": 16, "d32": 8, "default": 32}  # GPT.generate re-reads the prefix: keep it short
+ALL = ("tiny", "d20", "d32", "d20-2026", "default")
+NAIVE_TOKENS = {"tiny": 32, "d20": 16, "d32": 8, "d20-2026": 16, "default": 32}  # GPT.generate re-reads the prefix
 APP_SAMPLING = dict(temperature=0.8, top_k=50, top_p=1.0)  # the chat tab's defaults
 # (device type, config, metric, comparison, threshold): the targets, checked on the app's own path.
 TARGETS = [("cuda", "tiny", "b1_tok_s", ">=", 6000.0), ("cuda", "d20", "b1_tok_s", ">=", 1500.0),
