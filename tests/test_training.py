@@ -51,6 +51,21 @@ def test_tiny_pretraining_on_cpu_lowers_the_loss():
     assert held_out_loss(trainer.model) < 0.6 * math.log(18)
 
 
+def test_tiny_pretraining_of_the_2026_architecture_lowers_the_loss():
+    """The trainer builds nanochat 92d63d4's model too (--set arch=nanochat-2026-07), and its optimizers hold every
+    parameter exactly once (value embeddings, lambdas and smear/backout scalars included)."""
+    cfg = dataclasses.replace(TINY, pretrain_steps=60, arch="nanochat-2026-07", window_pattern="SL")
+    trainer = Trainer(cfg, torch.device("cpu"))
+    assert trainer.model.arch == "nanochat-2026-07"
+    held = [id(p) for opt in trainer.opts for group in opt.param_groups for p in group["params"]]
+    assert sorted(held) == sorted(id(p) for p in trainer.model.parameters())
+    before = held_out_loss(trainer.model)
+    assert before == pytest.approx(math.log(256), abs=0.3)  # N(0, 0.001) lm_head: all but uniform
+    stream = PretrainStream({"text": TEXT}, {"text": 1.0}, cfg.sequence_len, seed=0)
+    trainer.run_phase("pretrain", stream, cfg.pretrain_steps, math.inf, 1.0)
+    assert held_out_loss(trainer.model) < 0.6 * math.log(18)
+
+
 class Interrupted(Exception):
     pass
 

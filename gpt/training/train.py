@@ -1,6 +1,7 @@
 """Pretrain, then chat-fine-tune (SFT), the default model: `python -m gpt.training.train --out out/run`.
 
-As nanochat, in two phases over one model (gpt/model.py's GPT; its forward computes the loss):
+As nanochat, in two phases over one model (gpt/model.py's GPT, or gpt/model_2026.py's with --set arch=nanochat-2026-07;
+its forward computes the loss):
 1. pretrain: random windows of the token streams of every source (documents and rendered chats); every token is a
    target.
 2. sft: whole user/assistant exchanges, one per row, padded; targets are -1 (ignored) except where the assistant
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt import arch as archs
 from gpt.checkpoint import save_model
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
@@ -37,7 +39,9 @@ from gpt.training.muon import Muon
 
 @dataclass
 class TrainConfig:
-    # model (GPTConfig)
+    # model (the config of gpt/arch.py's architecture `arch`)
+    arch: str = "nanochat-2025-11"  # or "nanochat-2026-07" (gpt/model_2026.py)
+    window_pattern: str = "SSSL"  # nanochat-2026-07 only
     sequence_len: int = 512
     vocab_size: int = 8192
     n_layer: int = 8
@@ -50,6 +54,7 @@ class TrainConfig:
     embedding_lr: float = 0.2
     unembedding_lr: float = 0.004
     adamw_matrix_lr: float = 0.003  # only with optimizer="adamw"
+    scalar_lr: float = 0.5  # nanochat-2026-07's per-layer lambdas
     warmdown_frac: float = 0.2
     sft_lr_frac: float = 0.1  # SFT starts at this fraction of the pretraining lrs
     batch_size: int = 128
@@ -70,15 +75,25 @@ class TrainConfig:
     compile: bool = False
 
     def model_config(self) -> GPTConfig:
-        return GPTConfig(sequence_len=self.sequence_len, vocab_size=self.vocab_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_kv_head=self.n_kv_head, n_embd=self.n_embd)
+        extra = {"window_pattern": self.window_pattern} if self.arch == archs.NEW else {}
+        return archs.config_class(self.arch)(sequence_len=self.sequence_len, vocab_size=self.vocab_size,
+                                             n_layer=self.n_layer, n_head=self.n_head, n_kv_head=self.n_kv_head,
+                                             n_embd=self.n_embd, **extra)
 
 
 def build_optimizers(model: GPT, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """nanochat's split: embeddings and lm_head by AdamW, the blocks' matrices by Muon (or AdamW)."""
+    """nanochat's split: embeddings and lm_head by AdamW, the blocks' matrices by Muon (or AdamW). The 2026
+    architecture adds, as nanochat 92d63d4: its value embeddings at half the embedding lr, the per-layer lambdas and
+    the smear/backout scalars by AdamW with lrs of their own."""
     scale = (cfg.n_embd / 768) ** -0.5  # nanochat: AdamW lrs were tuned at width 768
     adam_groups = [{"params": [model.transformer.wte.weight], "lr": cfg.embedding_lr * scale},
                    {"params": [model.lm_head.weight], "lr": cfg.unembedding_lr * scale}]
+    if model.arch == archs.NEW:
+        adam_groups += [
+            {"params": list(model.value_embeds.parameters()), "lr": cfg.embedding_lr * scale * 0.5},
+            {"params": [model.resid_lambdas], "lr": cfg.scalar_lr * 0.01},
+            {"params": [model.x0_lambdas], "lr": cfg.scalar_lr, "betas": (0.96, 0.95)},
+            {"params": [model.smear_gate.weight, model.smear_lambda, model.backout_lambda], "lr": 0.2}]
     matrices = [p for p in model.transformer.h.parameters()]
     fused = model.get_device().type == "cuda"
     if cfg.optimizer == "muon":
@@ -119,7 +134,7 @@ class Trainer:
         self.cfg, self.device, self.out_dir, self.samplers = cfg, device, out_dir, samplers
         torch.manual_seed(cfg.seed)
         with torch.device(device):
-            self.model = GPT(cfg.model_config())
+            self.model = archs.new_model(cfg.model_config())
         self.model.init_weights()
         self.opts = build_optimizers(self.model, cfg)
         self.forward = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
@@ -254,14 +269,18 @@ def make_curve_eval(val: dict[str, dict[str, np.ndarray]], cfg: TrainConfig, dev
 
 
 def parse_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
-    """KEY=VALUE strings -> a new TrainConfig; VALUE is JSON (numbers, true/false, dicts, "inf" allowed)."""
+    """KEY=VALUE strings -> a new TrainConfig; VALUE is JSON (numbers, true/false, dicts, "inf" allowed), or else a
+    plain string (arch=nanochat-2026-07)."""
     changes = {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for item in items:
         key, value = item.split("=", 1)
         if key not in names:
             raise SystemExit(f"unknown TrainConfig field {key!r}; known: {sorted(names)}")
-        changes[key] = math.inf if value == "inf" else json.loads(value)
+        try:
+            changes[key] = math.inf if value == "inf" else json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
     return dataclasses.replace(cfg, **changes)
 
 
@@ -305,7 +324,7 @@ def main() -> None:
     # Evidence for the model card: the final model, the early snapshot and a unigram model, evaluated alike.
     models = {"final": trainer.model.eval()}
     if trainer.snapshot is not None:
-        early = GPT(cfg.model_config()).to(device)
+        early = archs.new_model(cfg.model_config()).to(device)
         early.load_state_dict(trainer.snapshot)
         models[f"early (step {trainer.state.get('snapshot_step')})"] = early.eval()
     train_ids = [shard_io.load(args.shards / f"{n}.train.npz.xz")["ids"] for n in cfg.pretrain_weights]
