@@ -19,15 +19,18 @@ The views, one function each (all take lang="en", or any code of explain.text.LA
  1 shapes      shapes_view(config_or_model, B=1, T=5, T0=0)           stages, symbolic/concrete shapes, flow diagram
                shape_table(config, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
  2 rotary      rotary_view(model, T, T0=0)                            cos/sin tables and the slice [T0:T0+T]
- 3 mask        mask_view(labels, chunk=None)                          the three causal-mask regimes
- 4 attention   attention_view(trace, layer, head, row=0, position=-1) weights from recorded q, k
+ 3 mask        mask_view(labels, chunk=None, windows=None, context=None) the three causal-mask regimes (+ the
+               S layers' sliding-window band over the whole prompt, for a 2026 model and a prompt longer than it)
+ 4 attention   attention_view(trace, layer, head, row=0, position=-1) weights from recorded q, k (and the layer's
+               window: S or L in a 2026 model)
                attention_weights(trace, layer) -> [B, H, Tq, Tk] tensor
  5 softcap     softcap_view(trace, position=-1, row=0)                15·tanh(x/15), raw vs capped
  6 next_token  next_token_view(trace, position=-1, row=0, k=10)       top-k per position, entropy, real next token
                next_token_stats(trace, row, k) -> dict of arrays
  7 training    training_view(trace, row=0)                            per-position CE, mean == forward(idx, targets)
  8 causality   causality_view(trace, j=None, new_token=None, row=0)   change token j: exactly 0 change before j
- 9 logit_lens  logit_lens_view(trace, row=0, position=-1)             every layer read through norm/lm_head/softcap
+ 9 logit_lens  logit_lens_view(trace, row=0, position=-1)             every layer read through GPT.head (with the
+               backout after block backout_layer in a 2026 model)
                lens_logits(trace, layer, row) -> [T, V] tensor
 10 kv_cache    kv_cache_view(trace, steps=None)                       incremental == full, how the cache fills
                incremental_logits(model, idx, steps)
@@ -35,6 +38,12 @@ The views, one function each (all take lang="en", or any code of explain.text.LA
                generate_steps(...) watches GPT.generate step by step; flops_per_token(config, context),
                generation_flops(config, prompt_len, n_new); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
                measures naive vs cached wall time (call it on request: it runs the model many times).
+12 then_now    then_now_view(model_a, model_b, tokenizer, text_or_ids, lang="en", row=0)  not in VIEWS: it needs
+               a model of each architecture (nanochat-2025-11 and -2026-07, either order); the same prompt through
+               both, stage by stage: every recorded name of each forward aligned by name (shape, RMS, same / changed /
+               new in 2026), the residual stream's RMS and each layer's keys read (windows), what changed in words.
+               then_now_from_traces(trace_a, trace_b, row=0, lang="en") for two traces you already have;
+               then_now_table(trace_2025, trace_2026, row, lang) -> DataFrame.
 
 Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
 own functions (forward, causal_mask_for, norm, lm_head, SOFTCAP); the one derived quantity is the attention weights,
@@ -54,6 +63,7 @@ from explain.nexttoken import next_token_stats, next_token_view
 from explain.rotary import rotary_view
 from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES, shape_table, shapes_view
 from explain.softcap import softcap_view
+from explain.then_now import then_now_from_traces, then_now_table, then_now_view
 from explain.trace import Trace, trace_forward
 from explain.training import training_view
 
@@ -61,4 +71,5 @@ __all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights"
            "causality_view", "flops_per_token", "generate_steps", "generate_time_view", "generate_view",
            "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
            "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",
-           "trace_forward", "training_view", "TUTORIAL_CONFIG", "TUTORIAL_EXAMPLES"]
+           "then_now_from_traces", "then_now_table", "then_now_view", "trace_forward", "training_view",
+           "TUTORIAL_CONFIG", "TUTORIAL_EXAMPLES"]

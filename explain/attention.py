@@ -1,7 +1,8 @@
 """View 4 — attention weights per layer and head, from the recorded q and k (after rotary and QK norm).
 
 The weights are the one derived quantity explain/ computes itself: softmax(q·kᵀ/√hd + mask), with the model's own
-causal_mask_for. scaled_dot_product_attention never materialises them; a test checks weights·v == recorded attn.y.
+causal_mask_for (and, in a 2026 model, the layer's own sliding window: an S layer hides the keys further back than its
+window). scaled_dot_product_attention never materialises them; a test checks weights·v == recorded attn.y.
 """
 from __future__ import annotations
 
@@ -12,22 +13,29 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
+from explain.common import (ViewResult, base_layout, hover, layer_windows, np32, position_axis, resolve_position,
+                            window, window_kind)
 from explain.text import t
 from explain.trace import Trace
 from gpt.model import causal_mask_for
 
 
-def attention_weights(trace: Trace, layer: int) -> torch.Tensor:
-    """[B, H, Tq, Tk] float32 attention weights of block `layer`, on the device."""
+def attention_mask(trace: Trace, layer: int) -> torch.Tensor:
+    """[Tq, Tk] bool (True = may attend) of block `layer`: the model's causal_mask_for with the layer's own window."""
     if not 0 <= layer < trace.config.n_layer:
         raise ValueError(f"layer must be in 0..{trace.config.n_layer - 1}")
+    Tq, Tk = trace.rec[f"blocks.{layer}.attn.q"].size(2), trace.rec[f"blocks.{layer}.attn.k"].size(2)
+    return causal_mask_for(Tq, Tk, device=trace.device, window=layer_windows(trace.model)[layer])
+
+
+def attention_weights(trace: Trace, layer: int) -> torch.Tensor:
+    """[B, H, Tq, Tk] float32 attention weights of block `layer`, on the device (exactly 0 where the mask hides)."""
+    mask = attention_mask(trace, layer)
     q = trace.rec[f"blocks.{layer}.attn.q"].float()
     k = trace.rec[f"blocks.{layer}.attn.k"].float()
     group = q.size(1) // k.size(1)  # GQA: query head h reads key/value head h // group, as enable_gqa does
     k = k.repeat_interleave(group, dim=1)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
-    mask = causal_mask_for(q.size(2), k.size(2), device=q.device)
     return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
@@ -44,6 +52,7 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
     pos = resolve_position(position, T)
     lo, hi = window(T, pos, window_size)
     w = attention_weights(trace, layer)[row, head, lo:hi]  # [queries in window, all keys]
+    allowed = attention_mask(trace, layer)[lo:hi].cpu().numpy()  # [queries in window, all keys]
     shown = w[:, lo:hi]
     labels = trace.labels[row]
     if lo > 0:
@@ -55,7 +64,9 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
     x = np.where(key_pos < 0, lo - 1, key_pos)  # drawn just left of the window
     queries = np.arange(lo, hi)
     kk, qq = np.meshgrid(x, queries)
-    visible = kk <= qq
+    visible = allowed[:, lo:hi]  # the causal triangle, cut to the window's band in an S layer
+    if lo > 0:  # the summed column: shown where the query may still see some earlier key
+        visible = np.concatenate([allowed[:, :lo].any(axis=1, keepdims=True), visible], axis=1)
     df = pd.DataFrame({"layer": layer, "head": head, "query_pos": qq[visible],
                        "key_pos": np.broadcast_to(key_pos, kk.shape)[visible], "weight": z[visible]})
     df["query_token"] = [labels[p] for p in df["query_pos"]]
@@ -64,6 +75,10 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
 
     z_masked = np.where(visible, z, np.nan).astype(np.float32)  # masked cells blank, not "0"
     title = t("view.attention.title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
+    keys_back = layer_windows(trace.model)[layer]
+    kind = window_kind(keys_back, trace.config.sequence_len)
+    if kind is not None:  # a model with sliding windows (nanochat 2026): say which kind this layer is
+        title += t(f"view.attention.kind_{kind.lower()}", lang, w=keys_back)
     if lo > 0:
         title += t("view.attention.windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = go.Figure(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
@@ -75,4 +90,10 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
                           autorange="reversed"), title=t("view.attention.query", lang))
     text = t("view.attention.body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
              hd=trace.config.n_embd // H)
+    if kind == "L":
+        text += t("view.attention.body_l", lang, context=trace.config.sequence_len)
+    elif kind == "S":
+        hides = T - 1 > keys_back  # some query of this prompt has keys further back than the window
+        text += t("view.attention.body_s_" + ("hides" if hides else "fits"), lang, w=keys_back, n=keys_back + 1, T=T,
+                  first=keys_back + 1, context=trace.config.sequence_len)
     return ViewResult("attention", title, df, fig, text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from explain.attention import attention_view
 from explain.causality import causality_view
-from explain.common import ViewResult
+from explain.common import ViewResult, layer_windows
 from explain.generate import generate_view
 from explain.kvcache import kv_cache_view
 from explain.lens import logit_lens_view
@@ -41,7 +41,8 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
     makers = {
         "shapes": lambda: shapes_view(model, trace.B, trace.T - cached, cached, lang=lang),
         "rotary": lambda: rotary_view(model, trace.T - cached, cached, lang=lang),
-        "mask": lambda: mask_view(trace.labels[row], lang=lang),
+        "mask": lambda: mask_view(trace.labels[row], lang=lang, windows=layer_windows(model),
+                                  context=model.config.sequence_len),
         "attention": lambda: attention_view(trace, layer, head, row, position, lang=lang),
         "softcap": lambda: softcap_view(trace, position, row, lang=lang),
         "next_token": lambda: next_token_view(trace, position, row, lang=lang),

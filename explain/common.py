@@ -28,6 +28,19 @@ class ViewResult:
     text: str
 
 
+def layer_windows(model) -> list[int | None]:
+    """Each layer's sliding window: how many keys back a query may look besides its own (None: no window, the 2025
+    model, where every query sees the whole context)."""
+    return [block.attn.window for block in model.transformer.h]
+
+
+def window_kind(window_keys: int | None, context: int) -> str | None:
+    """"S" (a sliding window shorter than the context), "L" (the whole context) or None (a model without windows)."""
+    if window_keys is None:
+        return None
+    return "S" if window_keys < context else "L"
+
+
 def window(T: int, focus: int, size: int) -> tuple[int, int]:
     """[start, end) of at most `size` positions containing `focus`, as late as possible (causal views look back)."""
     if T <= size:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from explain.common import ViewResult, base_layout, hover, np32, subplots
 from explain.text import t
 from explain.trace import token_labels
+from gpt import model_2026
+from gpt.arch import arch_of
 from gpt.model import GPT, GPTConfig
 
 
@@ -48,11 +50,20 @@ def flops_per_token(config: GPTConfig, context: int) -> int:
     Weights: every Linear is 2·in·out per token — per layer c_q C·C, c_k and c_v C·Hkv·hd each, c_proj C·C, MLP
     2·4C·C; plus lm_head C·V. The embedding lookup, norms, rotary, softmax and softcap are elementwise: left out.
     Attention: per layer, scores q·k and the weighted sum of v each cost 2·hd per key per head = 2·C·context.
+    A 2026 config (gpt/model_2026.py): lm_head has the padded vocab's rows, the value-embedding gates (12·Hkv on
+    their layers) and the smear gate (24) are Linears too, and an S layer reads at most window + 1 keys.
     """
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
     kv = config.n_kv_head * (C // config.n_head)
-    weights = L * (C * C + 2 * C * kv + C * C + 8 * C * C) + C * V
-    return 2 * weights + L * 4 * C * context
+    keys = [context] * L
+    gates = 0
+    if arch_of(config) == model_2026.ARCH:
+        V = model_2026.padded_vocab(V)
+        keys = [min(context, w + 1) for w in model_2026.window_sizes(config)]
+        n_ve = sum(model_2026.has_value_embedding(i, L) for i in range(L))
+        gates = n_ve * model_2026.VE_GATE_CHANNELS * config.n_kv_head + model_2026.SMEAR_CHANNELS
+    weights = L * (C * C + 2 * C * kv + C * C + 8 * C * C) + C * V + gates
+    return 2 * weights + 4 * C * sum(keys)
 
 
 def forward_flops(config: GPTConfig, T: int, T0: int = 0) -> int:

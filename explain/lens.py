@@ -1,7 +1,10 @@
 """View 9 — the logit lens: read every layer's residual stream as if it were the last one.
 
-Each recorded residual (the embedding after norm, then each block's output) is pushed through the model's own final
-norm, lm_head and softcap. At the last block this is exactly what forward does, so the lens ends at the real logits.
+Each recorded residual (the embedding after norm, then each block's output) is pushed through the model's own head
+(GPT.head: final norm, lm_head and softcap). At the last block this is exactly what forward does, so the lens ends at
+the real logits. In a 2026 model the residual stream starts at the smeared embedding (embed_smear, what the blocks
+mix back in as x0), and the head subtracts the backout (backout_lambda times the residual kept after block
+model.backout_layer) from every residual read after that block, as forward does at the end.
 """
 from __future__ import annotations
 
@@ -19,14 +22,29 @@ from gpt.recorder import residual_points
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
     """(names shown, recorded names) of the residual stream read by the lens: embedding, then each block's output."""
     L = trace.config.n_layer
-    return ["embed"] + [f"block {i}" for i in range(L)], residual_points(L)
+    names = residual_points(L)
+    if "embed_smear" in trace.rec:  # 2026: the stream starts after the smear
+        names[0] = "embed_smear"
+    return ["embed"] + [f"block {i}" for i in range(L)], names
+
+
+def backout_from(trace: Trace) -> int | None:
+    """The first lens layer (i+1 = block i's output) that the head reads with the backout subtracted: the output of
+    block model.backout_layer and every later one; None for a model without backout (2025)."""
+    mid = getattr(trace.model, "backout_layer", None)
+    return None if mid is None else mid + 1
 
 
 @torch.inference_mode()
 def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice(None)) -> torch.Tensor:
-    """Softcapped logits [T', V] (on the device) read from residual `layer` (0 = embedding, i+1 = block i's output)."""
+    """Softcapped logits [T', V] (on the device) read from residual `layer` (0 = embedding, i+1 = block i's output)
+    through the model's own head (with the backout, in a 2026 model, from block backout_layer's output on)."""
     _, names = lens_inputs(trace)
-    return trace.model.head(trace.rec[names[layer]][row, positions])
+    x = trace.rec[names[layer]][row, positions]
+    first = backout_from(trace)
+    if first is None or layer < first:
+        return trace.model.head(x)
+    return trace.model.head(x, x_backout=trace.rec[f"blocks.{first - 1}.output"][row, positions])
 
 
 @torch.inference_mode()
@@ -75,4 +93,7 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     first = [next((shown[l] for l in range(n_layers) if top_ids[l, i] == final_ids[i]), "-") for i in range(n_pos)]
     text = t("view.logit_lens.body", lang, L=trace.config.n_layer, agree=agree,
              last=f"{labels[hi - 1]} → {names[int(final_ids[-1])]}", first_layer=first[-1])
+    if backout_from(trace) is not None:
+        mid = backout_from(trace) - 1
+        text += t("view.logit_lens.backout", lang, mid=mid, lam=float(trace.model.backout_lambda.float().item()))
     return ViewResult("logit_lens", title, df, fig, text)

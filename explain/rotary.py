@@ -7,14 +7,16 @@ import plotly.graph_objects as go
 
 from explain.common import ViewResult, base_layout, hover, np32, subplots
 from explain.text import t
-from gpt.model import GPT
+from gpt import model_2026
+from gpt.model import GPT, ROTARY_BASE
 
 
 def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str = "en") -> ViewResult:
     """cos and sin (positions x channel pairs) around the slice [T0, T0+T); the slice is outlined.
 
     Shows positions 0 .. T0+T+4 when that fits in `max_rows`, else the last `max_rows` positions up to the end of the
-    slice (the title says so). The numbers are the model's own tables (model.cos / model.sin: bf16-rounded values).
+    slice (the title says so). The numbers are the model's own tables (model.cos / model.sin: bf16-rounded values in
+    the 2025 model, float32 with base 100000 in the 2026 one; the text says which).
     """
     n_pos = model.cos.size(1)
     if T < 1 or T0 < 0 or T0 + T > n_pos:
@@ -43,4 +45,7 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     fig.update_xaxes(title_text=t("view.rotary.pair", lang))
     fig.update_layout(base_layout(title, height=520))
     text = t("view.rotary.body", lang, T0=T0, T=T, T1=T0 + T, n_pos=n_pos, half=len(pairs))
+    new = model.arch == model_2026.ARCH
+    text += t("view.rotary.note_2026" if new else "view.rotary.note_2025", lang,
+              base=model_2026.ROTARY_BASE if new else ROTARY_BASE)
     return ViewResult("rotary", title, df, fig, text)

@@ -14,7 +14,8 @@ import torch
 
 from explain.common import ViewResult, base_layout
 from explain.text import t
-from gpt.arch import new_model
+from gpt import model_2026
+from gpt.arch import arch_of, new_model
 from gpt.kv_cache import KVCache
 from gpt.model import GPT, GPTConfig
 from gpt.recorder import POINTS, Recorder
@@ -45,6 +46,12 @@ _STAGE_CODE = {
     "logits": (3, "15·tanh(logits_raw/15)"),
 }
 _ACTIVATIONS = [(p.name.format(i=0), *_STAGE_CODE[p.name], p.shape) for p in POINTS]
+
+
+def point_code(point: str, lang: str = "en") -> str:
+    """The code that produces a recording point (its gpt.recorder.POINTS name, e.g. "blocks.{i}.attn.q"), or, where
+    no one expression does, its words in `lang`."""
+    return _STAGE_CODE[point][1] or t("view.shapes.code.block_input", lang)
 # Per-head slices, inserted after the tensor they slice: after -> (code, which head (its text is
 # view.shapes.code.head_<which>), symbolic, head count attribute).
 _PER_HEAD = {
@@ -161,50 +168,72 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
         notes.append(dict(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
                           showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.2, arrowcolor="#5f6368"))
 
+    # A 2026 model grows three rows (the 2025 picture is the same with d1 = d2 = d3 = 0): the smear after the
+    # embedding norm, the x0/resid mix at the block input (the value-embedding gate beside it, feeding v) and the
+    # backout before the final norm. d1, d2, d3: how far everything after each new row moves down.
+    new = "embed_smear" in shape_of
+    d1 = int(new)
+    d2 = d1 + int(new)
+    d3 = d2 + int("backout" in shape_of)
     # Stage bands (drawn first, behind the boxes) with their names on the right.
-    for stage, (y0, y1), color in [(1, (0.5, -1.5), "#fef7e0"), (2, (-1.5, -10.5), "#e6f4ea"),
-                                   (3, (-10.5, -12.5), "#fce8e6"), (4, (-12.5, -14.5), "#f3e8fd")]:
+    for stage, (y0, y1), color in [(1, (0.5, -1.5), "#fef7e0"), (2, (-1.5, -10.5 - d3), "#e6f4ea"),
+                                   (3, (-10.5 - d3, -12.5 - d3), "#fce8e6"), (4, (-12.5 - d3, -14.5 - d3), "#f3e8fd")]:
         shapes.append(dict(type="rect", x0=-0.2, x1=12.2, y0=y1, y1=y0, fillcolor=color, opacity=0.6,
                            line=dict(width=0), layer="below"))
         notes.append(dict(x=12.1, y=(y0 + y1) / 2, text=t(f"view.shapes.stage{stage}", lang), showarrow=False,
                           xanchor="right", textangle=-90, font=dict(size=11, color="#5f6368")))
     X = 5.5
+    NEW_COLOR = "#fde7f3"  # the stages nanochat added since the tutorial
     box(X, 0, 4.2, "idx", "idx", "#ffffff")
     box(1.6, -1.0, 2.8, "cos, sin [T0:T0+T]", "rotary.cos", "#fff3c4")
     box(X, -2, 4.2, "wte(idx)", "embed")
     box(X, -3, 4.2, "norm", "embed_norm")
+    if new:
+        box(X, -4, 4.2, "smear: x + λ·σ·x[t−1]", "embed_smear", NEW_COLOR)
     # The block, drawn once with its repeat count.
-    shapes.append(dict(type="rect", x0=0.2, x1=10.8, y0=-9.5, y1=-3.55, line=dict(color="#188038", width=2,
-                                                                                  dash="dot")))
-    notes.append(dict(x=0.3, y=-3.75, text=f"<b>{t('view.shapes.block_repeat', lang, n=config.n_layer)}</b>",
+    shapes.append(dict(type="rect", x0=0.2, x1=10.8, y0=-9.5 - d2, y1=-3.55 - d1, line=dict(color="#188038", width=2,
+                                                                                            dash="dot")))
+    notes.append(dict(x=0.3, y=-3.75 - d1, text=f"<b>{t('view.shapes.block_repeat', lang, n=config.n_layer)}</b>",
                       showarrow=False, xanchor="left", font=dict(size=12, color="#188038")))
-    box(2.3, -4.5, 3.0, "q", "blocks.0.attn.q")
-    box(5.5, -4.5, 3.0, "k", "blocks.0.attn.k")
-    box(8.7, -4.5, 3.0, "v", "blocks.0.attn.v")
-    box(X, -5.5, 6.0, "softmax(q·kᵀ/√hd + mask)", "attention weights", "#fff3c4")
-    box(X, -6.5, 4.2, "y = weights·v", "blocks.0.attn.y")
-    box(X, -7.5, 4.2, "x + c_proj(y)", "blocks.0.resid_mid")
-    box(X, -8.5, 4.2, "MLP relu²", "blocks.0.mlp.hidden")
-    box(X, -10, 4.2, "final norm", "final_norm")
-    box(X, -11, 4.2, "lm_head", "logits_raw")
-    box(X, -12, 4.2, "softcap 15·tanh(x/15)", "logits")
-    box(2.8, -13.5, 4.4, t("view.shapes.inference", lang), "return logits", "#ffffff")
-    box(8.2, -13.5, 4.4, t("view.shapes.training", lang), "loss", "#ffffff")
-    for y0, y1 in [(0, -2), (-2, -3), (-5.5, -6.5), (-6.5, -7.5), (-7.5, -8.5), (-8.5, -10), (-10, -11),
-                   (-11, -12)]:
+    trunk_y = -3.0  # the box that feeds q, k, v
+    if new:
+        trunk_y = -4.5 - d1
+        box(X, trunk_y, 4.2, "λr·x + λ0·x0", "blocks.0.input", NEW_COLOR)
+        if "blocks.0.attn.ve_gate" in shape_of:
+            box(9.25, trunk_y, 2.5, "v += 3σ(gate)·ve", "blocks.0.attn.ve_gate", NEW_COLOR)
+            arrow(9.25, trunk_y - 0.36, 9.25, -4.14 - d2)
+    box(2.3, -4.5 - d2, 3.0, "q", "blocks.0.attn.q")
+    box(5.5, -4.5 - d2, 3.0, "k", "blocks.0.attn.k")
+    box(8.7, -4.5 - d2, 3.0, "v", "blocks.0.attn.v")
+    box(X, -5.5 - d2, 6.0, "softmax(q·kᵀ/√hd + mask)", "attention weights", "#fff3c4")
+    box(X, -6.5 - d2, 4.2, "y = weights·v", "blocks.0.attn.y")
+    box(X, -7.5 - d2, 4.2, "x + c_proj(y)", "blocks.0.resid_mid")
+    box(X, -8.5 - d2, 4.2, "MLP relu²", "blocks.0.mlp.hidden")
+    if "backout" in shape_of:
+        box(X, -10 - d2, 4.2, "backout: x − λ·x_mid", "backout", NEW_COLOR)
+    box(X, -10 - d3, 4.2, "final norm", "final_norm")
+    box(X, -11 - d3, 4.2, "lm_head", "logits_raw")
+    box(X, -12 - d3, 4.2, "softcap 15·tanh(x/15)", "logits")
+    box(2.8, -13.5 - d3, 4.4, t("view.shapes.inference", lang), "return logits", "#ffffff")
+    box(8.2, -13.5 - d3, 4.4, t("view.shapes.training", lang), "loss", "#ffffff")
+    chain = [(0, -2), (-2, -3)] + ([(-3, -4), (-4, trunk_y)] if new else [])
+    chain += [(y0 - d2, y1 - d2) for y0, y1 in [(-5.5, -6.5), (-6.5, -7.5), (-7.5, -8.5), (-8.5, -10)]]
+    chain += [(-10 - d2, -10 - d3)] if d3 > d2 else []
+    chain += [(y0 - d3, y1 - d3) for y0, y1 in [(-10, -11), (-11, -12)]]
+    for y0, y1 in chain:
         arrow(X, y0 - 0.36, X, y1 + 0.36)
     for x in (2.3, 5.5, 8.7):
-        arrow(X, -3.36, x, -4.14)
+        arrow(X, trunk_y - 0.36, x, -4.14 - d2)
     for x in (2.3, 5.5, 8.7):
-        arrow(x, -4.86, X, -5.14)
-    arrow(1.6, -1.36, 2.3, -4.14)   # rotary slice rotates q ...
-    arrow(2.2, -1.36, 5.5, -4.14)   # ... and k
-    arrow(X, -12.36, 2.8, -13.14)
-    arrow(X, -12.36, 8.2, -13.14)
-    fig = go.Figure(layout=base_layout(title, height=820, shapes=shapes, annotations=notes, showlegend=False,
-                                       xaxis=dict(visible=False, range=[-0.3, 12.3]),
-                                       yaxis=dict(visible=False, range=[-14.6, 0.6])))
-    fig.add_trace(go.Scatter(x=[0, 12], y=[0, -14], mode="markers", marker=dict(opacity=0), hoverinfo="skip"))
+        arrow(x, -4.86 - d2, X, -5.14 - d2)
+    arrow(1.6, -1.36, 2.3, -4.14 - d2)   # rotary slice rotates q ...
+    arrow(2.2, -1.36, 5.5, -4.14 - d2)   # ... and k
+    arrow(X, -12.36 - d3, 2.8, -13.14 - d3)
+    arrow(X, -12.36 - d3, 8.2, -13.14 - d3)
+    fig = go.Figure(layout=base_layout(title, height=820 + int(55 * d3), shapes=shapes, annotations=notes,
+                                       showlegend=False, xaxis=dict(visible=False, range=[-0.3, 12.3]),
+                                       yaxis=dict(visible=False, range=[-14.6 - d3, 0.6])))
+    fig.add_trace(go.Scatter(x=[0, 12], y=[0, -14 - d3], mode="markers", marker=dict(opacity=0), hoverinfo="skip"))
     return fig
 
 
@@ -221,7 +250,13 @@ def shapes_view(config_or_model: GPTConfig | GPT, B: int = 1, T: int = 5, T0: in
                 V=config.vocab_size, L=config.n_layer)
     title = t("view.shapes.title", lang, **dims)
     fig = _flow_figure(df, config, title, lang)
-    return ViewResult("shapes", title, df, fig, t("view.shapes.body", lang, **dims))
+    text = t("view.shapes.body", lang, **dims)
+    if arch_of(config) == model_2026.ARCH:  # say what the pink boxes and the padded rows are
+        windows = model_2026.window_sizes(config)
+        text += t("view.shapes.body_2026", lang, V=config.vocab_size, Vp=model_2026.padded_vocab(config.vocab_size),
+                  base=model_2026.ROTARY_BASE, pattern=config.window_pattern, S=min(windows), L=config.sequence_len,
+                  mid=config.n_layer // 2)
+    return ViewResult("shapes", title, df, fig, text)
 
 
 TUTORIAL_CONFIG = GPTConfig(sequence_len=1024, vocab_size=50304, n_layer=4, n_head=4, n_kv_head=4, n_embd=128)

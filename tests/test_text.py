@@ -72,6 +72,32 @@ def test_a_third_language_reaches_every_view(fake_language, tiny_model, tiny_tok
             assert fake_only(trace.hovertemplate or ""), (name, trace.hovertemplate)
 
 
+def test_a_third_language_reaches_the_2026_views_and_then_and_now(fake_language, tiny_model):
+    import torch
+
+    from explain import then_now_view
+    from test_explain_2026 import make_model_2026
+
+    new = make_model_2026(vocab_size=tiny_model.config.vocab_size)
+    ids = torch.randint(0, 200, (180,), generator=torch.Generator().manual_seed(0)).tolist()  # longer than S = 128
+    views = build_all(new, None, ids, lang=fake_language, views=("shapes", "rotary", "mask", "attention",
+                                                                  "logit_lens"))
+    views["then_now"] = then_now_view(tiny_model, new, None, ids[:60], lang=fake_language)
+    for name, view in views.items():
+        assert view.title.startswith("⟦") and fake_only(view.title), (name, view.title)
+        assert view.text.startswith("⟦") and fake_only(view.text), (name, view.text[:200])
+        for trace in view.fig.data:
+            assert fake_only(trace.hovertemplate or ""), (name, trace.hovertemplate)
+    assert all(s.startswith("⟦") for s in views["then_now"].df["status"])
+    assert all(n == "" or n.startswith("⟦") for n in views["then_now"].df["note"])
+    from demo.i18n import headers
+
+    for code in LANGS:  # the new table's columns have headers in every language
+        for name in ("then_now", "mask"):
+            shown = list(headers(views[name].df, code).columns)
+            assert len(set(shown)) == len(shown) == len(views[name].df.columns), (code, name)
+
+
 def test_a_third_language_reaches_the_whole_ui(fake_language, monkeypatch):
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     from demo import lessons
