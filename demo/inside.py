@@ -1,6 +1,7 @@
 """Inside forward tab: one forward pass of a prompt (or token ids, or the chat), shown through every explain/ view."""
 from __future__ import annotations
 
+import html
 import io
 import tempfile
 import zipfile
@@ -14,7 +15,8 @@ from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
-from explain.inputs import forward_request
+from explain.inputs import forward_request, parse_config
+from explain.shapes import shapes_view
 
 
 class Preset(NamedTuple):
@@ -35,6 +37,16 @@ PRESETS: dict[str, Preset] = {
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
+MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
+
+
+def _size(value, lo: int) -> int:
+    """A B/T/T0 box's value (Gradio's bounds check lets NaN through): a whole number in [lo, MAX_SHAPE_SIZE]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return lo
+    return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
     Field("focus", "all", choices=("all", *VIEWS)),
@@ -115,6 +127,37 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
                           value="ui.run_forward")
     notes = gr.Markdown(elem_id="inside-notes")
+    with relabel(gr.Accordion(t("ui.any_config"), open=False, elem_id="any-config"), "ui.any_config"):
+        with gr.Row():
+            spec = relabel(gr.Textbox("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,"
+                                      "sequence_len=2048", label=t("ui.config_spec"), scale=4,
+                                      elem_id="any-config-spec"), "ui.config_spec")
+            rows = relabel(gr.Number(2, precision=0, minimum=1, maximum=MAX_SHAPE_SIZE, label=t("ui.shape_B"),
+                                     elem_id="any-config-B"), "ui.shape_B")
+            new = relabel(gr.Number(5, precision=0, minimum=1, maximum=MAX_SHAPE_SIZE, label=t("ui.shape_T"),
+                                    elem_id="any-config-T"), "ui.shape_T")
+            cached = relabel(gr.Number(0, precision=0, minimum=0, maximum=MAX_SHAPE_SIZE, label=t("ui.shape_T0"),
+                                       elem_id="any-config-T0"), "ui.shape_T0")
+        draw = relabel(gr.Button(t("ui.draw_shapes"), elem_id="any-config-draw"), value="ui.draw_shapes")
+        with gr.Row():
+            with gr.Column(scale=3):
+                config_plot = gr.Plot(show_label=False, elem_id="any-config-plot")
+            with gr.Column(scale=2):
+                config_text = gr.Markdown(elem_classes=["view-text"])
+        config_table = gr.Dataframe(interactive=False, max_height=300, wrap=False)
+
+    @models.handler
+    def any_config_shapes(spec_text, B, T, T0, lang):
+        """The shapes view of a config typed by hand (the meta device: no weights, any size, instant)."""
+        config = parse_config(spec_text or "")  # an InputError becomes a message in the user's language
+        try:
+            view = shapes_view(config, *(_size(v, lo) for v, lo in ((B, 1), (T, 1), (T0, 0))), lang=lang)
+        except ValueError as e:  # e.g. T0 + T past the rotary table
+            raise gr.Error(html.escape(str(e))) from None
+        return view.fig, f"### {view.title}\n\n{view.text}", headers(view.df, lang)
+
+    draw.click(any_config_shapes, [spec, rows, new, cached, lang_state], [config_plot, config_text, config_table],
+               api_name="shapes")
     slots = []
     for i in range(len(VIEWS)):
         with gr.Column(visible=False, elem_id=f"view-{i}", elem_classes=["view"]) as col:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 import inspect
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import gradio as gr
 import torch
 
 from demo.gpu import gpu
-from explain.inputs import InputError
+from explain.inputs import InputError, parse_config
 from explain.shapes import TUTORIAL_CONFIG
 from gpt import arch as archs
 from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
@@ -79,7 +80,8 @@ class Models:
 
 
 def _in_users_language(fn: F) -> F:
-    """fn, with an InputError re-raised as a gr.Error in the language of fn's `lang` argument ("en" without one)."""
+    """fn, with an InputError re-raised as a gr.Error in the language of fn's `lang` argument ("en" without one),
+    HTML-escaped: it may quote what the user typed, and Gradio's toasts render HTML."""
     signature = inspect.signature(fn)
 
     def language(args, kwargs) -> str:
@@ -94,7 +96,7 @@ def _in_users_language(fn: F) -> F:
             try:
                 yield from fn(*args, **kwargs)
             except InputError as e:
-                raise gr.Error(e.message(language(args, kwargs))) from None
+                raise gr.Error(html.escape(e.message(language(args, kwargs)), quote=False)) from None
         return generator  # type: ignore[return-value]
 
     @functools.wraps(fn)
@@ -102,7 +104,7 @@ def _in_users_language(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InputError as e:
-            raise gr.Error(e.message(language(args, kwargs))) from None
+            raise gr.Error(html.escape(e.message(language(args, kwargs)), quote=False)) from None
     return call  # type: ignore[return-value]
 
 
@@ -163,26 +165,6 @@ def describe(loaded: LoadedModel, lang: str = "en") -> str:
     return (f"**{loaded.name}** · `{loaded.arch}` · {n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · "
             f"{c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · {t('ui.context', lang)} {c.sequence_len} · "
             f"`{loaded.device}` · `{dtype}`")
-
-
-def parse_config(spec: str) -> GPTConfig:
-    """'n_layer=4,n_head=4,n_embd=128' -> a config (unnamed fields keep the tutorial config's values). 'arch=...'
-    picks the architecture (gpt/arch.py), and a window_pattern (e.g. SSSL) implies nanochat-2026-07."""
-    entries = dict(part.strip().partition("=")[::2] for part in spec.split(",") if part.strip())
-    entries = {k.strip(): v.strip() for k, v in entries.items()}
-    arch = entries.pop("arch", archs.NEW if "window_pattern" in entries else archs.OLD)
-    cls = archs.config_class(arch)
-    known = archs.config_keys(arch)
-    values = {**{f.name: getattr(TUTORIAL_CONFIG, f.name) for f in fields(GPTConfig)},
-              **({"window_pattern": entries.pop("window_pattern")} if "window_pattern" in entries else {})}
-    for key, value in entries.items():
-        if key not in known or not value.isdigit():
-            raise ValueError(f"bad --random-config entry {key}={value}: expected key=int with key in {sorted(known)}"
-                             f", arch=<{'|'.join(archs.ARCHS)}> or window_pattern=<S and L>")
-        values[key] = int(value)
-    if "n_kv_head" not in entries:
-        values["n_kv_head"] = values["n_head"]
-    return cls(**values)
 
 
 def fallback_tokenizer() -> Tokenizer:

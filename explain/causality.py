@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, np32, position_axis, subplots, window
+from explain.common import ViewResult, base_layout, hover, position_axis, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder, residual_points

@@ -7,13 +7,16 @@ sliders, the links and the validation read them from here.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import random
 from dataclasses import dataclass, field
 
 import torch
 
+from explain.shapes import TUTORIAL_CONFIG
 from explain.text import t
+from gpt import arch as archs
 from gpt.stream import SamplingParams
 from gpt.tokenizer import Tokenizer
 
@@ -113,6 +116,45 @@ def from_chatbot(history: list[dict] | None) -> list[dict]:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         out.append({"role": m["role"], "content": html.unescape(content if isinstance(content, str) else str(content))})
     return out
+
+
+# ---- a model config typed by hand -----------------------------------------------------------------------------------
+def parse_config(spec: str):
+    """'n_layer=4,n_head=4,n_embd=128' -> a model config (unnamed fields keep the tutorial config's values).
+    'arch=...' picks the architecture (gpt/arch.py); a window_pattern (e.g. SSSL) implies nanochat-2026-07."""
+    entries: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise _bad_config(f"{part!r} has no '='", archs.NEW)
+        entries[key.strip()] = value.strip()
+    arch = entries.pop("arch", archs.NEW if "window_pattern" in entries else archs.OLD)
+    if arch not in archs.ARCHS:
+        raise _bad_config(f"unknown arch {arch!r}", archs.NEW)
+    known = archs.config_keys(arch)
+    values = {**dataclasses.asdict(TUTORIAL_CONFIG), **({"window_pattern": "SSSL"} if arch == archs.NEW else {})}
+    for key, value in entries.items():
+        if key not in known:
+            raise _bad_config(f"unknown key {key!r}", arch)
+        if key == "window_pattern":
+            if not value or set(value.upper()) - set("SL"):
+                raise _bad_config(f"window_pattern {value!r} is not made of S and L", arch)
+            values[key] = value
+        elif (number := _whole(value)) and number <= 10**7:
+            values[key] = number
+        else:
+            raise _bad_config(f"{key}={value!r} is not a whole number from 1 to 10000000", arch)
+    if "n_kv_head" not in entries:
+        values["n_kv_head"] = values["n_head"]
+    if values["n_embd"] % values["n_head"] or values["n_head"] % values["n_kv_head"]:
+        raise _bad_config("n_embd must be a multiple of n_head, and n_head a multiple of n_kv_head", arch)
+    if (values["n_embd"] // values["n_head"]) % 2:
+        raise _bad_config("the head dim n_embd / n_head must be even (rotary turns pairs of channels)", arch)
+    return archs.config_class(arch)(**values)
+
+
+def _bad_config(why: str, arch: str) -> InputError:
+    return InputError("ui.bad_config", why=why, keys=", ".join(["arch", *sorted(archs.config_keys(arch))]))
 
 
 # ---- one forward's input ------------------------------------------------------------------------------------------

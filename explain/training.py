@@ -14,7 +14,7 @@ import torch
 
 from explain.common import ViewResult, base_layout, hover, np32, position_axis
 from explain.text import t
-from explain.trace import Trace, token_labels
+from explain.trace import Trace
 
 
 def shifted_targets(idx: torch.Tensor) -> torch.Tensor:

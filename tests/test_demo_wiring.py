@@ -11,7 +11,7 @@ import torch
 from demo import chat
 from demo.app import build_demo
 from demo.models import Models, load
-from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request,
+from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
                             from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
 from explain.text import t
 from gpt.checkpoint import random_model
@@ -117,3 +117,28 @@ def test_prompts_are_cut_to_fit(tiny_tokenizer):
     assert len(req.ids[0]) == 80 and req.warnings == [t("ui.prompt_too_long", "zh", n=n, ctx=80)]
     ids, warnings = generation_prompt(tiny_tokenizer, text, 80, "en")
     assert len(ids) == 80 - MAX_GEN_STEPS and warnings == [t("ui.prompt_too_long", "en", n=n, ctx=80 - MAX_GEN_STEPS)]
+
+
+def test_a_config_typed_by_hand():
+    c = parse_config("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,sequence_len=2048")
+    assert (type(c).__module__, c.n_layer, c.n_kv_head, c.window_pattern) == ("gpt.model_2026", 20, 10, "SSSL")
+    assert type(parse_config("n_layer=2")).__module__ == "gpt.model"
+    assert parse_config("window_pattern=SL").window_pattern == "SL"  # a window pattern implies 2026
+    for bad in ("n_layer=x", "foo=1", "n_head=3", "window_pattern=SX", "arch=gpt5", "n_layer", "n_layer=0",
+                "n_layer=" + "9" * 30, "n_embd=12,n_head=4"):
+        with pytest.raises(InputError) as caught:
+            parse_config(bad)
+        assert caught.value.key == "ui.bad_config", bad
+
+
+def test_shapes_of_any_config_and_escaped_errors(demo: gr.Blocks):
+    draw = event_fns(demo, "any_config_shapes")[0]
+    _, text, table = draw("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,"
+                          "sequence_len=2048", 3, 7, 100, "en")
+    concrete = dict(zip(table.iloc[:, 1], table.iloc[:, 4]))  # name -> concrete shape (headers are translated)
+    assert concrete["return logits"] == "[3, 7, 65536]" and concrete["blocks.0.attn.k"] == "[3, 10, 107, 128]"
+    assert concrete["transformer.wte.weight"] == "[65536, 1280]" and "embed_smear" in concrete
+    with pytest.raises(gr.Error) as caught:
+        draw("n_layer=<img src=x onerror=alert(1)>", 1, 5, 0, "zh")
+    assert "<img" not in caught.value.message and "&lt;img" in caught.value.message
+    assert caught.value.message.startswith(t("ui.bad_config", "zh", why="", keys="")[:6])

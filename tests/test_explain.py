@@ -2,7 +2,6 @@
 own forward, GPT.generate), for MHA, GQA and multi-query configs."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

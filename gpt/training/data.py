@@ -18,7 +18,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 
 from gpt.tokenizer import Tokenizer
 from gpt.training import shards, sources, synthetic
