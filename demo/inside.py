@@ -15,6 +15,7 @@ from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
+from explain.then_now import then_now_view
 from explain.inputs import forward_request, parse_config
 from explain.shapes import shapes_view
 
@@ -36,6 +37,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
+THEN_NOW = "then_now"  # shown alone (it runs a second model, of the other architecture): not part of "all"
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
 
@@ -49,7 +51,7 @@ def _size(value, lo: int) -> int:
     return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
-    Field("focus", "all", choices=("all", *VIEWS)),
+    Field("focus", "all", choices=("all", *VIEWS, THEN_NOW)),
     Field("preset", "custom", choices=tuple(PRESETS)),
     Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
@@ -93,7 +95,7 @@ def model_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def focus_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in VIEWS]
+    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, THEN_NOW)]
 
 
 def figure_html_note() -> str:
@@ -194,11 +196,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
         tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
         try:
-            views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
-                                   position=pos_v, cached=req.prefix,
-                                   views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
+            if focus_v == THEN_NOW:
+                views = [then_now_view(loaded.model, models.counterpart(which).model, tokenizer, req.ids, lang)]
+            else:
+                views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
+                                       position=pos_v, cached=req.prefix,
+                                       views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(html.escape(str(e), quote=False)) from None
         tmp = Path(tempfile.mkdtemp(prefix="inside-"))
         # A slider gets its value back only when it was clamped: one moved while this ran keeps its new value.
         out = [gr.update(value="\n\n".join(req.notes))] + [

@@ -26,6 +26,7 @@ LESSONS: list[Lesson] = [
     Lesson("temperature", "generate", {"gprompt": "Once upon a time", "gtemp": 0.0, "gtopk": 0, "gseed": 42}),
     Lesson("forward_vs_generate", "generate", {"gprompt": "Once upon a time", "gcost": True}),
     Lesson("kv_position", "inside", {"preset": "tutorial_kv", "focus": "kv_cache"}),
+    Lesson("then_and_now", "inside", {"preset": "story", "focus": "then_now"}),
 ]
 
 

@@ -58,6 +58,21 @@ class Models:
                 self._tutorial[arch] = untrained(tutorial_config(arch), self.main.tokenizer, self.main.device)
             return self._tutorial[arch]
 
+    def counterpart(self, which: str) -> LoadedModel:
+        """A model of the other architecture to put beside `pick(which)` (then and now): the other tutorial model,
+        or, beside the served model, an untrained one of the tutorial's size with its vocab, context and tokenizer."""
+        if which in ("tutorial", "tutorial_2026"):
+            return self.pick("tutorial_2026" if which == "tutorial" else "tutorial")
+        other = archs.OLD if self.main.arch == archs.NEW else archs.NEW
+        key = f"beside-main-{other}"
+        with self._lock:
+            if key not in self._tutorial:
+                c = self.main.model.config
+                config = dataclasses.replace(tutorial_config(other), vocab_size=c.vocab_size,
+                                             sequence_len=c.sequence_len)
+                self._tutorial[key] = untrained(config, self.main.tokenizer, self.main.device)
+            return self._tutorial[key]
+
     def pick(self, which: str) -> LoadedModel:
         """"loaded" (the served model), "tutorial" (the tutorial's random-init model, 2025) or "tutorial_2026"."""
         return {"tutorial": lambda: self.tutorial(archs.OLD),

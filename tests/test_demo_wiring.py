@@ -142,3 +142,14 @@ def test_shapes_of_any_config_and_escaped_errors(demo: gr.Blocks):
         draw("n_layer=<img src=x onerror=alert(1)>", 1, 5, 0, "zh")
     assert "<img" not in caught.value.message and "&lt;img" in caught.value.message
     assert caught.value.message.startswith(t("ui.bad_config", "zh", why="", keys="")[:6])
+
+
+def test_then_and_now_puts_a_model_of_the_other_architecture_beside(demo: gr.Blocks, models: Models):
+    run = event_fns(demo, "show_views")[0]
+    for which in ("tutorial", "tutorial_2026", "loaded"):
+        out = run(which, "Once upon a time", "100, 200, 300", 0, 0, -1, "then_now", "en")
+        table = out[4 + 3]  # the first view slot: (column, plot, text, table, csv)
+        names = set(table.iloc[:, 0])
+        assert {"embed_smear", "backout", "embed_norm", "logits"} <= names, which
+        archs_shown = {models.pick(which).arch, models.counterpart(which).arch}
+        assert archs_shown == {"nanochat-2025-11", "nanochat-2026-07"}, which
