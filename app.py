@@ -1,8 +1,9 @@
 """Inside Forward: chat with a nanochat GPT and look inside its forward pass.
 
     python app.py                              # the shipped default model, http://127.0.0.1:7860
+    python app.py --model karpathy/nanochat-d32   # a Hugging Face Hub repo (owner/name[@revision])
+    python app.py --model DIR                  # a folder: nanochat's (base dir or flat), transformers' NanoChat, ours
     python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
-    python app.py --checkpoint DIR             # our format (config.json + safetensors) or a nanochat base dir
     python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
 
 Hugging Face Spaces runs this file as is (it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from the environment).
@@ -12,9 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 
-# Before gradio is imported: no telemetry, no version check, nothing leaves the machine at launch.
+# Before gradio is imported: no telemetry, no version check. (HF_HUB_OFFLINE: see main.)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,13 +23,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="interface to listen on (0.0.0.0 to serve a classroom network)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    p.add_argument("--checkpoint", default=None,
-                   help="a model directory in our format, or a nanochat base dir (tokenizer/ + *_checkpoints/)")
+    p.add_argument("--model", default=None, metavar="SOURCE",
+                   help="a Hugging Face Hub repo id (owner/name[@revision]) or a folder: a nanochat base dir "
+                        "(tokenizer/ + *_checkpoints/), a flat nanochat folder (model_<step>.pt, meta_<step>.json, "
+                        "tokenizer.pkl), a transformers NanoChat folder, or this project's format")
+    p.add_argument("--checkpoint", default=None, help="the same as --model (kept for old command lines)")
     p.add_argument("--nanochat", action="store_true",
-                   help="load a nanochat run from --checkpoint, else $NANOCHAT_BASE_DIR or ~/.cache/nanochat")
-    p.add_argument("--source", default="sft", choices=["base", "mid", "sft", "rl"], help="nanochat checkpoint kind")
+                   help="load nanochat's own base dir, $NANOCHAT_BASE_DIR or ~/.cache/nanochat (or --model's)")
+    p.add_argument("--source", default="sft", choices=["base", "mid", "sft", "rl"],
+                   help="nanochat checkpoint kind, in a nanochat base dir")
     p.add_argument("--model-tag", default=None, help="nanochat depth tag, e.g. d20 (default: the largest)")
-    p.add_argument("--step", type=int, default=None, help="nanochat checkpoint step (default: the last)")
+    p.add_argument("--step", type=int, default=None, help="nanochat checkpoint step (default: the largest)")
     p.add_argument("--random-config", default=None, metavar="K=V,...",
                    help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304 (add "
                         "arch=nanochat-2026-07 or window_pattern=SSSL for nanochat's 2026 architecture)")
@@ -52,10 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    model = args.model or args.checkpoint
+    from demo.offline import stay_offline_unless_hub
+
+    stay_offline_unless_hub(model)
     from demo.app import build_demo, launch_kwargs
     from demo.models import load
 
-    models = load(checkpoint=args.checkpoint, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
+    models = load(model=model, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
                   step=args.step, random_config=args.random_config,
                   device=None if args.device == "auto" else args.device, dtype=args.dtype, compile=args.compile,
                   arch=args.arch)

@@ -17,8 +17,9 @@ from demo.gpu import gpu
 from explain.inputs import InputError, parse_config
 from explain.shapes import TUTORIAL_CONFIG
 from gpt import arch as archs
-from gpt.checkpoint import (LoadedModel, load_default, load_model, load_nanochat, pick_device, random_model,
+from gpt.checkpoint import (LoadedModel, load_default, load_nanochat, pick_device, random_model,
                             serving_dtype)
+from gpt.checkpoint import load as load_any
 from gpt.engine import Engine
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
@@ -191,7 +192,7 @@ def fallback_tokenizer() -> Tokenizer:
     return Tokenizer.train(texts, 512)
 
 
-def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
+def load(model: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
          dtype: str | None = None, compile: bool = False, arch: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
@@ -199,10 +200,10 @@ def load(checkpoint: str | None = None, nanochat: bool = False, source: str = "s
     dev = pick_device(device)
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile)
-    return worker.run(_load, checkpoint, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
+    return worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
 
 
-def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
+def _load(model: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
           random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models],
           arch: str | None = None) -> Models:
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
@@ -210,10 +211,11 @@ def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | 
     try:
         if random_config is not None:
             return serve(untrained(parse_config(random_config), _default_tokenizer(), dev))
-        if checkpoint and _is_our_format(checkpoint):
-            return serve(load_model(checkpoint, device=dev, dtype=torch_dtype))
-        if checkpoint or nanochat:
-            return serve(load_nanochat(checkpoint, source=source, model_tag=model_tag, step=step, device=dev,
+        if model:
+            return serve(load_any(model, dev, torch_dtype, arch=arch, step=step, nanochat_source=source,
+                                  model_tag=model_tag))
+        if nanochat:  # nanochat's own base dir: $NANOCHAT_BASE_DIR or ~/.cache/nanochat
+            return serve(load_nanochat(None, source=source, model_tag=model_tag, step=step, device=dev,
                                        dtype=torch_dtype, arch=arch))
     except Exception as e:  # noqa: BLE001 - any failure is reported in the UI, and we keep serving something
         notice = f"{type(e).__name__}: {e}"
@@ -222,12 +224,6 @@ def _load(checkpoint: str | None, nanochat: bool, source: str, model_tag: str | 
     except FileNotFoundError as e:
         notice = notice or f"no trained model yet ({e})"
     return serve(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
-
-
-def _is_our_format(path: str) -> bool:
-    from pathlib import Path
-
-    return (Path(path) / "config.json").is_file()
 
 
 def _default_tokenizer() -> Tokenizer:

@@ -221,20 +221,43 @@ def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model
     if not model_dir.is_dir():
         raise FileNotFoundError(f"no model tag {model_tag!r} in {checkpoints_dir}")
     step = _largest_step(model_dir) if step is None else int(step)
+    return _load_nanochat_files(model_dir, step, base / "tokenizer" / "tokenizer.pkl",
+                                f"nanochat {source} {model_tag} step {step:06d}", device, dtype, arch)
+
+
+def load_nanochat_flat(folder: str | Path, step: int | None = None, device: torch.device | str | None = None,
+                       dtype: torch.dtype | str | None = None, arch: str | None = None,
+                       name: str | None = None) -> LoadedModel:
+    """nanochat files side by side in one folder, as on the Hugging Face Hub (e.g. karpathy/nanochat-d32):
+    model_<step>.pt, meta_<step>.json, tokenizer.pkl (token_bytes.pt, for nanochat's evaluation, is not needed). The
+    largest step unless `step` is given."""
+    folder = Path(folder)
+    step = _largest_step(folder) if step is None else int(step)
+    return _load_nanochat_files(folder, step, folder / "tokenizer.pkl",
+                                name or f"nanochat {folder.name} step {step:06d}", device, dtype, arch)
+
+
+def _load_nanochat_files(model_dir: Path, step: int, tokenizer_path: Path, name: str,
+                         device: torch.device | str | None, dtype: torch.dtype | str | None,
+                         arch: str | None) -> LoadedModel:
+    """model_<step>.pt + meta_<step>.json in model_dir and nanochat's tokenizer pickle: strict, safe (weights_only;
+    the pickle through the restricted unpickler), the architecture read off the files unless `arch` forces one."""
     model_path, meta_path = model_dir / f"model_{step:06d}.pt", model_dir / f"meta_{step:06d}.json"
     for p in (model_path, meta_path):
         if not p.is_file():
             raise FileNotFoundError(f"missing checkpoint file {p}")
-    tokenizer_path = base / "tokenizer" / "tokenizer.pkl"
     if not tokenizer_path.is_file():
         raise FileNotFoundError(f"missing tokenizer {tokenizer_path}")
 
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_path}: not JSON ({e})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("model_config"), dict):
         raise CheckpointError(f"{meta_path}: no model_config in meta")
     try:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers; a cut file fails too
         raise CheckpointError(f"{model_path}: not a plain state_dict ({e})") from e
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{model_path}: expected a state_dict, got {type(state_dict).__name__}")
@@ -253,8 +276,7 @@ def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model
     device = pick_device(device)
     dtype = _as_dtype(dtype, device)
     model = build_model(config, state_dict, device, dtype, str(model_path))
-    return LoadedModel(model, tokenizer, f"nanochat {source} {model_tag} step {step:06d}", str(model_dir), device,
-                       dtype, meta)
+    return LoadedModel(model, tokenizer, name, str(model_dir), device, dtype, meta)
 
 
 # ---- our format --------------------------------------------------------------------------------------------------
@@ -357,6 +379,66 @@ def load_model(directory: str | Path, device: torch.device | str | None = None,
     return LoadedModel(model, tokenizer, meta.get("name") or directory.name, str(directory), device, dtype, meta)
 
 
+def load(source: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None, *,
+         arch: str | None = None, step: int | None = None, nanochat_source: str = "sft",
+         model_tag: str | None = None) -> LoadedModel:
+    """Every place a model may be, through one call:
+    - a nanochat base dir (tokenizer/ and *_checkpoints/): nanochat_source, model_tag, step pick the checkpoint;
+    - a flat nanochat folder (model_<step>.pt, meta_<step>.json, tokenizer.pkl: the Hub layout), the largest step
+      unless `step`;
+    - a transformers NanoChat folder (config.json with model_type "nanochat", safetensors, tokenizer.json);
+    - this project's format (config.json, safetensors, tokenizer.tiktoken);
+    - a Hugging Face Hub repo id, owner/name[@revision], fetched into the Hub cache (gpt/hub.py), then one of the
+      above.
+    `arch` forces the nanochat architecture of a nanochat checkpoint (gpt/arch.py)."""
+    from gpt import hub
+
+    text = str(source)
+    folder, name = Path(text).expanduser(), None
+    if not folder.exists() and hub.is_repo_id(text):
+        try:
+            folder, name = hub.fetch(text, step), text
+        except hub.HubError as e:
+            raise CheckpointError(str(e)) from None
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{text}: no such folder, and not a Hugging Face repo id (owner/name[@revision])")
+    kind = folder_kind(folder)
+    if kind == "ours":
+        return load_model(folder, device, dtype)
+    if kind == "transformers":
+        from gpt.hf_format import from_transformers
+
+        return from_transformers(folder, device, dtype)
+    if kind == "nanochat-flat":
+        return load_nanochat_flat(folder, step, device, dtype, arch, name=name)
+    return load_nanochat(folder, nanochat_source, model_tag, step, device, dtype, arch)
+
+
+def folder_kind(folder: Path) -> str:
+    """"ours" | "transformers" | "nanochat-flat" | "nanochat-base", read off the files; CheckpointError naming what
+    the folder holds when it is none of them."""
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            saved = json.loads(config.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{config}: not JSON ({e})") from None
+        if isinstance(saved, dict) and saved.get("format") == FORMAT:
+            return "ours"
+        if isinstance(saved, dict) and saved.get("model_type") == "nanochat":
+            return "transformers"
+        kind = saved.get("model_type") if isinstance(saved, dict) else None
+        raise CheckpointError(f"{config}: not a model this app reads (model_type {kind!r}; it reads nanochat's "
+                              f"checkpoints, transformers' NanoChat and its own format)")
+    if any(folder.glob("model_*.pt")):
+        return "nanochat-flat"
+    if (folder / "tokenizer").is_dir() or any((folder / d).is_dir() for d in NANOCHAT_SOURCES.values()):
+        return "nanochat-base"
+    found = sorted(p.name for p in folder.iterdir())[:12]
+    raise CheckpointError(f"{folder}: no model here (no config.json, no model_<step>.pt, no nanochat "
+                          f"*_checkpoints/); it holds {found}")
+
+
 def load_default(device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> LoadedModel:
     """The shipped model in gpt/default/ (our format)."""
     if not (DEFAULT_DIR / "config.json").is_file():
@@ -379,5 +461,6 @@ def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
 
 
 __all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "serving_dtype", "config_from_dict",
-           "build_model", "load_nanochat", "save_model", "load_model", "load_default", "random_model", "DEFAULT_DIR",
+           "build_model", "load", "load_nanochat", "load_nanochat_flat", "save_model", "load_model", "load_default",
+           "random_model", "DEFAULT_DIR",
            "NANOCHAT_SOURCES"]
