@@ -2,15 +2,20 @@
 (tests/conftest.py serves one app per session).
 
 The app is exactly what `python app.py` serves (demo.models.load() with no arguments: the shipped model, or the
-random-init fallback when there is none), except that a test may pace the chat: with `LiveApp.token_interval` > 0
-the engine waits that long before each token. A tiny model streams a whole reply in a fraction of a second; paced,
-a reply lasts long enough for a browser to see it grow and press Stop in the middle, whatever the model's speed.
+random-init fallback when there is none), except that a test may hold the chat's engine stream:
+- `LiveApp.token_interval` > 0: the stream waits that long before each event (a lower bound on a reply's duration);
+- `LiveApp.before_pull`: called before each event is pulled from the engine's stream, e.g. a TokenGate (or any
+  blocking call: a `False` return, as `Semaphore.acquire(timeout=...)` gives on a timeout, raises TimeoutError),
+  so a test decides how many events the chat handler gets, counted in tokens rather than in seconds;
+- `LiveApp.after_pull`: called with each event pulled (what the engine gave the handler);
+- `LiveApp.should_stop`: the should_stop the last chat stream was started with (what the chat's Stop button sets).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -35,6 +40,43 @@ class LiveApp:
     url: str  # ends with "/"
     models: Models
     token_interval: float = 0.0  # seconds the chat engine waits before each token (0: full speed)
+    before_pull: Callable[[], object] | None = None  # called before each event is pulled from the engine's stream
+    after_pull: Callable[[StreamEvent], object] | None = None  # called with each event pulled
+    should_stop: Callable[[], bool] | None = None  # that of the last stream started
+
+
+class TokenGate:
+    """`before_pull` and `after_pull` for a test that hands the chat its events one permit at a time.
+
+    `release(n)` lets n more events through; `wait(predicate)` waits (up to `timeout` s, then fails) until
+    predicate(gate) holds, e.g. until the handler asks for its 4th event (`gate.asked >= 4`). A pull with no permit
+    for `timeout` s raises TimeoutError in the handler: a bug fails the test instead of hanging it."""
+
+    def __init__(self, timeout: float = 60.0):
+        self.timeout = timeout
+        self.permits = threading.Semaphore(0)
+        self.changed = threading.Condition()
+        self.asked = 0  # pulls asked for (the handler waits in the last one until it gets a permit)
+        self.pulled: list[StreamEvent] = []  # events the handler got
+
+    def before_pull(self) -> None:
+        with self.changed:
+            self.asked += 1
+            self.changed.notify_all()
+        if not self.permits.acquire(timeout=self.timeout):
+            raise TimeoutError(f"the test gave the chat no next event within {self.timeout} s")
+
+    def after_pull(self, event: StreamEvent) -> None:
+        with self.changed:
+            self.pulled.append(event)
+            self.changed.notify_all()
+
+    def release(self, n: int = 1) -> None:
+        self.permits.release(n)
+
+    def wait(self, predicate: Callable[[TokenGate], bool]) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: predicate(self), self.timeout), "the chat handler never got there"
 
 
 def free_port() -> int:
@@ -43,14 +85,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def paced(stream: Callable[..., Iterator[StreamEvent]], interval: Callable[[], float]
-          ) -> Callable[..., Iterator[StreamEvent]]:
-    """`stream` that waits interval() seconds before each event; closing it closes the wrapped stream."""
+def held(stream: Callable[..., Iterator[StreamEvent]], app: LiveApp) -> Callable[..., Iterator[StreamEvent]]:
+    """`stream` whose every event waits for app.before_pull() (then app.token_interval s) BEFORE it is pulled from
+    the engine, so an event the test holds back is not even asked for; closing it closes the wrapped stream."""
 
     def wrapper(*args, **kwargs) -> Iterator[StreamEvent]:
+        app.should_stop = kwargs.get("should_stop", args[2] if len(args) > 2 else None)
         with contextlib.closing(stream(*args, **kwargs)) as events:
-            for event in events:
-                time.sleep(interval())
+            while True:
+                if app.before_pull is not None and app.before_pull() is False:
+                    raise TimeoutError("before_pull timed out")
+                if app.token_interval:
+                    time.sleep(app.token_interval)
+                event = next(events, None)
+                if event is None:
+                    return
+                if app.after_pull is not None:
+                    app.after_pull(event)
                 yield event
 
     return wrapper
@@ -62,7 +113,7 @@ def serve() -> Iterator[LiveApp]:
     models = load()
     demo, url = serve_in_background(models, port=free_port())
     app = LiveApp(url.rstrip("/") + "/", models)
-    models.engine.stream = paced(models.engine.stream, lambda: app.token_interval)
+    models.engine.stream = held(models.engine.stream, app)
     try:
         yield app
     finally:

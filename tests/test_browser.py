@@ -8,20 +8,22 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from demo import inside, lessons
+from demo.chat import UPDATE_EVERY_S
 from demo.i18n import LANGS, t
 from gpt.engine import Engine, SamplingParams
-from live_app import LiveApp, goto, launch_chromium, open_app
+from live_app import LiveApp, TokenGate, goto, launch_chromium, open_app
 
 MESSAGE = "Tell me a story about a robot who learns to paint."
 TOKEN_INTERVAL_S = 0.02  # the pace of a paced chat: at most 50 tokens/s
-REPLY_TOKENS = 40  # with this pace, long enough to watch a reply grow and to press Stop in the middle
+REPLY_TOKENS = 40  # with this pace, long enough to watch a reply grow
+STOP_AFTER = 5  # tokens the chat gets before the Stop test presses Stop
 CJK = re.compile(r"[\u4e00-\u9fff]")
 SHOTS = os.environ.get("SCREENSHOTS_DIR")
 
@@ -70,6 +72,16 @@ def paced(live_app: LiveApp) -> Iterator[None]:
     live_app.token_interval = 0.0
 
 
+@pytest.fixture
+def gate(live_app: LiveApp) -> Iterator[TokenGate]:
+    """The chat handler gets the engine's events only as the test releases them (see live_app.py)."""
+    gate = TokenGate()
+    live_app.before_pull, live_app.after_pull = gate.before_pull, gate.after_pull
+    yield gate
+    live_app.before_pull = live_app.after_pull = None
+    gate.release(1000)  # a handler still waiting (a failed test) runs on to its end
+
+
 def snap(page: Page, name: str) -> None:
     """Save a full-page screenshot for the README when SCREENSHOTS_DIR is set."""
     if SHOTS:
@@ -89,8 +101,11 @@ def wait_idle(page: Page) -> None:
     page.wait_for_function("!document.querySelector('.pending, .generating')")
 
 
+STATS = "#chat-stats [data-testid=markdown]"  # the stats line itself, not the status badge drawn over it
+
+
 def stats(page: Page) -> str:
-    return page.locator("#chat-stats").inner_text()
+    return page.locator(STATS).inner_text()
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +146,35 @@ def test_chat_reply_streams_in(page: Page, long_seed: int, paced: None) -> None:
     expect(page.locator("#chatbot .user-row")).to_contain_text(MESSAGE)
 
 
-def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_seed: int, paced: None) -> None:
+def until(condition: Callable[[], object], timeout: float = 60.0) -> None:
+    """Wait until condition() holds (checked every 10 ms); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_seed: int, gate: TokenGate) -> None:
+    """Counted in tokens, not seconds: the chat gets STOP_AFTER tokens, Stop is pressed while it waits for the next,
+    then 100 more are let through; none of them may reach the page."""
     long_chat(page, long_seed, live_app.models.main.model.config.sequence_len)
-    page.wait_for_function("window.replies.length >= 2")
+    for k in range(1, STOP_AFTER + 1):
+        gate.wait(lambda g: g.asked >= k)  # the handler waits for its k-th event
+        time.sleep(UPDATE_EVERY_S + 0.01)  # it updates the page with an event that comes UPDATE_EVERY_S after the last
+        gate.release()
+    gate.wait(lambda g: g.asked > STOP_AFTER)  # it has handled STOP_AFTER events and waits for the next
+    expect(page.locator(STATS)).to_have_text(re.compile(rf"^\s*{STOP_AFTER}\b"))  # and shows them
+    shown = page.evaluate("window.replies")
     page.click("#chat-stop")
+    until(live_app.should_stop)  # the Stop button has reached the server
+    gate.release(100)
+    gate.wait(lambda g: len(g.pulled) > STOP_AFTER)  # the handler has pulled its next event from the engine
     wait_idle(page)
-    before = page.evaluate("window.replies")
-    time.sleep(1.0)
-    assert page.evaluate("window.replies") == before, "the reply kept growing after Stop"
-    tokens = int(re.match(r"\d+", stats(page)).group())
-    assert tokens < REPLY_TOKENS, f"Stop came after {tokens} tokens: the reply was not halted"
+    time.sleep(0.5)  # room for an update sent after Stop to reach the page (none may add text)
+    assert page.evaluate("window.replies") == shown, "the reply changed after Stop"
+    assert [e.token is not None for e in gate.pulled] == [True] * STOP_AFTER + [False]  # no token after Stop
+    assert gate.pulled[-1].stop_reason == "stopped"
+    assert re.match(rf"\s*{STOP_AFTER}\b", stats(page)), f"the stats line after Stop: {stats(page)!r}"
 
 
 def test_regenerate_repeats_a_seeded_reply_and_clear_empties_the_chat(page: Page) -> None:
