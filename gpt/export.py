@@ -1,0 +1,61 @@
+"""Write a model in another library's format.
+
+    python -m gpt.export --model SOURCE --format transformers OUT_DIR [--dtype bfloat16] [--max-shard-mb 5120]
+
+SOURCE is anything gpt.checkpoint reads (this project's folder, a nanochat checkpoint, ...). `transformers` writes a
+folder that `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `AutoTokenizer.from_pretrained(OUT_DIR)` load
+(gpt/hf_format.py: what converts, and how closely the logits agree). The 2026 architecture does not convert.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+FORMATS = ("transformers",)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _load(source: str):
+    """The model at `source` on the CPU in float32 (the stored precision is chosen with --dtype)."""
+    try:
+        from gpt.checkpoint import load
+    except ImportError:  # before gpt.checkpoint.load existed: this project's own folders only
+        from gpt.checkpoint import load_model as load
+    return load(source, device="cpu", dtype="float32")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpt.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="the model to export (a folder gpt.checkpoint reads)")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="the format to write")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="stored weight dtype (default: float32, the precision the model is read in)")
+    parser.add_argument("--max-shard-mb", type=int, default=None,
+                        help="largest weight file in MiB before the weights are split into shards (default 5120)")
+    parser.add_argument("out_dir", help="folder to write (created; earlier weight files in it are replaced)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from gpt.checkpoint import CheckpointError
+    from gpt.hf_format import DEFAULT_SHARD_BYTES, to_transformers
+
+    try:
+        loaded = _load(args.model)
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        shard = DEFAULT_SHARD_BYTES if args.max_shard_mb is None else args.max_shard_mb * 2**20
+        written = to_transformers(loaded.model, loaded.tokenizer, args.out_dir, dtype=dtype, max_shard_bytes=shard)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{loaded.name} ({loaded.arch}) -> transformers NanoChatForCausalLM in {Path(args.out_dir)}")
+    for path in written:
+        print(f"  {path.name:<40} {path.stat().st_size:>14,} bytes")
+    print(f"load it with transformers.AutoModelForCausalLM.from_pretrained({str(args.out_dir)!r}) "
+          f"and AutoTokenizer.from_pretrained({str(args.out_dir)!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
