@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 
 import pytest
 import torch
 
 from conftest import make_tiny_model
+from payloads import RunsShell
 from gpt import checkpoint
 from gpt.checkpoint import (CheckpointError, load_default, load_model, load_nanochat, pick_device, random_model,
                             save_model)
@@ -133,18 +133,10 @@ def test_config_and_vocab_errors(tiny_tokenizer, tiny_model, tmp_path, edit_conf
         load_nanochat(tmp_path)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_malicious_tokenizer_pickle_is_refused(tiny_tokenizer, tiny_model, tmp_path):
     write_nanochat(tmp_path, tiny_tokenizer, tiny_model)
     marker = tmp_path / "pwned"
-    (tmp_path / "tokenizer" / "tokenizer.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    (tmp_path / "tokenizer" / "tokenizer.pkl").write_bytes(pickle.dumps(RunsShell(marker)))
     with pytest.raises(UnsafePickleError, match="system"):
         load_nanochat(tmp_path)
     assert not marker.exists()
@@ -152,7 +144,7 @@ def test_malicious_tokenizer_pickle_is_refused(tiny_tokenizer, tiny_model, tmp_p
 
 def test_malicious_model_file_is_refused(tiny_tokenizer, tiny_model, tmp_path):
     marker = tmp_path / "pwned"
-    write_nanochat(tmp_path, tiny_tokenizer, tiny_model, edit_sd=lambda sd: sd.update(evil=_Payload(marker)))
+    write_nanochat(tmp_path, tiny_tokenizer, tiny_model, edit_sd=lambda sd: sd.update(evil=RunsShell(marker)))
     with pytest.raises(CheckpointError, match="not a plain state_dict"):
         load_nanochat(tmp_path)
     assert not marker.exists()

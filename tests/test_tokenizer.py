@@ -8,6 +8,7 @@ import pytest
 import rustbpe
 
 from conftest import TINY_CORPUS, TINY_VOCAB
+from payloads import Evals, RunsShell
 from gpt.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer, UnsafePickleError
 
 # Text the tokenizer has seen and text it has not (rare CJK characters and emoji fall back to single bytes).
@@ -174,25 +175,15 @@ def test_nanochat_pickle_loads(tiny_tokenizer, tmp_path, protocol):
     assert loaded.encode(SAMPLES[4]) == tiny_tokenizer.encode(SAMPLES[4])
 
 
-class _RunsShell:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-        return os.system, (f"touch {self.marker}",)
-
-
-class _Evals:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import builtins
-        return builtins.eval, (f"open({str(self.marker)!r}, 'w').close()",)
+@pytest.mark.parametrize("payload", [RunsShell, Evals])
+def test_payloads_are_live(tmp_path, payload):
+    """The payloads the refusal tests use do run under plain pickle.loads (so 'not run' means something)."""
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(payload(marker)))
+    assert marker.exists()
 
 
-@pytest.mark.parametrize("payload, refused", [(_RunsShell, "system"), (_Evals, "builtins.eval")])
+@pytest.mark.parametrize("payload, refused", [(RunsShell, "system"), (Evals, "builtins.eval")])
 def test_malicious_pickle_is_refused_and_not_run(tmp_path, payload, refused):
     marker = tmp_path / "pwned"
     path = tmp_path / "tokenizer.pkl"
@@ -222,7 +213,7 @@ def test_malicious_global_inside_encoding_state_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "tokenizer.pkl"
     path.write_bytes(_encoding_pickle({"name": "x", "pat_str": SPLIT_PATTERN, "special_tokens": {},
-                                       "mergeable_ranks": {b"a": _RunsShell(marker)}}))
+                                       "mergeable_ranks": {b"a": RunsShell(marker)}}))
     with pytest.raises(UnsafePickleError, match="system"):
         Tokenizer.from_nanochat_pickle(path)
     assert not marker.exists()
