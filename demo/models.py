@@ -19,7 +19,7 @@ from explain.shapes import TUTORIAL_CONFIG
 from gpt import arch as archs
 from gpt.checkpoint import (LoadedModel, load_default, load_nanochat, pick_device, random_model,
                             serving_dtype)
-from gpt.checkpoint import load as load_any
+from gpt.anywhere import load as load_any
 from gpt.engine import Engine
 from gpt.model import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer

@@ -379,66 +379,6 @@ def load_model(directory: str | Path, device: torch.device | str | None = None,
     return LoadedModel(model, tokenizer, meta.get("name") or directory.name, str(directory), device, dtype, meta)
 
 
-def load(source: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None, *,
-         arch: str | None = None, step: int | None = None, nanochat_source: str = "sft",
-         model_tag: str | None = None) -> LoadedModel:
-    """Every place a model may be, through one call:
-    - a nanochat base dir (tokenizer/ and *_checkpoints/): nanochat_source, model_tag, step pick the checkpoint;
-    - a flat nanochat folder (model_<step>.pt, meta_<step>.json, tokenizer.pkl: the Hub layout), the largest step
-      unless `step`;
-    - a transformers NanoChat folder (config.json with model_type "nanochat", safetensors, tokenizer.json);
-    - this project's format (config.json, safetensors, tokenizer.tiktoken);
-    - a Hugging Face Hub repo id, owner/name[@revision], fetched into the Hub cache (gpt/hub.py), then one of the
-      above.
-    `arch` forces the nanochat architecture of a nanochat checkpoint (gpt/arch.py)."""
-    from gpt import hub
-
-    text = str(source)
-    folder, name = Path(text).expanduser(), None
-    if not folder.exists() and hub.is_repo_id(text):
-        try:
-            folder, name = hub.fetch(text, step), text
-        except hub.HubError as e:
-            raise CheckpointError(str(e)) from None
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{text}: no such folder, and not a Hugging Face repo id (owner/name[@revision])")
-    kind = folder_kind(folder)
-    if kind == "ours":
-        return load_model(folder, device, dtype)
-    if kind == "transformers":
-        from gpt.hf_format import from_transformers
-
-        return from_transformers(folder, device, dtype)
-    if kind == "nanochat-flat":
-        return load_nanochat_flat(folder, step, device, dtype, arch, name=name)
-    return load_nanochat(folder, nanochat_source, model_tag, step, device, dtype, arch)
-
-
-def folder_kind(folder: Path) -> str:
-    """"ours" | "transformers" | "nanochat-flat" | "nanochat-base", read off the files; CheckpointError naming what
-    the folder holds when it is none of them."""
-    config = folder / "config.json"
-    if config.is_file():
-        try:
-            saved = json.loads(config.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{config}: not JSON ({e})") from None
-        if isinstance(saved, dict) and saved.get("format") == FORMAT:
-            return "ours"
-        if isinstance(saved, dict) and saved.get("model_type") == "nanochat":
-            return "transformers"
-        kind = saved.get("model_type") if isinstance(saved, dict) else None
-        raise CheckpointError(f"{config}: not a model this app reads (model_type {kind!r}; it reads nanochat's "
-                              f"checkpoints, transformers' NanoChat and its own format)")
-    if any(folder.glob("model_*.pt")):
-        return "nanochat-flat"
-    if (folder / "tokenizer").is_dir() or any((folder / d).is_dir() for d in NANOCHAT_SOURCES.values()):
-        return "nanochat-base"
-    found = sorted(p.name for p in folder.iterdir())[:12]
-    raise CheckpointError(f"{folder}: no model here (no config.json, no model_<step>.pt, no nanochat "
-                          f"*_checkpoints/); it holds {found}")
-
-
 def load_default(device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> LoadedModel:
     """The shipped model in gpt/default/ (our format)."""
     if not (DEFAULT_DIR / "config.json").is_file():
@@ -461,6 +401,6 @@ def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
 
 
 __all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "serving_dtype", "config_from_dict",
-           "build_model", "load", "load_nanochat", "load_nanochat_flat", "save_model", "load_model", "load_default",
+           "build_model", "load_nanochat", "load_nanochat_flat", "save_model", "load_model", "load_default",
            "random_model", "DEFAULT_DIR",
            "NANOCHAT_SOURCES"]

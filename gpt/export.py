@@ -2,7 +2,7 @@
 
     python -m gpt.export --model SOURCE --format transformers OUT_DIR [--dtype bfloat16] [--max-shard-mb 5120]
 
-SOURCE is anything gpt.checkpoint reads (this project's folder, a nanochat checkpoint, ...). `transformers` writes a
+SOURCE is anything gpt.anywhere.load reads (a Hub repo id, a nanochat folder, this project's, transformers'). `transformers` writes a
 folder that `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `AutoTokenizer.from_pretrained(OUT_DIR)` load
 (gpt/hf_format.py: what converts, and how closely the logits agree). The 2026 architecture does not convert.
 """
@@ -16,18 +16,9 @@ FORMATS = ("transformers",)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _load(source: str):
-    """The model at `source` on the CPU in float32 (the stored precision is chosen with --dtype)."""
-    try:
-        from gpt.checkpoint import load
-    except ImportError:  # before gpt.checkpoint.load existed: this project's own folders only
-        from gpt.checkpoint import load_model as load
-    return load(source, device="cpu", dtype="float32")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpt.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="the model to export (a folder gpt.checkpoint reads)")
+    parser.add_argument("--model", required=True, help="the model to export (what gpt.anywhere.load reads)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="the format to write")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="stored weight dtype (default: float32, the precision the model is read in)")
@@ -38,11 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from gpt.anywhere import load
     from gpt.checkpoint import CheckpointError
     from gpt.hf_format import DEFAULT_SHARD_BYTES, to_transformers
 
     try:
-        loaded = _load(args.model)
+        loaded = load(args.model, device="cpu", dtype="float32")  # the stored precision is --dtype's
         dtype = getattr(torch, args.dtype) if args.dtype else None
         shard = DEFAULT_SHARD_BYTES if args.max_shard_mb is None else args.max_shard_mb * 2**20
         written = to_transformers(loaded.model, loaded.tokenizer, args.out_dir, dtype=dtype, max_shard_bytes=shard)

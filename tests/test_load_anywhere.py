@@ -1,4 +1,4 @@
-"""gpt.checkpoint.load(source): one call for every place a model is kept. Offline, on real code paths: folders written
+"""gpt.anywhere.load(source): one call for every place a model is kept. Offline, on real code paths: folders written
 the way nanochat and the Hub lay them out, and a Hugging Face cache laid out as huggingface_hub lays it out."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 
 from conftest import make_tiny_model
 from gpt import hub
-from gpt.checkpoint import CheckpointError, load, save_model
+from gpt.anywhere import load
+from gpt.checkpoint import CheckpointError, save_model
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -124,3 +125,24 @@ def test_the_app_serves_any_source(tmp_path, tiny_tokenizer, two_steps, monkeypa
     assert models.notice == "" and models.main.meta["step"] == 20
     args = app.parse_args(["--checkpoint", str(folder)])  # the old flag still works
     assert (args.model or args.checkpoint) == str(folder)
+
+
+def test_a_transformers_folder_and_the_export_command(tmp_path, tiny_tokenizer, two_steps, monkeypatch, capsys):
+    """`python -m gpt.export --model SOURCE --format transformers OUT` from a Hub-cache repo id, and load(OUT) reads
+    the folder back (dispatched as transformers' NanoChat) with the same logits."""
+    from gpt import export
+
+    ours = tmp_path / "ours"
+    save_model(ours, two_steps[20], tiny_tokenizer, meta={"name": "ours"})
+    cache = tmp_path / "hub"
+    hf_cache(cache, "someone/ours-tiny", ours)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "hf"
+    assert export.main(["--model", "someone/ours-tiny", "--format", "transformers", str(out)]) == 0
+    assert "NanoChatForCausalLM" in capsys.readouterr().out
+    loaded = load(out, device="cpu", dtype="float32")
+    assert loaded.meta["format"].startswith("transformers")
+    ids = torch.tensor([[5, 3, 5, 8, 9, 7]])
+    torch.testing.assert_close(logits(loaded.model, ids), logits(two_steps[20], ids), rtol=0, atol=0)
+    assert export.main(["--model", str(tmp_path / "missing"), "--format", "transformers", str(out)]) == 1
