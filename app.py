@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "2026 patches missing entries as nanochat's own loader does)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="auto = bfloat16 on CUDA; on CPU bfloat16 where this CPU has native bf16 matmuls "
-                        "(measured at start, e.g. AVX512-BF16), else float32")
+                   help="auto = bfloat16 on CUDA, float32 on a CPU (there a seeded reply does not change with who "
+                        "else is chatting; bfloat16 is faster on CPUs with native bf16 but gives up that promise)")
     p.add_argument("--compile", action="store_true",
                    help="GPU only: torch.compile the decode step (faster decoding; each new batch/length bucket "
                         "waits for a compile the first time, ~30 s)")

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:  # scripts run as `python3 bench/x.py`: make gpt/ 
     sys.path.insert(0, str(ROOT))
 
 from gpt.arch import new_model  # noqa: E402
-from gpt.checkpoint import build_model, load_default, serving_dtype  # noqa: E402
+from gpt.checkpoint import build_model, default_dtype, load_default  # noqa: E402
 from gpt.model import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
 
@@ -51,11 +51,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def app_dtype(device: torch.device, override: str = "auto") -> torch.dtype:
-    """The dtype the app serves in on this device (gpt.checkpoint.serving_dtype: bf16 on CUDA; on a CPU bf16 only
-    where native bf16 matmuls are measured faster), so the numbers are what users get; `override` forces one."""
+    """The dtype the app serves in on this device (gpt.checkpoint.default_dtype: bf16 on CUDA, fp32 on a CPU), so
+    the numbers are what users get; `override` forces one."""
     if override != "auto":
         return DTYPES[override]
-    return serving_dtype(device)
+    return default_dtype(device)
 
 
 def default_config() -> tuple[GPTConfig, str]:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lang", default="en", choices=("en", "zh"))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
-                   help="auto = what the app serves in (gpt.checkpoint.serving_dtype)")
+                   help="auto = what the app serves in (gpt.checkpoint.default_dtype)")
     p.add_argument("--no-long", action="store_true", help="skip the full-context prompt")
     p.add_argument("--quick", action="store_true", help="T=32, 1 repeat, no long prompt (for tests)")
     p.add_argument("--out", default=str(RESULTS / "explain_cpu.json"))

@@ -17,8 +17,7 @@ from demo.gpu import gpu
 from explain.inputs import InputError, parse_config
 from explain.shapes import TUTORIAL_CONFIG
 from gpt import arch as archs
-from gpt.checkpoint import (LoadedModel, load_default, load_nanochat, pick_device, random_model,
-                            serving_dtype)
+from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
 from gpt.anywhere import load as load_any
 from gpt.engine import Engine
 from gpt.model import GPT, GPTConfig
@@ -206,7 +205,7 @@ def load(model: str | None = None, nanochat: bool = False, source: str = "sft", 
 def _load(model: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
           random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models],
           arch: str | None = None) -> Models:
-    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else serving_dtype(dev)
+    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
     notice = ""
     try:
         if random_config is not None:

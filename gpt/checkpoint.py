@@ -10,23 +10,19 @@ Our format (the shipped model in gpt/default/, and what save_model writes):
     tokenizer.tiktoken + tokenizer.json         see gpt/tokenizer.py
 Loading is strict: a missing or unexpected key, a shape mismatch, an unknown config key or a tokenizer whose vocab
 differs from the model's raises CheckpointError naming it. Device rule (default_dtype): CPU runs in float32, CUDA in
-bfloat16 (weights cast; the rotary tables keep nanochat's bf16-rounded values). The app serves in serving_dtype:
-bfloat16 also on a CPU that multiplies natively in it. A loaded model is ready for inference: q/k/v fused.
+bfloat16 (weights cast; the rotary tables keep nanochat's bf16-rounded values). A loaded model is ready for
+inference: q/k/v fused.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from gpt import arch as archs
@@ -76,30 +72,13 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """nanochat's rule: bfloat16 on CUDA, float32 elsewhere."""
+    """The dtype a model is loaded and served in: nanochat's rule, bfloat16 on CUDA, float32 elsewhere.
+
+    On a CPU, bfloat16 would decode faster where the CPU multiplies in it natively (~170 against ~130 tokens/s for
+    the default model on the 2-core test VM), but its matrix products round differently with the number of rows,
+    so a seeded reply would change with who else is chatting (measured: 4 of 16 replies); float32 replies do not
+    (tests/test_engine.py). `app.py --dtype bfloat16` trades that for speed."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-@functools.cache
-def serving_dtype(device: torch.device) -> torch.dtype:
-    """The dtype to serve a model in: bfloat16 on CUDA (nanochat's rule). On CPU, bfloat16 only where this CPU
-    multiplies in it clearly faster than in float32 (native bf16 instructions such as AVX512-BF16 or AMX), which
-    halves the weight bytes that every decoded token reads; float32 elsewhere, where bf16 matmuls are emulated and
-    slower. Measured once per process on a decode-shaped product (a few milliseconds)."""
-    if device.type != "cpu":
-        return default_dtype(device)
-    # 32 MB of float32 weights: more than the caches hold, as a model's weights are when it decodes
-    weights = {dt: [torch.ones(1024, 1024, dtype=dt) for _ in range(8)] for dt in (torch.float32, torch.bfloat16)}
-    timings = {dt: math.inf for dt in weights}
-    for _ in range(10):  # the first rounds warm up (oneDNN builds its kernels); the best round counts
-        for dt, ws in weights.items():
-            x = torch.ones(1, 1024, dtype=dt)
-            start = time.perf_counter()
-            for w in ws:
-                F.linear(x, w)
-            timings[dt] = min(timings[dt], time.perf_counter() - start)
-    # native bf16 reads half the bytes (~0.5x the time); emulated bf16 is slower than float32 (> 1x)
-    return torch.bfloat16 if timings[torch.bfloat16] < 0.75 * timings[torch.float32] else torch.float32
 
 
 def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -400,7 +379,7 @@ def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
                        {"seed": seed})
 
 
-__all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "serving_dtype", "config_from_dict",
+__all__ = ["CheckpointError", "LoadedModel", "pick_device", "default_dtype", "config_from_dict",
            "build_model", "load_nanochat", "load_nanochat_flat", "save_model", "load_model", "load_default",
            "random_model", "DEFAULT_DIR",
            "NANOCHAT_SOURCES"]

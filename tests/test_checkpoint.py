@@ -228,8 +228,8 @@ def test_pick_device():
 
 
 def test_shipped_model_in_bfloat16_stays_close_to_float32():
-    """The app serves in bfloat16 on a GPU, and on a CPU that multiplies in it natively (gpt.checkpoint.serving_dtype):
-    its next-token predictions must be the float32 model's, up to bf16 rounding."""
+    """The app serves in bfloat16 on a GPU (and on a CPU with --dtype bfloat16): its next-token predictions must be
+    the float32 model's, up to bf16 rounding."""
     if not (checkpoint.DEFAULT_DIR / "config.json").is_file():
         pytest.skip("no shipped model")
     full, half = load_default(device="cpu", dtype=torch.float32), load_default(device="cpu", dtype=torch.bfloat16)
