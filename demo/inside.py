@@ -16,7 +16,7 @@ from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.then_now import then_now_view
-from explain.inputs import forward_request, parse_config
+from explain.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
 
 
@@ -128,6 +128,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             relabel(focus, "ui.focus", choices=focus_choices)
             run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
                           value="ui.run_forward")
+    limits = gr.Markdown(limits_md(cfg, "en"), elem_id="inside-limits")
+    relabel(limits, value=lambda lang: limits_md(cfg, lang))
     notes = gr.Markdown(elem_id="inside-notes")
     with relabel(gr.Accordion(t("ui.any_config"), open=False, elem_id="any-config"), "ui.any_config"):
         with gr.Row():
@@ -187,7 +189,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
         loaded = models.pick(which)
         c = loaded.model.config
-        req = forward_request(loaded.tokenizer, c.vocab_size, c.sequence_len, prompt_text, ids_text, lang)
+        req = forward_request(loaded.tokenizer, c, prompt_text, ids_text, lang)
         for warning in req.warnings:
             gr.Warning(warning)
         asked = (int(layer_v), int(head_v), int(pos_v))

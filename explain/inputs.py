@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from explain.generate import forward_flops, generation_flops
 from explain.shapes import TUTORIAL_CONFIG
 from explain.text import t
 from gpt import arch as archs
@@ -23,6 +24,13 @@ from gpt.tokenizer import Tokenizer
 MAX_ROWS = 8  # sequences in one forward: enough to show the batch dimension, small enough for any machine
 MAX_RANDOM_T = 100_000  # longer random rows are refused before they are drawn (anything past the context is cut)
 MAX_GEN_STEPS = 64  # the Generate tab's step limit
+# Work budgets: what one request may cost, in counted FLOPs (explain.generate.flops_per_token) and bytes, so that the
+# limits scale with the loaded model: a few seconds of work on a 2-core CPU at most (the default model's cost
+# comparison up to 64 tokens, 83 GFLOP, took 3-6 s there).
+FORWARD_FLOPS = 10**11  # one Inside-forward request's recorded forward (its views run a few more of that size)
+LOGIT_BYTES = 2**28  # that forward's float32 logits, B·T·V·4 bytes (recorded twice: before and after the softcap)
+GENERATE_FLOPS = 10**11  # the Generate tab: a step's naive generate loop, or the whole cost comparison
+MAX_PROMPT_CHARS = 20_000  # text is cut to this before it is tokenized
 
 
 class InputError(ValueError):
@@ -157,6 +165,58 @@ def _bad_config(why: str, arch: str) -> InputError:
     return InputError("ui.bad_config", why=why, keys=", ".join(["arch", *sorted(archs.config_keys(arch))]))
 
 
+# ---- work budgets ---------------------------------------------------------------------------------------------------
+def forward_fits(config, rows: int, T: int) -> bool:
+    """Whether one recorded forward of rows x T tokens is within FORWARD_FLOPS and LOGIT_BYTES on this config."""
+    return (rows * forward_flops(config, T) <= FORWARD_FLOPS
+            and rows * T * config.vocab_size * 4 <= LOGIT_BYTES)
+
+
+def max_forward_tokens(config) -> int:
+    """The longest one-row prompt within the forward budget (at most the context): shown in the UI."""
+    lo, hi = 1, config.sequence_len
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if forward_fits(config, 1, mid) else (lo, mid - 1)
+    return lo
+
+
+def check_forward(config, rows: int, T: int) -> None:
+    """InputError naming the limit when rows x T tokens are more than one request may cost on this model."""
+    if not forward_fits(config, rows, T):
+        raise InputError("ui.over_forward_budget", rows=rows, T=T, limit=max_forward_tokens(config))
+
+
+def generate_cost(config, prompt_len: int, lengths: list[int], cached_too: bool) -> int:
+    """Counted FLOPs of GPT.generate's naive loop for each of `lengths` new tokens after the prompt (and of its
+    cached loop too, for the cost comparison, which times both)."""
+    return sum(sum(generation_flops(config, prompt_len, n)[: 2 if cached_too else 1]) for n in lengths)
+
+
+def check_generate(config, prompt_len: int, lengths: list[int], cached_too: bool = False) -> None:
+    """InputError naming the limit when generating `lengths` tokens after this prompt costs more than
+    GENERATE_FLOPS."""
+    if generate_cost(config, prompt_len, lengths, cached_too) > GENERATE_FLOPS:
+        most = max(lengths)
+        while most > 1 and generate_cost(config, prompt_len, [n for n in lengths if n <= most], cached_too) \
+                > GENERATE_FLOPS:
+            most //= 2
+        raise InputError("ui.over_generate_budget", n=max(lengths), P=prompt_len, limit=most)
+
+
+def limits_md(config, lang: str) -> str:
+    """The limits of one request on this model, for the UI."""
+    return t("ui.limits", lang, tokens=max_forward_tokens(config), rows=MAX_ROWS, chars=MAX_PROMPT_CHARS)
+
+
+def cut_text(text: str | None) -> str:
+    """Text as the model will read it: at most MAX_PROMPT_CHARS characters (the rest is refused by the limits)."""
+    text = text or ""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InputError("ui.prompt_chars", n=len(text), limit=MAX_PROMPT_CHARS)
+    return text
+
+
 # ---- one forward's input ------------------------------------------------------------------------------------------
 @dataclass
 class Request:
@@ -215,19 +275,20 @@ def parse_ids(text: str, vocab_size: int) -> Request:
     return Request(rows, prefix if prefix < len(rows[0]) else 0)
 
 
-def forward_request(tokenizer: Tokenizer, vocab_size: int, ctx: int, prompt: str, ids: str, lang: str) -> Request:
-    """The Inside-forward input: token ids if any were typed, else the tokenized prompt; cut to the last ctx
-    positions (with a warning); a note on batches."""
+def forward_request(tokenizer: Tokenizer, config, prompt: str, ids: str, lang: str) -> Request:
+    """The Inside-forward input on a model of `config`: token ids if any were typed, else the tokenized prompt; cut to
+    the last sequence_len positions (with a warning); a note on batches; refused past the work budget."""
     if (ids or "").strip():
-        req = parse_ids(ids, vocab_size)
-    elif (prompt or "").strip() and (encoded := tokenizer.encode(prompt)):
+        req = parse_ids(cut_text(ids), config.vocab_size)
+    elif (prompt or "").strip() and (encoded := tokenizer.encode(cut_text(prompt))):
         req = Request([encoded])
     else:
         raise InputError("ui.empty_prompt")
-    T = len(req.ids[0])
+    T, ctx = len(req.ids[0]), config.sequence_len
     if T > ctx:
         req.warnings.append(t("ui.prompt_too_long", lang, n=T, ctx=ctx))
         req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
+    check_forward(config, len(req.ids), len(req.ids[0]))
     if len(req.ids) > 1:
         req.notes.append(t("ui.batch_note", lang, b=len(req.ids)))
     return req
@@ -236,7 +297,7 @@ def forward_request(tokenizer: Tokenizer, vocab_size: int, ctx: int, prompt: str
 def generation_prompt(tokenizer: Tokenizer, text: str, ctx: int, lang: str) -> tuple[list[int], list[str]]:
     """The Generate tab's prompt ids, cut so that MAX_GEN_STEPS more tokens still fit the context, and the warnings
     to show."""
-    ids = tokenizer.encode(text or "")
+    ids = tokenizer.encode(cut_text(text))
     if not ids:
         raise InputError("ui.empty_prompt")
     room = ctx - MAX_GEN_STEPS

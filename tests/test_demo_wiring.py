@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 import torch
 
-from demo import chat
+from demo import chat, scratch
 from demo.app import build_demo
 from demo.models import Models, load
 from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
@@ -62,7 +62,7 @@ def test_a_sessions_stop_flag_goes_with_the_session(demo: gr.Blocks):
     flag = chat._stop_flag(Request())
     assert isinstance(flag, threading.Event) and chat._STOP["closing-tab"] is flag
     unload = [f.fn for f in demo.fns.values() if (None, "unload") in f.targets]
-    assert unload == [chat.forget_session]
+    assert unload == [chat.forget_session, scratch.forget_session]  # tests/test_clean.py: the session's files
     unload[0](Request())
     assert "closing-tab" not in chat._STOP
 
@@ -113,7 +113,7 @@ def test_prompts_are_cut_to_fit(tiny_tokenizer):
                                    n_kv_head=2, n_embd=16), tiny_tokenizer).model
     text = "word " * 100
     n = len(tiny_tokenizer.encode(text))
-    req = forward_request(tiny_tokenizer, model.config.vocab_size, 80, text, "", "zh")
+    req = forward_request(tiny_tokenizer, model.config, text, "", "zh")
     assert len(req.ids[0]) == 80 and req.warnings == [t("ui.prompt_too_long", "zh", n=n, ctx=80)]
     ids, warnings = generation_prompt(tiny_tokenizer, text, 80, "en")
     assert len(ids) == 80 - MAX_GEN_STEPS and warnings == [t("ui.prompt_too_long", "en", n=n, ctx=80 - MAX_GEN_STEPS)]
@@ -153,3 +153,35 @@ def test_then_and_now_puts_a_model_of_the_other_architecture_beside(demo: gr.Blo
         assert {"embed_smear", "backout", "embed_norm", "logits"} <= names, which
         archs_shown = {models.pick(which).arch, models.counterpart(which).arch}
         assert archs_shown == {"nanochat-2025-11", "nanochat-2026-07"}, which
+
+
+def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models: Models):
+    """The tester's heavy requests are refused with the limit named (random 8x1024 on the tutorial model took 74 s and
+    9 GB; the cost comparison at 256 tokens 153 s), while the presets still run."""
+    from explain import inputs
+
+    tutorial = models.pick("tutorial").model.config
+    # the limits, recomputed here from their definitions
+    V = tutorial.vocab_size
+    assert 8 * 1024 * V * 4 > inputs.LOGIT_BYTES >= 2 * 128 * V * 4  # random 8x1024 over, the 2x128 preset under
+    run = event_fns(demo, "show_views")[0]
+    with pytest.raises(gr.Error) as caught:
+        run("tutorial", "", "random 8x1024", 0, 0, -1, "all", "en")
+    m = inputs.max_forward_tokens(tutorial)
+    assert caught.value.message == t("ui.over_forward_budget", "en", rows=8, T=1024, limit=m)
+    assert inputs.forward_fits(tutorial, 1, m) and (m == tutorial.sequence_len or not inputs.forward_fits(tutorial, 1,
+                                                                                                         m + 1))
+    out = run("tutorial", "", "random 2x128", 0, 0, -1, "training", "en")  # the tutorial's training example runs
+    assert "256" in out[4 + 2] or "254" in out[4 + 2]  # its text counts the examples
+    cost = event_fns(demo, "cost")[0]
+    with pytest.raises(gr.Error) as caught:
+        cost("Once upon a time", 256, "en")
+    P = len(models.main.tokenizer.encode("Once upon a time"))
+    lengths = [4, 8, 16, 32, 64, 128, 256]
+    c = models.main.model.config
+    fitting = [n for n in lengths if inputs.generate_cost(c, P, [k for k in lengths if k <= n], True)
+               <= inputs.GENERATE_FLOPS]
+    assert caught.value.message == t("ui.over_generate_budget", "en", n=256, P=P, limit=max(fitting))
+    with pytest.raises(InputError) as too_long:
+        inputs.cut_text("x" * (inputs.MAX_PROMPT_CHARS + 1))
+    assert too_long.value.key == "ui.prompt_chars"
