@@ -7,7 +7,7 @@ from demo import chat, generate_tab, inside, lessons
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
 from demo.models import Models, describe
-from explain.inputs import SETTINGS, from_chatbot, max_tokens_setting
+from explain.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
 
 TABS = ("chat", "inside", "generate", "lessons")
 
@@ -124,7 +124,9 @@ def build_demo(models: Models) -> gr.Blocks:
         def restore(request: gr.Request):
             state = decode(dict(request.query_params) if request else {}, fields)
             tab = state.get("tab", "chat")
-            return [*updates_for(state, tab), LANGS[state.get("lang", "en")], tab]
+            # the link's language wins; else the browser's (a Chinese browser lands in Chinese)
+            lang = state.get("lang") or browser_language(request.headers.get("accept-language") if request else None)
+            return [*updates_for(state, tab), LANGS[lang], tab]
 
         @models.handler
         def open_view(tab: str, lang: str, *args):

@@ -16,7 +16,7 @@ import torch
 
 from explain.generate import forward_flops, generation_flops
 from explain.shapes import TUTORIAL_CONFIG
-from explain.text import t
+from explain.text import LANGS, t
 from gpt import arch as archs
 from gpt.stream import SamplingParams
 from gpt.tokenizer import Tokenizer
@@ -66,6 +66,23 @@ SETTINGS = {
 def max_tokens_setting(ctx: int) -> Setting:
     """The reply length a chat may ask for, on a model with a context of ctx tokens."""
     return Setting(1, ctx, 1, min(256, ctx))
+
+
+# ---- the visitor's language ----------------------------------------------------------------------------------------
+def browser_language(accept_language: str | None) -> str:
+    """The first language of the browser's Accept-Language header (e.g. "zh-CN,zh;q=0.9,en;q=0.8") that the app
+    speaks, by preference (q) and then order; "en" when none is."""
+    ranked = []
+    for k, part in enumerate((accept_language or "").split(",")[:32]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, k, tag.strip().lower().split("-")[0]))
+    return next((code for _, _, code in sorted(ranked) if code in LANGS and code), "en")
 
 
 # ---- chat -------------------------------------------------------------------------------------------------------

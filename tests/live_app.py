@@ -126,7 +126,7 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 def open_app(browser: Browser, url: str) -> Page:
     """A fresh browser session (its own Gradio session) on `url`, once the app has loaded and restored the link."""
-    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()  # the app follows Accept-Language
     goto(page, url)
     return page
 

@@ -1,0 +1,41 @@
+"""The visitor's language: a browser that asks for Chinese lands in Chinese; a link's lang still wins."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from explain.inputs import browser_language
+from explain.text import t
+from live_app import VIEWPORT, LiveApp, goto, launch_chromium
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.parametrize("locale, link, lang", [("zh-CN", "", "zh"), ("en-US", "", "en"), ("zh-CN", "?lang=en", "en"),
+                                                ("fr-FR", "", "en")])
+def test_first_page_follows_the_browser_unless_the_link_says(browser: Browser, live_app: LiveApp, locale: str,
+                                                             link: str, lang: str) -> None:
+    context = browser.new_context(viewport=VIEWPORT, locale=locale)  # sends Accept-Language for this locale
+    try:
+        page = context.new_page()
+        goto(page, live_app.url + link)
+        expect(page.locator("#tab-chat-button")).to_have_text(t("ui.tab_chat", lang), timeout=30_000)
+    finally:
+        context.close()
+
+
+def test_accept_language_header():
+    assert browser_language("zh-CN,zh;q=0.9,en;q=0.8") == "zh"
+    assert browser_language("fr-FR,fr;q=0.9,zh;q=0.5,en;q=0.4") == "zh"  # the first the app speaks, by q
+    assert browser_language("de,en;q=0.1,zh;q=0.7") == "zh"
+    assert browser_language("en-GB,zh;q=0.9") == "en"
+    for nothing in ("", None, "*", "fr;q=abc", "x" * 5000):
+        assert browser_language(nothing) == "en"
