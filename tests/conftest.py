@@ -56,7 +56,11 @@ def tiny_tokenizer() -> Tokenizer:
 def make_tiny_model(vocab_size: int, seed: int = 0, **config) -> GPT:
     """Tiny GPT on CPU in fp32: nanochat init, then N(0, 1/fan_in) noise added to every weight (seeded)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **config}))
+    return perturbed(GPT(GPTConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **config})), seed)
+
+
+def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """`model` with nanochat's init, then N(0, 1/fan_in) noise added to every parameter (seeded), in eval mode."""
     model.init_weights()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

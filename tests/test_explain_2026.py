@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model
+from conftest import make_tiny_model, perturbed
 from explain import VIEWS, build_all, shapes_view, then_now_view
 from explain.attention import attention_view, attention_weights
 from explain.lens import lens_logits, logit_lens_view
@@ -29,13 +29,7 @@ def make_model_2026(seed: int = 0, **config) -> GPT:
     """A small 2026 GPT: nanochat's init, then every parameter perturbed with seeded noise (the init zeroes the output
     projections, and sets smear to 0: outputs would not depend on much)."""
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(**{**CONFIG, **config}))
-    model.init_weights()
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
-    return model.eval()
+    return perturbed(GPT(GPTConfig(**{**CONFIG, **config})), seed)
 
 
 def expected_windows(sequence_len: int, pattern: str, n_layer: int) -> list[int]:
