@@ -79,6 +79,7 @@ TARGETS = [("cuda", "tiny", "b1_tok_s", ">=", 6000.0), ("cuda", "d20", "b1_tok_s
            ("cpu", "default", "b1_tok_s", ">=", 150.0)]
 CHECK_STEPS = 32  # greedy tokens compared, and bf16 logits compared, per prompt
 CHECK_ROWS = 4
+SEEDED_ROWS = 16  # seeded replies compared alone vs together, in the app's dtype
 BF16_REL_RMS = 2.0 ** -5  # bf16 keeps 8 significant bits (step 2^-8); allow ~8 steps of accumulated RMS error
 BF16_MAX_ABS = 2.0 ** -5 * SOFTCAP  # and the same fraction of the logits' range (softcap) for the worst logit
 
@@ -202,6 +203,17 @@ def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
                 continuation=want[0])
 
 
+def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
+    """Seeded sampled replies (the chat's sampling, in the app's dtype, through the app's batched server) decoded each
+    alone vs all together in one batch: how many rows differ. 0 means a seeded reply does not depend on who else is
+    chatting (a classroom can reproduce one)."""
+    engine = no_stops(Engine(run, tok, batched=True, max_batch=len(prompts)))
+    params = [SamplingParams(**APP_SAMPLING, seed=1000 + i, max_tokens=steps) for i in range(len(prompts))]
+    alone = [engine.generate_batch([p], [sp])[0] for p, sp in zip(prompts, params)]
+    together = engine.generate_batch(prompts, params)
+    return dict(rows=len(prompts), steps=steps, differ=sum(a != b for a, b in zip(alone, together)))
+
+
 @torch.inference_mode()
 def bf16_check(m32: GPT, m16: GPT, prompt: list[int], continuation: list[int]) -> dict:
     """bf16 logits through the fast path's cache (RowKVCache: prefill, then one token per step) vs one fp32 forward
@@ -310,7 +322,7 @@ def worker(spec: dict) -> None:
         return
     n_sampled = sampled_vocab(run.config.vocab_size, tok)  # as Engine: never sample an id the tokenizer lacks
     n_ordinary = n_sampled - len(SPECIAL_TOKENS)
-    prompts = make_prompts(n_ordinary, tok.bos_token_id, max(B, CHECK_ROWS), P)
+    prompts = make_prompts(n_ordinary, tok.bos_token_id, max(B, CHECK_ROWS, SEEDED_ROWS), P)
     solo = prompts[0]
 
     def phase(key: str, fn: Callable[[], dict]) -> None:
@@ -332,7 +344,8 @@ def worker(spec: dict) -> None:
         m16 = run if run_dtype == torch.bfloat16 else build_model(run.config, m["m32"].state_dict(), device,
                                                                   torch.bfloat16)
         bf16 = bf16_check(m["m32"], m16, prompts[0], greedy.pop("continuation"))
-        return dict(greedy_fp32=greedy, bf16_logits=bf16)
+        seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps)
+        return dict(greedy_fp32=greedy, bf16_logits=bf16, seeded_batch=seeded)
 
     def naive() -> dict:
         n = spec["naive_tokens"]
@@ -547,11 +560,13 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                   us_per_op=1e6 / b1 / ops if ops and b1 else None))
         c = main.get("checks")
         if c:
-            g, b = c["greedy_fp32"], c["bf16_logits"]
+            g, b, sb = c["greedy_fp32"], c["bf16_logits"], c.get("seeded_batch")
             batched = "equal" if g["batched_equal"] else mismatch_text(g["batched_first_mismatch"])
+            seeded = f"{sb['differ']} of {sb['rows']} differ ({main['dtype']})" if sb else "-"
             check_rows.append(dict(config=name, greedy=g["ok"], greedy_what=f"{g['rows']} rows x {g['steps']} steps, "
                                    f"{g['fast_path']}", mismatch=mismatch_text(g["first_mismatch"]), batched=batched,
-                                   bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"], top1=b["top1_agree"]))
+                                   bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"], top1=b["top1_agree"],
+                                   seeded=seeded))
         for rr in (main, comp or {}):
             for k, v in rr.get("errors", {}).items():
                 errors[f"{name}/{rr.get('kind', '?')}/{k}"] = v
@@ -579,7 +594,8 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
         print(table(check_rows, [("config", "config"), ("greedy", "greedy fp32"), ("greedy_what", "compared"),
                                  ("mismatch", "first mismatch"), ("batched", "same rows batched (info)"),
                                  ("bf16", "bf16 logits"), ("rel_rms", "rel RMS"),
-                                 ("max_abs", "max |diff|"), ("top1", "top-1 agree")]))
+                                 ("max_abs", "max |diff|"), ("top1", "top-1 agree"),
+                                 ("seeded", "seeded replies alone vs batched")]))
     targets = target_rows(rows_by_config, device, args.quick)
     if targets:
         print("\ntargets (the app's path):")
