@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demo import chat, generate_tab, inside, lessons
+from demo import chat, generate_tab, inside, lessons, scratch
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
 from demo.models import Models, describe
 from explain.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
+from explain.text import literal
 
 TABS = ("chat", "inside", "generate", "lessons")
 
@@ -29,9 +30,16 @@ COPY_JS = """(q) => {
 }"""
 
 
+# The app takes no uploads, but Gradio's upload route is always there: without a limit it stores whatever it is sent.
+MAX_FILE_SIZE = "1mb"
+# Gradio's cache (its copy of every file it sends, e.g. each run's CSVs, and of every upload): every 10 minutes, the
+# files older than an hour go (a download button older than that may find its file gone: run the views again).
+DELETE_CACHE = (600, 3600)
+
+
 def launch_kwargs() -> dict:
-    """Gradio 6 takes theme/css/js at launch()."""
-    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS)
+    """Gradio 6 takes theme/css/js at launch(), and the upload limit."""
+    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, max_file_size=MAX_FILE_SIZE)
 
 
 def header_md(models: Models, lang: str) -> str:
@@ -39,7 +47,10 @@ def header_md(models: Models, lang: str) -> str:
 
 
 def notice_md(models: Models, lang: str) -> str:
-    return t("ui.load_failed", lang, why=models.notice, name=models.main.name) if models.notice else ""
+    """Why the requested model is not served: an error's text, which may quote a path anyone chose, shown as text."""
+    if not models.notice:
+        return ""
+    return t("ui.load_failed", lang, why=literal(models.notice), name=literal(models.main.name))
 
 
 def link_fields(ctx: int) -> list[Field]:
@@ -58,7 +69,8 @@ def link_fields(ctx: int) -> list[Field]:
 def build_demo(models: Models) -> gr.Blocks:
     relabel = Relabel()
     ctx = models.main.model.config.sequence_len
-    with gr.Blocks(title="Inside Forward") as demo:
+    scratch.root()  # made here, before any handler runs (on ZeroGPU each runs in a fork of this process)
+    with gr.Blocks(title="Inside Forward", delete_cache=DELETE_CACHE) as demo:
         lang_state = gr.State("en")
         tab_state = gr.State("chat")
         with gr.Row(elem_id="header"):
@@ -129,14 +141,14 @@ def build_demo(models: Models) -> gr.Blocks:
             return [*updates_for(state, tab), LANGS[lang], tab]
 
         @models.handler
-        def open_view(tab: str, lang: str, *args):
+        def open_view(request: gr.Request, tab: str, lang: str, *args):
             """After a restore: redraw what the link showed (the views of its prompt, the generate step)."""
             n_inside = len(inside_ui.inputs)
             ins, gen = args[:n_inside], args[n_inside:]
             inside_out = [gr.update()] * len(inside_ui.outputs)
             gen_out = [gr.update()] * len(gen_ui.show_outputs)
             if tab == "inside" and (ins[1] or ins[2]):
-                inside_out = inside_ui.show_fn(*ins)
+                inside_out = inside_ui.show_fn(*ins, request)
             if tab == "generate" and gen[5]:
                 gen_out = gen_ui.state_fn(*gen)
             return [*inside_out, *gen_out]
@@ -145,6 +157,7 @@ def build_demo(models: Models) -> gr.Blocks:
             .then(open_view, [link_tab, lang_state, *inside_ui.inputs, *gen_ui.show_inputs],
                   [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
         demo.unload(chat_ui.forget)
+        demo.unload(scratch.forget_session)  # the session's download files
 
         # ---- cross-tab jumps: chat -> inside forward, lessons -> the view that answers them ---------------------
         def look_inside(history, lang: str):

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import html
 import io
-import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
+from demo import scratch
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
+from explain.common import csv_text
 from explain.then_now import then_now_view
 from explain.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
@@ -71,7 +71,7 @@ class InsideTab:
     position: gr.Slider
     focus: gr.Dropdown
     run: gr.Button
-    run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang) -> outputs
+    run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang[, request]) -> outputs
     show_fn: object  # the same work, not a handler: for other handlers to call
     inputs: list
     outputs: list
@@ -185,7 +185,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         relabel(export_note, value=png_note)
     last = gr.State([])
 
-    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
+    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
         """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
         loaded = models.pick(which)
         c = loaded.model.config
@@ -206,7 +206,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                                        views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
             raise gr.Error(html.escape(str(e), quote=False)) from None
-        tmp = Path(tempfile.mkdtemp(prefix="inside-"))
+        tmp = scratch.run_folder(request, "views")  # the session's own, cleared of older runs
         # A slider gets its value back only when it was clamped: one moved while this ran keeps its new value.
         out = [gr.update(value="\n\n".join(req.notes))] + [
             gr.update(maximum=hi, value=v) if v != a else gr.update(maximum=hi)
@@ -216,7 +216,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             if i < len(views):
                 v = views[i]
                 path = tmp / f"{i:02d}-{v.name}.csv"
-                v.df.to_csv(path, index=False)  # the download keeps the column names; the table shows them in lang
+                path.write_text(csv_text(v.df), encoding="utf-8", newline="")  # the table shows the names in lang
                 out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", headers(v.df.head(500), lang),
                         str(path)]
             else:
@@ -242,14 +242,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         .then(run_views, inputs, outputs, api_name=False)
 
     @models.handler
-    def export_zip(views, lang):
+    def export_zip(views, lang, request: gr.Request = None):
         if not views:
             raise gr.Error(t("ui.empty_prompt", lang))
-        tmp = Path(tempfile.mkdtemp(prefix="inside-export-"))
+        tmp = scratch.run_folder(request, "export")
         path = tmp / "inside-forward.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
             for i, v in enumerate(views):
-                z.writestr(f"{i:02d}-{v.name}.csv", v.df.to_csv(index=False))
+                z.writestr(f"{i:02d}-{v.name}.csv", csv_text(v.df))
                 html = io.StringIO()
                 v.fig.write_html(html, include_plotlyjs="directory", full_html=True)
                 z.writestr(f"{i:02d}-{v.name}.html", html.getvalue())
@@ -261,11 +261,11 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     export.click(export_zip, [last, lang_state], export_file, api_name=False)
 
     @models.handler
-    def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang):
+    def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
         """Rerun (e.g. in the new language) only when views are already on the page."""
         if not views:
             return [gr.update()] * len(outputs)
-        return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang)
+        return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request)
 
     return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, run_views, show_views, inputs,
                      outputs, dict(fn=refresh, inputs=[last, *inputs], outputs=outputs, api_name=False))

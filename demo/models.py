@@ -172,14 +172,14 @@ def n_params(model: torch.nn.Module) -> int:
 
 def describe(loaded: LoadedModel, lang: str = "en") -> str:
     """'name · nanochat-2025-11 · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in
-    `lang`)."""
-    from explain.text import t
+    `lang`; the name, which may be a path anyone chose, shows as written)."""
+    from explain.text import literal, t
 
     c = loaded.model.config
     dtype = str(loaded.dtype).replace("torch.", "")
-    return (f"**{loaded.name}** · `{loaded.arch}` · {n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · "
-            f"{c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · {t('ui.context', lang)} {c.sequence_len} · "
-            f"`{loaded.device}` · `{dtype}`")
+    return (f"**{literal(loaded.name)}** · `{loaded.arch}` · {n_params(loaded.model) / 1e6:.1f}M "
+            f"{t('ui.params', lang)} · {c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · "
+            f"{t('ui.context', lang)} {c.sequence_len} · `{loaded.device}` · `{dtype}`")
 
 
 def fallback_tokenizer() -> Tokenizer:

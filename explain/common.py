@@ -28,6 +28,25 @@ class ViewResult:
     text: str
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a CSV cell as a formula
+
+
+def _inert(cell):
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """The table as the CSV every download of the app carries (no index). A text cell (or column name) that a
+    spreadsheet would run as a formula, one starting with = + - @ or a tab or CR (e.g. the token "=cmd|' /C calc'!A0"
+    of a prompt), gets a leading apostrophe, so it stays text (OWASP's CSV-injection advice); numbers stay numbers."""
+    out = df.copy()
+    out.columns = [_inert(c) for c in df.columns]
+    for i in range(out.shape[1]):  # by position: column names may repeat
+        if not pd.api.types.is_numeric_dtype(out.iloc[:, i]):
+            out.isetitem(i, out.iloc[:, i].map(_inert))
+    return out.to_csv(index=False, lineterminator="\r\n")  # RFC 4180: then a cell holding a CR or LF is quoted
+
+
 def layer_windows(model) -> list[int | None]:
     """Each layer's sliding window: how many keys back a query may look besides its own (None: no window, the 2025
     model, where every query sees the whole context)."""

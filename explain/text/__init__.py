@@ -21,6 +21,7 @@ pick it up. At run time, LANGUAGES.update(read_folder(path)) adds the files of a
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,19 @@ def t(key: str, lang: str = "en", **values: object) -> str:
     except KeyError:
         raise KeyError(f"{key!r} is missing from {lang}.toml") from None
     return text.format(**values) if values else text
+
+
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")  # ASCII punctuation: what Markdown syntax is made of
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def literal(text: str) -> str:
+    """`text` (a model's name, an error message: anything the app did not write) for a Markdown string, so that it
+    shows as written, on one line: no HTML ('<img onerror=...>'), no image or link ('![x](http://...)'), no emphasis
+    or heading. '&', '<' and '>' become entities and every other ASCII punctuation mark gets a backslash (CommonMark
+    shows any escaped punctuation as itself); line breaks become spaces."""
+    one_line = re.sub(r"\s*[\r\n]+\s*", " ", text)
+    return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[0], "\\" + m[0]), one_line)
 
 
 def keys(prefix: str = "") -> list[str]:
