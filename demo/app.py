@@ -20,6 +20,9 @@ CSS = """
 .view { border-top: 1px solid var(--border-color-primary); padding-top: 0.6rem; }
 .view-text { font-size: 0.92rem; }
 .lesson { padding: 0.2rem 0.9rem; }
+/* A failed event: Gradio marks each of its outputs "error", covering it with the bare word "Error" and blocking it
+   until its x is pressed. The reason is in the toast (demo.models.in_users_language), so the cover goes. */
+[data-testid="status-tracker"]:has(> .error) { display: none !important; }
 """
 
 # Builds the absolute link from the query the server composed, and puts it on the clipboard when allowed.
@@ -38,8 +41,10 @@ DELETE_CACHE = (600, 3600)
 
 
 def launch_kwargs() -> dict:
-    """Gradio 6 takes theme/css/js at launch(), and the upload limit."""
-    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, max_file_size=MAX_FILE_SIZE)
+    """Gradio 6 takes theme/css/js at launch(), and the upload limit. show_error: an error Gradio itself raises before
+    a handler runs (an API call's value of the wrong type, which a component cannot read) reaches the caller with its
+    text, not as a bare "Error" (the handlers' own errors are messages already: demo.models.in_users_language)."""
+    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, max_file_size=MAX_FILE_SIZE, show_error=True)
 
 
 def header_md(models: Models, lang: str) -> str:
@@ -160,6 +165,7 @@ def build_demo(models: Models) -> gr.Blocks:
         demo.unload(scratch.forget_session)  # the session's download files
 
         # ---- cross-tab jumps: chat -> inside forward, lessons -> the view that answers them ---------------------
+        @models.handler(checks=True)
         def look_inside(history, lang: str):
             messages = from_chatbot(history)
             if not messages:
@@ -170,7 +176,7 @@ def build_demo(models: Models) -> gr.Blocks:
                                 "ids": ", ".join(map(str, ids)), "pos": -1}, "inside")
 
         chat_ui.look_inside.click(look_inside, [chat_ui.chatbot, lang_state], [tabs, tab_state, *components],
-                                  queue=False, api_name=False).success(**inside_ui.run_event())
+                                  api_name=False, show_progress="hidden").success(**inside_ui.run_event())
 
         for lesson, button in zip(lessons.LESSONS, lesson_ui.buttons):
             settings = dict(lesson.settings)

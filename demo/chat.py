@@ -10,7 +10,9 @@ import gradio as gr
 
 from demo.i18n import Relabel, t
 from demo.models import Models
-from explain.inputs import SETTINGS, fit_context, from_chatbot, max_tokens_setting, sampling, to_chatbot
+from explain.inputs import (SETTINGS, InputError, context_notice, fit_context, from_chatbot, max_tokens_setting,
+                           sampling, to_chatbot, to_reply, with_message)
+from explain.text import t_count
 
 UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the model is
 
@@ -49,7 +51,7 @@ class ChatTab:
 def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed: int, stop_reason: str | None,
                lang: str) -> str:
     tps = n / elapsed if elapsed > 0 else 0.0
-    parts = [f"**{n}** {t('ui.stats_tokens', lang)}", f"**{tps:.1f}** {t('ui.stats_tps', lang)}"]
+    parts = [t_count("ui.stats_tokens", n, lang), f"**{tps:.1f}** {t('ui.stats_tps', lang)}"]
     if ttft is not None:
         parts.append(f"{t('ui.stats_ttft', lang)} **{ttft * 1000:.0f} ms**")
     parts += [f"{t('ui.stats_seed', lang)} `{seed}`", f"`{models.main.device}`", models.main.name]
@@ -64,13 +66,11 @@ def make_reply(models: Models):
     @models.handler(on_thread=False)  # the engine's decode loop runs its steps on the torch thread itself
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
-        messages = from_chatbot(history)
-        if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
-            raise gr.Error(t("ui.empty_message", lang))
+        messages = to_reply(history)
         params = sampling(temperature, top_k, top_p, max_tokens, seed)
         ctx = models.main.model.config.sequence_len
         prompt, dropped = fit_context(models.main.tokenizer, messages, ctx, params.max_tokens)
-        notice = t("ui.dropped_turns", lang, ctx=ctx, n=dropped) if dropped else ""
+        notice = context_notice(ctx, len(prompt), dropped, params.max_tokens, lang)
         flag = _stop_flag(request)
         flag.clear()
         messages.append({"role": "assistant", "content": ""})
@@ -131,34 +131,46 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     reply = make_reply(models)
     settings = [temperature, top_k, top_p, max_tokens, seed, lang_state]
 
-    def add_user(text: str, history, lang: str):
-        if not (text or "").strip():
-            raise gr.Error(t("ui.empty_message", lang))
-        return "", to_chatbot(from_chatbot(history) + [{"role": "user", "content": text}])
+    @models.handler(checks=True)
+    def add_user(text: str, history, max_tokens, seed, lang: str):
+        """The message joins the chat only if a reply to it can start; refused, it stays in the box."""
+        messages = with_message(models.main.tokenizer, history, text, ctx, int(max_tokens), seed)
+        return "", to_chatbot(messages), ""  # (the last reply's stats go: Stop reads them)
 
+    @models.handler(checks=True)
     def drop_reply(history, lang: str):
         messages = from_chatbot(history)
         if messages and messages[-1]["role"] == "assistant":
             messages = messages[:-1]
-        if not messages:
-            raise gr.Error(t("ui.nothing_to_regenerate", lang))
-        return to_chatbot(messages)
+        if not messages or messages[-1]["role"] != "user":
+            raise InputError("ui.nothing_to_regenerate")
+        return to_chatbot(messages), ""
 
-    def stop_now(request: gr.Request = None) -> None:
+    def stop_now(line: str, lang: str, request: gr.Request = None) -> str:
+        """Stops the reply (the running one checks the flag; a waiting one is cancelled) and says so: a reply cut
+        short by the cancel never gets to write its own last stats line."""
         _stop_flag(request).set()
+        if t("ui.stats_stop", lang) in (line or ""):  # the reply had already ended: that line says why
+            return line
+        stopped = f"{t('ui.stats_stop', lang)}: {t('ui.stop_stopped', lang)}"
+        return f"{line} · {stopped}" if line else f"{t('ui.stopped', lang)} {stopped}"
 
     # As many replies stream at once as the engine decodes together (its batch rows); more wait in Gradio's queue,
     # which shows them their place. One limit for the three ways to start a reply.
     together = dict(concurrency_limit=models.chat_rows, concurrency_id="chat")
     streaming = []
+    # The checks before a reply are quick: they show no progress (nor, when they refuse, an "Error" cover over the
+    # message box: demo/app.py's CSS), only the toast with the reason.
+    check = dict(api_name=False, show_progress="hidden")
+    instant = dict(api_name=False, queue=False, show_progress="hidden")
     for trigger, api_name in ((send.click, "respond"), (message.submit, False)):
-        ev = trigger(add_user, [message, chatbot, lang_state], [message, chatbot], api_name=False, queue=False)
+        ev = trigger(add_user, [message, chatbot, max_tokens, seed, lang_state], [message, chatbot, stats], **check)
         streaming.append(ev.success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=api_name,
                                     **together))
-    streaming.append(regenerate.click(drop_reply, [chatbot, lang_state], chatbot, api_name=False, queue=False)
+    streaming.append(regenerate.click(drop_reply, [chatbot, lang_state], [chatbot, stats], **check)
                      .success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=False, **together))
-    stop.click(stop_now, None, None, cancels=streaming, queue=False, api_name=False)
-    clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, queue=False,
-                api_name=False)  # a reply still streaming would write the conversation back
+    stop.click(stop_now, [stats, lang_state], stats, cancels=streaming, **instant)
+    clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, **instant)
+    # (Clear cancels too: a reply still streaming would write the conversation back.)
 
     return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside, forget_session)

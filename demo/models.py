@@ -14,8 +14,9 @@ import gradio as gr
 import torch
 
 from demo.gpu import gpu
-from explain.inputs import InputError, parse_config
+from explain.inputs import InputError, check_numbers, parse_config
 from explain.shapes import TUTORIAL_CONFIG
+from explain.text import LANGS, t
 from gpt import arch as archs
 from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
 from gpt.anywhere import load as load_any
@@ -78,14 +79,20 @@ class Models:
         return {"tutorial": lambda: self.tutorial(archs.OLD),
                 "tutorial_2026": lambda: self.tutorial(archs.NEW)}.get(which, lambda: self.main)()
 
-    def handler(self, fn: F | None = None, *, on_thread: bool = True) -> F:
+    def handler(self, fn: F | None = None, *, on_thread: bool = True, checks: bool = False) -> F:
         """A UI event handler that does model work: on ZeroGPU inside spaces.GPU; on a CPU on the torch thread (a
-        generator's items are produced there); an InputError becomes a gr.Error in the language of the handler's
-        `lang` argument. on_thread=False for a handler that must not hold the thread while it waits: a chat reply
-        (the batched decode loop runs its steps there itself) or a paced loop that hands each step to `self.run`."""
+        generator's items are produced there); every failure becomes a message in the language of the handler's
+        `lang` argument (`in_users_language`). on_thread=False for a handler that must not hold the thread while it
+        waits: a chat reply (the batched decode loop runs its steps there itself) or a paced loop that hands each step
+        to `self.run`. checks=True for a quick step that only checks what the user asked for before model work starts
+        (the chat's message, say): no GPU, no torch thread. It is queued all the same, because Gradio 6 shows a
+        queue=False event's error as a bare "Error" on its outputs, with no message."""
         if fn is None:
-            return functools.partial(self.handler, on_thread=on_thread)  # type: ignore[return-value]
-        wrapped = gpu(self.worker.wrap(_in_users_language(fn)) if on_thread else _in_users_language(fn))
+            return functools.partial(self.handler, on_thread=on_thread, checks=checks)  # type: ignore[return-value]
+        if checks:
+            wrapped = in_users_language(fn)
+        else:
+            wrapped = gpu(self.worker.wrap(in_users_language(fn)) if on_thread else in_users_language(fn))
         wrapped.model_handler = True
         return wrapped
 
@@ -94,9 +101,16 @@ class Models:
         return self.worker.run(fn, *args, **kwargs)
 
 
-def _in_users_language(fn: F) -> F:
-    """fn, with an InputError re-raised as a gr.Error in the language of fn's `lang` argument ("en" without one),
-    HTML-escaped: it may quote what the user typed, and Gradio's toasts render HTML."""
+def in_users_language(fn: F) -> F:
+    """fn (a UI event handler, plain or a generator), with every failure a gr.Error whose message says what went
+    wrong, in the language of fn's `lang` argument ("en" without one): the one error path. The toast shows that
+    message and the API returns it; nothing fails with a bare "Error".
+
+    - A number that is not finite (NaN, ±inf) among the arguments is refused before fn runs (explain.inputs).
+    - InputError (the user's mistake): its message, and no traceback in the log (it is no bug).
+    - gr.Error: as raised.
+    - Anything else (a bug): "something went wrong" naming the exception; its traceback goes to the log.
+    Messages are HTML-escaped: they may quote what the user typed, and Gradio's toasts render HTML."""
     signature = inspect.signature(fn)
 
     def language(args, kwargs) -> str:
@@ -105,21 +119,36 @@ def _in_users_language(fn: F) -> F:
         except TypeError:
             return "en"
 
+    def error(e: Exception, args, kwargs) -> gr.Error:
+        lang = language(args, kwargs)
+        lang = lang if lang in LANGS else "en"
+        if isinstance(e, InputError):
+            text, log = e.message(lang), False
+        else:
+            text, log = t("ui.internal_error", lang, what=f"{type(e).__name__}: {e}"[:300]), True
+        return gr.Error(html.escape(text, quote=False), title=t("ui.error_title", lang), print_exception=log)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
             try:
+                check_numbers([*args, *kwargs.values()])
                 yield from fn(*args, **kwargs)
-            except InputError as e:
-                raise gr.Error(html.escape(e.message(language(args, kwargs)), quote=False)) from None
+            except gr.Error:
+                raise
+            except Exception as e:  # noqa: BLE001 - every failure becomes a message (see above)
+                raise error(e, args, kwargs) from (None if isinstance(e, InputError) else e)
         return generator  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
+            check_numbers([*args, *kwargs.values()])
             return fn(*args, **kwargs)
-        except InputError as e:
-            raise gr.Error(html.escape(e.message(language(args, kwargs)), quote=False)) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message (see above)
+            raise error(e, args, kwargs) from (None if isinstance(e, InputError) else e)
     return call  # type: ignore[return-value]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -110,37 +111,120 @@ def sampling(temperature: float, top_k: float, top_p: float, max_tokens: float, 
 
 
 def fit_context(tokenizer: Tokenizer, messages: list[dict], ctx: int, max_tokens: int) -> tuple[list[int], int]:
-    """Prompt ids for the next reply, dropping the oldest turns until prompt + reply room fit the context of ctx.
+    """Prompt ids for the next reply to `messages` (a conversation from `from_chatbot` that ends with the user's
+    message), leaving out the oldest turns until the prompt and room for the reply fit the context of ctx.
 
-    Returns (prompt ids, number of messages dropped); InputError when the last user message alone is too long.
+    Turns go a user message and its reply at a time, so the prompt never starts with a reply; a leading system message
+    stays as long as it fits. The reply's room is min(max_tokens, ctx // 2) where the conversation allows; when even
+    the last message alone leaves less, the reply gets what is left (`context_notice` says so). Returns (prompt
+    ids, number of messages left out); InputError when the last message alone leaves no room at all.
     """
-    reserve = min(max_tokens, ctx // 2)  # room for at least part of the reply
-    dropped = 0
-    while True:
-        ids = tokenizer.render_for_completion(messages[dropped:])
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    if not turns:
+        raise InputError("ui.empty_message")
+    reserve = min(max_tokens, ctx // 2)
+    options = [system + turns[k:] for k in range(0, len(turns), 2)] + ([turns[-1:]] if system else [])
+    for option in options:
+        ids = tokenizer.render_for_completion(option)
         if len(ids) + reserve <= ctx:
-            return ids, dropped
-        if len(messages) - dropped <= 1:
-            raise InputError("ui.message_too_long", n=len(ids), ctx=ctx)
-        dropped += 2 if len(messages) - dropped > 2 else 1  # a user turn and the reply to it
+            return ids, len(messages) - len(option)
+    if len(ids) < ctx:  # the last message alone, with less room for the reply than asked
+        return ids, len(messages) - 1
+    raise InputError("ui.message_too_long", n=len(ids), ctx=ctx)
+
+
+def context_notice(ctx: int, prompt_len: int, dropped: int, max_tokens: int, lang: str) -> str:
+    """What fit_context did, for the chat's notice ("" when nothing): the messages it left out, and a reply room
+    smaller than asked for (Max new tokens, or half the context)."""
+    room = ctx - prompt_len
+    return "\n\n".join(filter(None, [
+        t("ui.dropped_turns", lang, ctx=ctx, n=dropped) if dropped else "",
+        t("ui.reply_room", lang, n=prompt_len, ctx=ctx, room=room, max=max_tokens)
+        if room < min(max_tokens, ctx // 2) else ""]))
+
+
+def to_reply(history) -> list[dict]:
+    """The conversation a reply is asked for (a chat's history): in order, ending with a user message that says
+    something."""
+    messages = from_chatbot(history)
+    if not messages or (messages[-1]["role"] == "user" and not messages[-1]["content"].strip()):
+        raise InputError("ui.empty_message")
+    check_order(messages, reply=True)
+    return messages
+
+
+def with_message(tokenizer: Tokenizer, history, text: str, ctx: int, max_tokens: int, seed) -> list[dict]:
+    """The conversation with the user's new message last, if a reply to it can start: what would refuse it (an empty
+    or too long message, a bad seed) refuses it here, before it joins the history. A message left without a reply
+    (stopped while it waited, or failed) gives way to this one: two user turns in a row could not be answered."""
+    messages = from_chatbot(history)
+    if messages and messages[-1]["role"] == "user":
+        messages = messages[:-1]
+    if not (text or "").strip():
+        raise InputError("ui.empty_message")
+    messages.append({"role": "user", "content": text})
+    fit_context(tokenizer, messages, ctx, max_tokens)
+    parse_seed(seed)
+    return messages
+
+
+def check_numbers(values) -> None:
+    """InputError for a number that is not finite (NaN, ±inf: Gradio's bounds check lets NaN through, and a JSON
+    call can send all three). Anything else passes: what is not a number is not checked here."""
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError("ui.bad_number", value=value)
+
+
+def _shown(text: str) -> str:
+    """Chat text for the Chatbot's Markdown: '<' and '&' escaped (no HTML), and '![' written '!&#91;' (an entity is
+    never Markdown syntax, so no image, whose address the browser would fetch, from whatever site the text names)."""
+    return html.escape(text, quote=False).replace("![", "!&#91;")
 
 
 def to_chatbot(messages: list[dict]) -> list[dict]:
-    """The conversation as the Chatbot shows it: Markdown stays Markdown, but every '<' and '&' is escaped, so no
-    HTML from the model or the user (a script, an image from another site) becomes part of the page."""
-    return [{"role": m["role"], "content": html.escape(m["content"], quote=False)} for m in messages]
+    """The conversation as the Chatbot shows it: Markdown stays Markdown (links too), but no HTML from the model or
+    the user (a script, an image from another site) becomes part of the page, and no Markdown image either."""
+    return [{"role": m["role"], "content": _shown(m["content"])} for m in messages]
+
+
+ROLES = ("system", "user", "assistant")
 
 
 def from_chatbot(history: list[dict] | None) -> list[dict]:
-    """Chatbot value (content as a string or as a list of text parts) -> the conversation's own
-    [{"role", "content": str}], which is what the model reads: undoes `to_chatbot`."""
+    """Chatbot value (content as a string or as a list of parts, of which the text ones count) -> the conversation's
+    own [{"role", "content": str}], which is what the model reads: undoes `to_chatbot`.
+
+    The history must be a conversation: an optional system message first, then user and assistant in turn
+    (InputError "ui.bad_message" for an entry that is no message, "ui.bad_history" for one out of order)."""
+    if history is None:
+        return []
+    if not isinstance(history, list):
+        raise InputError("ui.bad_message", i=1)
     out = []
-    for m in history or []:
-        content = m.get("content")
+    for i, m in enumerate(history, 1):
+        content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        out.append({"role": m["role"], "content": html.unescape(content if isinstance(content, str) else str(content))})
+            content = "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str) or not isinstance(m.get("role"), str):
+            raise InputError("ui.bad_message", i=i)
+        out.append({"role": m["role"], "content": html.unescape(content)})
+    check_order(out)
     return out
+
+
+def check_order(messages: list[dict], reply: bool = False) -> None:
+    """InputError "ui.bad_history" naming the first message out of order: after an optional system message, user and
+    assistant take turns, starting with the user; with reply=True the last message must be the user's (one to reply
+    to)."""
+    start = 1 if messages and messages[0]["role"] == "system" else 0
+    for i, m in enumerate(messages):
+        expected = "system" if i < start else ("user", "assistant")[(i - start) % 2]
+        if m["role"] != expected:
+            raise InputError("ui.bad_history", i=i + 1, role=str(m["role"])[:40])
+    if reply and (len(messages) == start or messages[-1]["role"] != "user"):
+        raise InputError("ui.bad_history", i=len(messages), role=messages[-1]["role"] if messages else "-")
 
 
 # ---- a model config typed by hand -----------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ Each file has a `[language]` table with the `name` the language radio shows, and
     view.<view>.<name>              one view's title, figure strings and explanation (Markdown)
 
 Strings are str.format templates whose `{name}` placeholders the caller fills (the same placeholders in every
-language). `%{x}` is Plotly's hover syntax: such strings are used without values, so nothing formats them.
+language). `%{x}` is Plotly's hover syntax: such strings are used without values, so nothing formats them. A phrase
+that counts ("{n} tokens") has a `<key>_one` form for one ("{n} token"), which t_count() picks.
 
 The rule, everywhere: no fallback. t() raises ValueError for a language with no file and KeyError for a key that
 language's file lacks (tests/test_text.py checks that every file has every key, with the same placeholders). Only
@@ -98,6 +99,12 @@ def literal(text: str) -> str:
     shows any escaped punctuation as itself); line breaks become spaces."""
     one_line = re.sub(r"\s*[\r\n]+\s*", " ", text)
     return _PUNCTUATION.sub(lambda m: _ENTITIES.get(m[0], "\\" + m[0]), one_line)
+
+
+def t_count(key: str, n: int, lang: str = "en", **values: object) -> str:
+    """t() of a phrase that counts `n` things: the key's `_one` form when n is 1 ("1 token", "2 tokens"). A language
+    without a singular gives both keys the same text."""
+    return t(f"{key}_one" if n == 1 else key, lang, n=n, **values)
 
 
 def keys(prefix: str = "") -> list[str]:
