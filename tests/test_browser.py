@@ -175,8 +175,8 @@ def test_stop_halts_the_reply(page: Page, live_app: LiveApp, long_seed: int, gat
     assert [e.token is not None for e in gate.pulled] == [True] * STOP_AFTER + [False]  # no token after Stop
     assert gate.pulled[-1].stop_reason == "stopped"
     assert re.match(rf"\s*{STOP_AFTER}\b", stats(page)), f"the stats line after Stop: {stats(page)!r}"
-
     assert t("ui.stop_stopped") in stats(page), "the stats line does not say the reply was stopped"
+
 
 def test_regenerate_repeats_a_seeded_reply_and_clear_empties_the_chat(page: Page) -> None:
     chat(page, seed=1)  # the default sampling settings, at full speed
