@@ -163,7 +163,7 @@ def with_message(tokenizer: Tokenizer, history, text: str, ctx: int, max_tokens:
         messages = messages[:-1]
     if not (text or "").strip():
         raise InputError("ui.empty_message")
-    messages.append({"role": "user", "content": text})
+    messages.append({"role": "user", "content": cut_text(text)})  # a huge message is refused before it is tokenized
     fit_context(tokenizer, messages, ctx, max_tokens)
     parse_seed(seed)
     return messages

@@ -185,3 +185,14 @@ def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models
     with pytest.raises(InputError) as too_long:
         inputs.cut_text("x" * (inputs.MAX_PROMPT_CHARS + 1))
     assert too_long.value.key == "ui.prompt_chars"
+
+
+def test_a_huge_chat_message_is_refused_before_it_is_tokenized(tiny_tokenizer, monkeypatch):
+    from explain import inputs
+
+    calls = []
+    monkeypatch.setattr(tiny_tokenizer, "render_for_completion", lambda m: calls.append(m) or [1, 2, 3])
+    with pytest.raises(InputError) as caught:
+        inputs.with_message(tiny_tokenizer, [], "x" * (inputs.MAX_PROMPT_CHARS + 1), 64, 8, "random")
+    assert caught.value.key == "ui.prompt_chars" and calls == []
+    assert inputs.with_message(tiny_tokenizer, [], "hi", 64, 8, "random")[-1] == {"role": "user", "content": "hi"}
