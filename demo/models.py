@@ -225,10 +225,17 @@ def load(model: str | None = None, nanochat: bool = False, source: str = "sft", 
          dtype: str | None = None, compile: bool = False, arch: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
-    dev = pick_device(device)
+    device_notice = ""
+    try:
+        dev = pick_device(device)
+    except (ValueError, RuntimeError) as e:  # e.g. --device cuda on a machine without a GPU: serve on the CPU
+        dev, device_notice = torch.device("cpu"), f"{e}; serving on the CPU"
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile)
-    return worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
+    models = worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
+    if device_notice:
+        models.notice = "; ".join(filter(None, [device_notice, models.notice]))
+    return models
 
 
 def _load(model: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,

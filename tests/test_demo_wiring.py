@@ -196,3 +196,10 @@ def test_a_huge_chat_message_is_refused_before_it_is_tokenized(tiny_tokenizer, m
         inputs.with_message(tiny_tokenizer, [], "x" * (inputs.MAX_PROMPT_CHARS + 1), 64, 8, "random")
     assert caught.value.key == "ui.prompt_chars" and calls == []
     assert inputs.with_message(tiny_tokenizer, [], "hi", 64, 8, "random")[-1] == {"role": "user", "content": "hi"}
+
+
+def test_a_device_that_is_not_there_falls_back_to_the_cpu_with_a_notice():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    models = load(device="cuda")
+    assert models.main.device.type == "cpu" and "CUDA is not available" in models.notice
