@@ -15,6 +15,7 @@ from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.common import csv_text
+from explain.png import PngError, figure_png, unavailable as png_unavailable
 from explain.then_now import then_now_view
 from explain.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
@@ -40,6 +41,7 @@ VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its
 THEN_NOW = "then_now"  # shown alone (it runs a second model, of the other architecture): not part of "all"
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
+PNG_SCALE = 2  # a view's PNG has twice its figure's pixels (sharp on a high-density screen; no slower to draw)
 
 
 def _size(value, lo: int) -> int:
@@ -98,14 +100,6 @@ def focus_choices(lang: str) -> list[tuple[str, str]]:
     return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, THEN_NOW)]
 
 
-def figure_html_note() -> str:
-    try:
-        import kaleido  # noqa: F401
-        return ""
-    except ImportError:
-        return "ui.png_note"
-
-
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     cfg = models.main.model.config
     with gr.Row():
@@ -162,7 +156,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
 
     draw.click(any_config_shapes, [spec, rows, new, cached, lang_state], [config_plot, config_text, config_table],
                api_name="shapes")
-    slots = []
+    png_why = png_unavailable()  # None: PNG buttons beside the CSVs; else a note says why there are none
+    slots, png_buttons = [], []
     for i in range(len(VIEWS)):
         with gr.Column(visible=False, elem_id=f"view-{i}", elem_classes=["view"]) as col:
             with gr.Row():
@@ -172,17 +167,21 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                     text = gr.Markdown(elem_classes=["view-text"])
             with gr.Accordion(t("ui.data"), open=False) as acc:
                 table = gr.Dataframe(interactive=False, max_height=300, wrap=False)
-                csv = relabel(gr.DownloadButton(t("ui.download_csv"), size="sm"), value="ui.download_csv")
+                with gr.Row():
+                    csv = relabel(gr.DownloadButton(t("ui.download_csv"), size="sm"), value="ui.download_csv")
+                    png = relabel(gr.Button(t("ui.download_png"), size="sm", visible=png_why is None,
+                                            elem_id=f"view-png-{i}"), value="ui.download_png")
+                png_file = gr.File(visible=False, show_label=False, elem_id=f"view-png-file-{i}")
         relabel(acc, "ui.data")
-        slots.append((col, plot, text, table, csv))
+        slots.append((col, plot, text, table, csv, png_file))
+        png_buttons.append(png)
     with gr.Row():
         export = relabel(gr.Button(t("ui.download_html"), size="sm", elem_id="inside-export"),
                          value="ui.download_html")
         export_file = gr.File(visible=False, elem_id="inside-export-file")
-    png_note = figure_html_note()
-    export_note = gr.Markdown(t(png_note) if png_note else "")
-    if png_note:
-        relabel(export_note, value=png_note)
+    export_note = gr.Markdown(png_why.message("en") if png_why else "", elem_id="inside-png-note")
+    if png_why:
+        relabel(export_note, value=png_why.message)
     last = gr.State([])
 
     def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
@@ -212,15 +211,16 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             gr.update(maximum=hi, value=v) if v != a else gr.update(maximum=hi)
             for hi, v, a in zip((max(c.n_layer - 1, 1), max(c.n_head - 1, 1), max(T - 1, 1)),
                                 (layer_v, head_v, pos_v), asked)]
-        for i, (col, plot, text, table, csv) in enumerate(slots):
+        no_png = gr.update(value=None, visible=False)  # a PNG of the last run's figure is gone with it
+        for i in range(len(slots)):
             if i < len(views):
                 v = views[i]
                 path = tmp / f"{i:02d}-{v.name}.csv"
                 path.write_text(csv_text(v.df), encoding="utf-8", newline="")  # the table shows the names in lang
                 out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", headers(v.df.head(500), lang),
-                        str(path)]
+                        str(path), no_png]
             else:
-                out += [gr.update(visible=False), None, "", None, None]
+                out += [gr.update(visible=False), None, "", None, None, no_png]
         return [*out, views]
 
     run_views = models.handler(show_views)
@@ -241,21 +241,48 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
         .then(run_views, inputs, outputs, api_name=False)
 
-    @models.handler
+    @models.handler(on_thread=False)  # no model work: a browser draws the PNG, the torch thread stays free
+    def view_png(views, index, lang, request: gr.Request = None):
+        """The PNG of the last run's view `index`, as a file to download; a clear message when there can be none."""
+        if not views or not 0 <= int(index) < len(views):
+            raise gr.Error(t("ui.empty_prompt", lang))
+        v = views[int(index)]
+        try:
+            data = figure_png(v.fig, scale=PNG_SCALE)
+        except PngError as e:
+            raise gr.Error(html.escape(e.message(lang), quote=False), print_exception=not e.unavailable) from None
+        path = scratch.run_folder(request, "png") / f"{int(index):02d}-{v.name}.png"
+        path.write_bytes(data)
+        return gr.update(value=str(path), visible=True)
+
+    for i, (button, slot) in enumerate(zip(png_buttons, slots)):
+        button.click(view_png, [last, gr.State(i), lang_state], slot[-1], api_name=False)
+
+    @models.handler(on_thread=False)  # no model work: files, and a browser drawing PNGs; the torch thread stays free
     def export_zip(views, lang, request: gr.Request = None):
         if not views:
             raise gr.Error(t("ui.empty_prompt", lang))
         tmp = scratch.run_folder(request, "export")
         path = tmp / "inside-forward.zip"
+        no_png, pngs = png_unavailable(), 0  # after the first PNG that fails, no more are tried: the zip comes soon
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
             for i, v in enumerate(views):
                 z.writestr(f"{i:02d}-{v.name}.csv", csv_text(v.df))
-                html = io.StringIO()
-                v.fig.write_html(html, include_plotlyjs="directory", full_html=True)
-                z.writestr(f"{i:02d}-{v.name}.html", html.getvalue())
+                page = io.StringIO()
+                v.fig.write_html(page, include_plotlyjs="directory", full_html=True)
+                z.writestr(f"{i:02d}-{v.name}.html", page.getvalue())
+                if no_png is None:
+                    try:
+                        z.writestr(f"{i:02d}-{v.name}.png", figure_png(v.fig, scale=PNG_SCALE))
+                        pngs += 1
+                    except PngError as e:
+                        no_png = e
             import plotly.offline
 
             z.writestr("plotly.min.js", plotly.offline.get_plotlyjs())
+        if no_png is not None:
+            gr.Warning(html.escape(t("ui.zip_pngs", lang, n=pngs, total=len(views), why=no_png.message(lang)),
+                                   quote=False))
         return gr.update(value=str(path), visible=True)
 
     export.click(export_zip, [last, lang_state], export_file, api_name=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +33,7 @@ SPECIAL_TOKENS = [
 RANKS_FILE = "tokenizer.tiktoken"
 CONFIG_FILE = "tokenizer.json"
 FORMAT = "inside-forward-tokenizer/1"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # what a token label shows as \xNN (after \n, \r and \t)
 
 Message = dict  # {"role": "user" | "assistant" | "system", "content": str (or, for assistant, a list of parts)}
 
@@ -154,7 +156,9 @@ class Tokenizer:
 
     def token_labels(self, ids: Iterable[int]) -> list[str]:
         """Readable labels for plot axes: "·the" (· = space), "\\n", "<|bos|>", "\\xe4\\xbd" for bytes that are only
-        part of a character, "#51234" for ids the tokenizer does not have (the model's vocab may be padded)."""
+        part of a character, "\\x1a" for other control characters (invisible, and an SVG holding one is not valid XML:
+        Plotly's PNG export fails on it), "#51234" for ids the tokenizer does not have (the model's vocab may be
+        padded)."""
         return [self._label(int(i)) for i in ids]
 
     def _label(self, token_id: int) -> str:
@@ -165,7 +169,8 @@ class Tokenizer:
         if self.is_special(token_id):
             return raw.decode("utf-8")
         text = raw.decode("utf-8", errors="backslashreplace")
-        return text.replace(" ", "·").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        text = text.replace(" ", "·").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
     # ---- chat format (as nanochat) ------------------------------------------------------------------------------
     def render_conversation(self, messages: list[Message]) -> tuple[list[int], list[int]]:

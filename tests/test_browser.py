@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from demo import inside, lessons
 from demo.chat import UPDATE_EVERY_S
 from demo.i18n import LANGS, t
+from explain import png
 from gpt.engine import Engine, SamplingParams
 from live_app import LiveApp, TokenGate, goto, launch_chromium, open_app
 
@@ -205,6 +206,24 @@ def test_every_inside_view_draws(page: Page, live_app: LiveApp, example: str) ->
         shape = "[2, 5, 50304]"  # the tutorial's question: input [2, 5] gives logits [2, 5, 50304]
     page.wait_for_function(PLOTS_DRAWN, arg=len(inside.VIEWS), timeout=120_000)
     expect(page.locator("#view-plot-0")).to_contain_text(shape)
+    assert page.locator(".toast-body.error").count() == 0
+
+
+def test_a_views_png_button_downloads_a_png(page: Page, live_app: LiveApp) -> None:
+    if png.unavailable() is not None:
+        pytest.skip(png.unavailable().message("en"))
+    goto(page, live_app.url + "?" + urlencode(dict(tab="inside", preset="story", prompt=inside.PRESETS["story"].prompt,
+                                                   focus="softcap")))
+    page.wait_for_function(PLOTS_DRAWN, arg=1, timeout=60_000)
+    page.locator("#view-0").get_by_text(t("ui.data")).click()  # the accordion with the CSV and PNG buttons
+    page.click("#view-png-0")
+    link = page.locator("#view-png-file-0 a[download]")
+    expect(link).to_be_visible(timeout=30_000)
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "00-softcap.png"
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     assert page.locator(".toast-body.error").count() == 0
 
 

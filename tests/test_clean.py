@@ -26,6 +26,7 @@ from demo import scratch
 from demo.app import DELETE_CACHE, build_demo, header_md, launch_kwargs, notice_md
 from demo.models import Models, load
 from explain.common import FORMULA_START, csv_text
+from explain import png
 
 EVIL = "<img src=x onerror=alert(1)>![x](http://evil/x.png)"
 FOLDER = "<img src=x onerror=alert(1)>![x](evil.png)"  # a checkpoint folder anyone could name so
@@ -47,8 +48,10 @@ def demo(models: Models) -> gr.Blocks:
 
 @pytest.fixture
 def temp(tmp_path: Path, monkeypatch) -> Path:
-    """The system temp dir, for this test: every file the app writes there is counted."""
+    """The system temp dir, for this test: every file the app writes there is counted. No PNGs in the zips here (a
+    browser started now would keep its profile there, and draw for seconds per zip): tests/test_png.py has them."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(png, "EXPORTER", png.Exporter(browser=str(tmp_path / "no-browser")))
     return tmp_path
 
 

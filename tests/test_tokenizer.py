@@ -161,6 +161,7 @@ def test_token_labels(tiny_tokenizer):
     assert tok.token_labels(tok.encode("\n")) == ["\\n"]
     assert tok.token_labels(tok.encode(" the")) == ["·the"]
     assert tok.token_labels([0xE4]) == ["\\xe4"]  # a lone byte of a 3-byte character: shown as the byte
+    assert tok.token_labels(tok.encode("\x1a\x00\x7f")) == ["\\x1a", "\\x00", "\\x7f"]  # control characters
 
 
 # ---- nanochat's tokenizer.pkl ------------------------------------------------------------------------------------
