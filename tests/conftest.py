@@ -80,3 +80,42 @@ def live_app() -> Iterator[LiveApp]:
 
     with serve() as app:
         yield app
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (one per test module)."""
+    from playwright.sync_api import sync_playwright
+
+    from live_app import launch_chromium
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_app):
+    """A fresh browser session on the served app, once it has loaded."""
+    from live_app import open_app
+
+    page = open_app(browser, live_app.url)
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The app's models as `python app.py` loads them (not served)."""
+    from demo.models import load
+
+    return load()
+
+
+@pytest.fixture(scope="module")
+def demo(models):
+    """The app's Gradio Blocks, built but not served."""
+    from demo.app import build_demo
+
+    return build_demo(models)

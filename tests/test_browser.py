@@ -12,14 +12,14 @@ from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from demo import inside, lessons
 from demo.chat import UPDATE_EVERY_S
 from demo.i18n import LANGS, t
 from explain import png
 from gpt.engine import Engine, SamplingParams
-from live_app import LiveApp, TokenGate, goto, launch_chromium, open_app
+from live_app import LiveApp, TokenGate, goto, open_app
 
 MESSAGE = "Tell me a story about a robot who learns to paint."
 TOKEN_INTERVAL_S = 0.02  # the pace of a paced chat: at most 50 tokens/s
@@ -48,21 +48,6 @@ WATCH_REPLY = """() => {
     if (text && text !== window.replies.at(-1)) window.replies.push(text);
   }).observe(box, {childList: true, subtree: true, characterData: true});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, live_app: LiveApp) -> Iterator[Page]:
-    page = open_app(browser, live_app.url)
-    yield page
-    page.context.close()
 
 
 @pytest.fixture

@@ -2,31 +2,14 @@
 why, no bare "Error" cover on any component, every input still usable; and chat Markdown that fetches nothing."""
 from __future__ import annotations
 
-from typing import Iterator
 from urllib.parse import urlsplit
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from demo.i18n import t
-from live_app import LiveApp, launch_chromium, open_app
+from live_app import LiveApp
 
 ERROR_COVER = "[data-testid=status-tracker] .error"  # the bare "Error" badge Gradio puts on a failed event's outputs
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser, live_app: LiveApp) -> Iterator[Page]:
-    page = open_app(browser, live_app.url)
-    yield page
-    page.context.close()
 
 
 def wait_idle(page: Page) -> None:

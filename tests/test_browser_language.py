@@ -1,22 +1,13 @@
 """The visitor's language: a browser that asks for Chinese lands in Chinese; a link's lang still wins."""
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from explain.inputs import browser_language
 from explain.text import t
-from live_app import VIEWPORT, LiveApp, goto, launch_chromium
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        yield browser
-        browser.close()
+from live_app import VIEWPORT, LiveApp, goto
 
 
 @pytest.mark.parametrize("locale, link, lang", [("zh-CN", "", "zh"), ("en-US", "", "en"), ("zh-CN", "?lang=en", "en"),

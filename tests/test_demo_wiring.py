@@ -9,23 +9,12 @@ import pytest
 import torch
 
 from demo import chat, scratch
-from demo.app import build_demo
 from demo.models import Models, load
 from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
                             from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
 from explain.text import t
 from gpt.checkpoint import random_model
 from gpt.model import GPTConfig
-
-
-@pytest.fixture(scope="module")
-def models() -> Models:
-    return load()
-
-
-@pytest.fixture(scope="module")
-def demo(models: Models) -> gr.Blocks:
-    return build_demo(models)
 
 
 def event_fns(demo: gr.Blocks, name: str) -> list:

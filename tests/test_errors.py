@@ -12,20 +12,9 @@ import gradio as gr
 import pytest
 
 from demo import app
-from demo.app import build_demo
-from demo.models import Models, load
+from demo.models import Models
 from explain.inputs import InputError, fit_context, from_chatbot, to_chatbot
 from explain.text import t
-
-
-@pytest.fixture(scope="module")
-def models() -> Models:
-    return load()
-
-
-@pytest.fixture(scope="module")
-def demo(models: Models) -> gr.Blocks:
-    return build_demo(models)
 
 
 def fn(demo: gr.Blocks, name: str):
