@@ -155,30 +155,37 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
                 tap: Tap = no_tap) -> torch.Tensor:
+        qk, v = self.project(x)
+        # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded); both
+        # act on each head alone, so q and k go through them together.
+        qk = norm(apply_rotary_emb(qk, *cos_sin))
+        return self.attend_and_project(qk, v, kv_cache, tap)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k side by side [B, T, H + Hkv, hd] and v [B, T, Hkv, hd]: one matmul when fused, else three."""
         B, T, C = x.size()
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         if self.w_qkv is not None:
             qkv = F.linear(x, self.w_qkv).view(B, T, H + 2 * Hkv, hd)
-            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv:]
-        else:
-            qk = torch.cat([self.c_q(x).view(B, T, H, hd), self.c_k(x).view(B, T, Hkv, hd)], 2)
-            v = self.c_v(x).view(B, T, Hkv, hd)
+            return qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv:]
+        qk = torch.cat([self.c_q(x).view(B, T, H, hd), self.c_k(x).view(B, T, Hkv, hd)], 2)
+        return qk, self.c_v(x).view(B, T, Hkv, hd)
 
-        # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded); both
-        # act on each head alone, so q and k go through them together.
-        qk = norm(apply_rotary_emb(qk, *cos_sin))
-        q, k = qk[:, :, :H], qk[:, :, H:]
+    def attend_and_project(self, qk: torch.Tensor, v: torch.Tensor, kv_cache: Cache | None, tap: Tap) -> torch.Tensor:
+        """Attention of the new queries over every key this layer may see (the cache's, then this call's), the heads
+        joined again and projected back to the residual stream's width."""
+        B, T = v.shape[:2]
+        q, k = qk[:, :, : self.n_head], qk[:, :, self.n_head:]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
-
         mask = None
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
-            mask = kv_cache.attn_mask(q.size(2), k.size(2), None)
+            mask = kv_cache.attn_mask(q.size(2), k.size(2), self.window)
         names = self.names
         tap(names["attn.q"], q)
         tap(names["attn.k"], k)
         tap(names["attn.v"], v)
-        y = attend(q, k, v, mask)
+        y = attend(q, k, v, mask, self.window)
         tap(names["attn.y"], y)
 
         y = y.transpose(1, 2).contiguous().view(B, T, -1)
@@ -292,18 +299,8 @@ class GPT(nn.Module):
         so the rotary angles are taken there and attention also sees the cached keys.
         """
         tap = no_tap if recorder is None else recorder
-        B, T = idx.size()
-        # Stage 1: the rotary angles at exactly these positions ([1, T] or, per row, [B, T]).
-        if kv_cache is None:
-            if T > self.cos.size(1):
-                raise ValueError(f"sequence of {T} positions exceeds the rotary table ({self.cos.size(1)})")
-            pos = torch.arange(T, device=idx.device)[None]
-        else:
-            pos = kv_cache.positions(T)
-        cos_sin = self.cos[0, pos], self.sin[0, pos]  # [1 or B, T, 1, hd/2]
-        tap("rotary.cos", cos_sin[0])
-        tap("rotary.sin", cos_sin[1])
-        factors = rotary_factors(*cos_sin)  # widened once here, used by every layer
+        # Stage 1: the rotary angles at exactly these positions.
+        factors = self.rotary_at(idx.size(1), kv_cache, tap)
 
         # Stage 2: the trunk.
         x = self.transformer.wte(idx)
@@ -321,6 +318,20 @@ class GPT(nn.Module):
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
                                    reduction=loss_reduction)
         return logits
+
+    def rotary_at(self, T: int, kv_cache: Cache | None, tap: Tap = no_tap) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary factors for the T new tokens at their positions (0..T-1 without a cache, else where the cache
+        says: [1, T] or, per row, [B, T]), widened once here for every layer."""
+        if kv_cache is None:
+            if T > self.cos.size(1):
+                raise ValueError(f"sequence of {T} positions exceeds the rotary table ({self.cos.size(1)})")
+            pos = torch.arange(T, device=self.cos.device)[None]
+        else:
+            pos = kv_cache.positions(T)
+        cos_sin = self.cos[0, pos], self.sin[0, pos]  # [1 or B, T, 1, hd/2]
+        tap("rotary.cos", cos_sin[0])
+        tap("rotary.sin", cos_sin[1])
+        return rotary_factors(*cos_sin)
 
     def head(self, x: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
         """The output head (stage 3) on any residual stream x [..., C]: final norm, lm_head in float32, softcap. The

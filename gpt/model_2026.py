@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from gpt import model as tutorial
 from gpt.kv_cache import Cache
-from gpt.model import MLP, apply_rotary_emb, attend, norm, rotary_factors
+from gpt.model import MLP, apply_rotary_emb, norm
 from gpt.recorder import Tap, block_names, no_tap
 
 ARCH = "nanochat-2026-07"
@@ -81,41 +81,16 @@ class CausalSelfAttention(tutorial.CausalSelfAttention):
 
     def forward(self, x: torch.Tensor, ve: torch.Tensor | None, cos_sin: tuple[torch.Tensor, torch.Tensor],
                 kv_cache: Cache | None = None, tap: Tap = no_tap) -> torch.Tensor:
-        B, T, C = x.size()
-        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
-        names = self.names
-        if self.w_qkv is not None:
-            qkv = F.linear(x, self.w_qkv).view(B, T, H + 2 * Hkv, hd)
-            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv:]
-        else:
-            qk = torch.cat([self.c_q(x).view(B, T, H, hd), self.c_k(x).view(B, T, Hkv, hd)], 2)
-            v = self.c_v(x).view(B, T, Hkv, hd)
-
+        B, T = x.shape[:2]
+        qk, v = self.project(x)
         # Value residual (ResFormer): mix in this layer's embedding of the token ids, one gate in (0, 3) per kv head.
         if ve is not None:
             gate = 3 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))  # [B, T, Hkv]
-            tap(names["attn.ve_gate"], gate)
-            v = v + gate.unsqueeze(-1) * ve.view(B, T, Hkv, hd)
-
+            tap(self.names["attn.ve_gate"], gate)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
         # Rotary, then QK norm, then the 1.2 scale: each acts on every head alone, so q and k go together.
         qk = norm(apply_rotary_emb(qk, *cos_sin)) * QK_SCALE
-        q, k = qk[:, :, :H], qk[:, :, H:]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
-
-        mask = None
-        if kv_cache is not None:
-            k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
-            mask = kv_cache.attn_mask(q.size(2), k.size(2), self.window)
-        tap(names["attn.q"], q)
-        tap(names["attn.k"], k)
-        tap(names["attn.v"], v)
-        y = attend(q, k, v, mask, self.window)
-        tap(names["attn.y"], y)
-
-        y = y.transpose(1, 2).contiguous().view(B, T, -1)
-        y = self.c_proj(y)
-        tap(names["attn.out"], y)
-        return y
+        return self.attend_and_project(qk, v, kv_cache, tap)
 
 
 class Block(nn.Module):
@@ -204,6 +179,7 @@ class GPT(nn.Module):
     check_fused = tutorial.GPT.check_fused
     get_device = tutorial.GPT.get_device
     generate = tutorial.GPT.generate
+    rotary_at = tutorial.GPT.rotary_at
 
     @property
     def backout_layer(self) -> int:
@@ -220,18 +196,8 @@ class GPT(nn.Module):
                 loss_reduction: str = "mean", recorder: Tap | None = None) -> torch.Tensor:
         """idx [B, T] -> logits [B, T, V] (float32, softcapped), or the cross-entropy loss when targets are given."""
         tap = no_tap if recorder is None else recorder
-        B, T = idx.size()
-        # Stage 1: the rotary angles at exactly these positions ([1, T] or, per row, [B, T]).
-        if kv_cache is None:
-            if T > self.cos.size(1):
-                raise ValueError(f"sequence of {T} positions exceeds the rotary table ({self.cos.size(1)})")
-            pos = torch.arange(T, device=idx.device)[None]
-        else:
-            pos = kv_cache.positions(T)
-        cos_sin = self.cos[0, pos], self.sin[0, pos]  # [1 or B, T, 1, hd/2]
-        tap("rotary.cos", cos_sin[0])
-        tap("rotary.sin", cos_sin[1])
-        factors = rotary_factors(*cos_sin)
+        # Stage 1: the rotary angles at exactly these positions.
+        factors = self.rotary_at(idx.size(1), kv_cache, tap)
 
         # Stage 2: the trunk. The embedding, normalized, then smeared with the previous token's.
         x = self.transformer.wte(idx)
