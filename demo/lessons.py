@@ -6,6 +6,10 @@ from dataclasses import dataclass
 import gradio as gr
 
 from demo.i18n import Relabel, t
+from demo.inside import PRESETS
+from explain.inputs import parse_ids
+from explain.shapes import TUTORIAL_CONFIG
+from explain.training import training_examples
 
 
 @dataclass(frozen=True)
@@ -36,9 +40,22 @@ class LessonsTab:
     texts: list[gr.Markdown]
 
 
+def lesson_values(lesson: Lesson) -> dict[str, int]:
+    """The numbers a lesson's text quotes ({B}, {T}, {n}), read from the token ids of the example it opens, so that
+    the text says what the view shows: B rows of T ids and n = B × (T − 1) training examples. None without ids."""
+    preset = PRESETS.get(lesson.settings.get("preset", ""))
+    if preset is None or not preset.ids:
+        return {}
+    ids = parse_ids(preset.ids, TUTORIAL_CONFIG.vocab_size).ids  # the ids presets run the tutorial model
+    B, T = len(ids), len(ids[0])
+    return dict(B=B, T=T, n=training_examples(B, T))
+
+
 def lesson_md(lesson: Lesson, i: int, lang: str) -> str:
     """Lesson number i + 1, its question as a heading and its answer, in `lang`."""
-    return f"### {i + 1}. {t(f'lesson.{lesson.id}.question', lang)}\n\n{t(f'lesson.{lesson.id}.answer', lang)}"
+    values = lesson_values(lesson)
+    question, answer = (t(f"lesson.{lesson.id}.{part}", lang, **values) for part in ("question", "answer"))
+    return f"### {i + 1}. {question}\n\n{answer}"
 
 
 def build(relabel: Relabel) -> LessonsTab:

@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (ViewResult, base_layout, hover, layer_windows, np32, position_axis, resolve_position,
-                            window, window_kind)
+from explain.common import (ViewResult, base_layout, bytes_note, hover, layer_windows, np32, position_axis,
+                            resolve_position, window, window_kind)
 from explain.text import t
 from explain.trace import Trace
 from gpt.model import causal_mask_for
@@ -96,4 +96,4 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
         hides = T - 1 > keys_back  # some query of this prompt has keys further back than the window
         text += t("view.attention.body_s_" + ("hides" if hides else "fits"), lang, w=keys_back, n=keys_back + 1, T=T,
                   first=keys_back + 1, context=trace.config.sequence_len)
-    return ViewResult("attention", title, df, fig, text)
+    return ViewResult("attention", title, df, fig, text + bytes_note(df, fig, lang))

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, position_axis, subplots, window
+from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder, residual_points
@@ -78,6 +78,7 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
     fig.update_yaxes(autorange="reversed", row=1, col=1)
     fig.update_yaxes(title_text=t("plot.max_dlogit", lang), row=2, col=1)
     fig.update_layout(base_layout(title, height=620, margin=dict(l=80, r=20, t=70, b=90)))
+    fit_titles(fig)
     text = t("view.causality.body", lang, j=j, old=labels[j], new=new_label, leak=leak,
              after=float(d[-1, j:].max()), n_before=j)
-    return ViewResult("causality", title, df, fig, text)
+    return ViewResult("causality", title, df, fig, text + bytes_note(df, fig, lang))

@@ -1,6 +1,9 @@
 """Small shared pieces of the views: the result type, position windows, array conversion, plot defaults."""
 from __future__ import annotations
 
+import math
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +12,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from explain.text import t
+from explain.text import t, t_count
 
 FONT = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, Arial, sans-serif"  # Chinese labels render everywhere
 _GRID = dict(gridcolor="#ebebeb", zerolinecolor="#dadce0", linecolor="#dadce0")
@@ -81,12 +84,76 @@ def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
     return np.round(t.detach().float().cpu().numpy(), decimals).astype(np.float32)
 
 
+TITLE_SIZE = 15  # px, a figure's title
+SUBPLOT_TITLE_SIZE = 13  # px, each subplot's title (make_subplots' own 16 is larger than the figure's title)
+APP_WIDTH = 720  # px: a view's plot in the app (3/5 of the Inside tab's row, in Gradio's 1280-px-wide container)
+GLYPH_EM = 0.55  # a Latin glyph's average width in em (Arial's lowercase ~0.5, plus slack); a CJK glyph is 1 em
+LINE_EM = 1.3  # a text line's height in em
+TITLE_PAD = 10  # px above the figure's title
+
+
 def base_layout(title: str, height: int = 420, **kw) -> dict:
     """Layout every view starts from: white template, compact margins, a CJK-capable font."""
-    layout = dict(title=dict(text=title, font=dict(size=15)), template=TEMPLATE, height=height,
+    layout = dict(title=dict(text=title, font=dict(size=TITLE_SIZE)), template=TEMPLATE, height=height,
                   margin=dict(l=60, r=20, t=60, b=50), font=dict(family=FONT, size=12))
     layout.update(kw)
     return layout
+
+
+def text_units(text: str) -> int:
+    """Width of `text` in Latin-glyph units: a wide (CJK) character counts two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+# A piece that a line may not be broken inside: a word, or one CJK character with the punctuation that closes it.
+_PIECE = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef][）」』】》〉，。、：；！？]*|[^\s\u2e80-\u9fff\uf900-\ufaff"
+                    r"\uff00-\uffef]+|\s+")
+
+
+def _greedy(pieces: list[str], units: int) -> list[str]:
+    lines, line, space = [], "", False
+    for piece in pieces:
+        if piece.isspace():
+            space = True
+            continue
+        joined = line + (" " if space and line else "") + piece
+        if line and text_units(joined) > units:
+            lines.append(line)
+            joined = piece
+        line, space = joined, False
+    return lines + [line] if line else lines
+
+
+def wrap(text: str, units: int) -> list[str]:
+    """`text` in lines of at most `units` (text_units), broken at spaces or between CJK characters (Chinese has no
+    spaces), as few lines as that takes and as even as they can be; a word longer than a line keeps a line of its
+    own."""
+    pieces = _PIECE.findall(text)
+    lines = _greedy(pieces, units)
+    while units > 1 and len(narrower := _greedy(pieces, units - 1)) == len(lines):
+        lines, units = narrower, units - 1
+    return lines
+
+
+def fit_titles(fig: go.Figure, width: int = APP_WIDTH) -> go.Figure:
+    """Subplot titles that fit: each wrapped (<br>) to the width of its subplot when the figure is `width` px wide,
+    and a top margin that holds the figure's title (pinned to the top) above the first row's titles. Call it once
+    the layout (margins, title) is set."""
+    margin, layout = fig.layout.margin, fig.layout
+    plot_px = width - (margin.l or 0) - (margin.r or 0)
+    centres = [(sum(ax.domain) / 2, ax.domain[1] - ax.domain[0]) for ax in fig.select_xaxes()]
+    titles = [a for a in layout.annotations if a.name == SUBPLOT_TITLE]
+    for a in titles:
+        column_px = plot_px * max(w for x, w in centres if abs(x - a.x) < 1e-6)
+        a.text = "<br>".join(wrap(a.text.replace("<br>", " "), int(column_px / (GLYPH_EM * SUBPLOT_TITLE_SIZE))))
+    if titles:
+        top = max(a.y for a in titles)
+        lines = max(a.text.count("<br>") + 1 for a in titles if a.y == top)
+        title_lines = (layout.title.text or "").count("<br>") + 1
+        needed = TITLE_PAD + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
+        fig.update_layout(margin_t=max(margin.t or 0, math.ceil(needed)),
+                          title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
+    return fig
 
 
 def hover(key: str, lang: str) -> str:
@@ -94,9 +161,15 @@ def hover(key: str, lang: str) -> str:
     return t(key, lang) + "<extra></extra>"
 
 
+SUBPLOT_TITLE = "subplot title"  # the name subplots() gives its titles' annotations (fit_titles finds them by it)
+
+
 def subplots(**kw) -> go.Figure:
-    """make_subplots on a figure that already has our template (so plotly's default template is never built)."""
-    return make_subplots(figure=go.Figure(layout=dict(template=TEMPLATE)), **kw)
+    """make_subplots on a figure that already has our template (so plotly's default template is never built), its
+    subplot titles named SUBPLOT_TITLE and in SUBPLOT_TITLE_SIZE: give the figure fit_titles() once it is laid out."""
+    fig = make_subplots(figure=go.Figure(layout=dict(template=TEMPLATE)), **kw)
+    fig.update_annotations(name=SUBPLOT_TITLE, font_size=SUBPLOT_TITLE_SIZE)  # so far, its only annotations
+    return fig
 
 
 def position_axis(positions: list[int], labels: list[str], max_ticks: int = 64, angle: int = -60) -> dict:
@@ -104,3 +177,28 @@ def position_axis(positions: list[int], labels: list[str], max_ticks: int = 64, 
     step = max(1, -(-len(positions) // max_ticks))
     shown = positions[::step]
     return dict(tickmode="array", tickvals=shown, ticktext=[labels[p] for p in shown], tickangle=angle)
+
+
+@torch.inference_mode()
+def rank_and_ties(scores: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rank of token `ids[...]` among `scores[..., V]`, and how many other tokens score exactly the same. Rank =
+    1 + the number of tokens that score strictly higher, so tied tokens share a rank: when every score is equal,
+    every token is rank 1, tied with the V - 1 others. Both stay on the scores' device."""
+    own = scores.gather(-1, ids[..., None])
+    return (scores > own).sum(-1) + 1, (scores == own).sum(-1) - 1
+
+
+def rank_text(rank: int, tied: int, V: int, lang: str) -> str:
+    """"rank 3 of 50304", and ", tied with 12 other tokens" when others score exactly the same."""
+    return t("plot.rank_of", lang, rank=rank, V=V) + (t_count("plot.tied_with", tied, lang) if tied else "")
+
+
+_SPLIT_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")  # gpt.tokenizer's label for a byte of a character split over tokens
+
+
+def bytes_note(df: pd.DataFrame, fig: go.Figure, lang: str) -> str:
+    """A paragraph saying why some labels are hex bytes ("\\xe4\\xbd": part of a character's UTF-8 bytes), for a
+    view whose table or figure shows such a label; "" for any other view."""
+    cells = (str(c) for column in df.select_dtypes(exclude="number").columns for c in df[column])
+    shown = any(_SPLIT_BYTE.search(c) for c in cells) or _SPLIT_BYTE.search(fig.to_json())
+    return "\n\n" + t("plot.partial_bytes", lang) if shown else ""

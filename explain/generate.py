@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from explain.common import ViewResult, base_layout, hover, np32, subplots
+from explain.common import (ViewResult, base_layout, bytes_note, fit_titles, hover, np32, rank_and_ties, rank_text,
+                            subplots)
 from explain.text import t
 from explain.trace import token_labels
 from gpt import model_2026
@@ -27,15 +28,17 @@ def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: 
                    top_k: int | None = None, seed: int = 42, show_k: int = 10) -> list[dict]:
     """Runs GPT.generate itself and keeps, per step (through its on_step callback): the sampled token, the top
     `show_k` of the distribution it was drawn from (after top-k and temperature; at temperature 0 the softmax of the
-    filtered logits, and argmax picks), how many tokens had non-zero probability, and the entropy. Full
-    distributions stay on the device."""
+    filtered logits, and argmax picks), its rank in that distribution and how many other tokens tie with it
+    (explain.common.rank_and_ties), how many tokens had non-zero probability, and the entropy. Full distributions stay
+    on the device."""
     steps: list[dict] = []
 
     def record(logits: torch.Tensor, probs: torch.Tensor | None, token: int) -> None:
         probs = F.softmax(logits, dim=-1) if probs is None else probs
         top_p, top_ids = probs[0].topk(min(show_k, probs.size(-1)))
+        rank, tied = rank_and_ties(probs[0], torch.tensor(token, device=probs.device))
         steps.append(dict(step=len(steps) + 1, context=len(tokens) + len(steps), token=token,
-                          p_token=float(probs[0, token]), rank=int((probs[0] > probs[0, token]).sum()) + 1,
+                          p_token=float(probs[0, token]), rank=int(rank), tied=int(tied),
                           candidates=int((probs[0] > 0).sum()), entropy=float(torch.special.entr(probs[0]).sum()),
                           top_ids=top_ids.tolist(), top_p=np32(top_p, 5)))
 
@@ -104,10 +107,11 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
         for r, (i, p) in enumerate(zip(s["top_ids"], s["top_p"]), start=1):
             rows.append(dict(step=s["step"], context=s["context"], rank=r, token_id=i, token=names[i], prob=float(p),
                              sampled=i == s["token"], chosen_id=s["token"], chosen_token=names[s["token"]],
-                             p_chosen=s["p_token"], rank_chosen=s["rank"], candidates=s["candidates"],
-                             entropy=s["entropy"]))
+                             p_chosen=s["p_token"], rank_chosen=s["rank"], tied_chosen=s["tied"],
+                             candidates=s["candidates"], entropy=s["entropy"]))
     df = pd.DataFrame(rows, columns=["step", "context", "rank", "token_id", "token", "prob", "sampled", "chosen_id",
-                                     "chosen_token", "p_chosen", "rank_chosen", "candidates", "entropy"])
+                                     "chosen_token", "p_chosen", "rank_chosen", "tied_chosen", "candidates",
+                                     "entropy"])
     df["temperature"], df["top_k"], df["seed"] = temperature, top_k or 0, seed
 
     lengths = _cost_lengths(model.config, len(tokens))
@@ -115,16 +119,17 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     text_so_far = "".join(names[s["token"]] for s in steps)
     title = t("view.generate.title", lang, n=len(steps), temperature=temperature,
               top_k=top_k or t("view.generate.off", lang), seed=seed)
-    fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.14,
+    fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.18,
                    subplot_titles=[t("view.generate.heat", lang), t("view.generate.cost", lang, P=len(tokens))])
     left = 130  # margin for the step labels
     if steps:
         z = np.stack([s["top_p"] for s in steps])
         cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
-        # a sampled token below the shown top ranks gets no red box: its row label says where it was
+        # a sampled token not among the shown top (below them, or tied with more than are shown) gets no red box:
+        # its row label says where it was
         y = [t("view.generate.step", lang, s=s["step"], token=names[s["token"]]) + (
-            t("view.generate.below", lang, rank=s["rank"], p=s["p_token"]) if s["rank"] > len(s["top_ids"]) else "")
-             for s in steps]
+            t("view.generate.below", lang, where=rank_text(s["rank"], s["tied"], model.config.vocab_size, lang),
+              p=s["p_token"]) if s["token"] not in s["top_ids"] else "") for s in steps]
         left = max(left, 7 * max(map(len, y)))
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
@@ -144,11 +149,12 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     fig.update_yaxes(title_text="GFLOP", row=2, col=1)
     fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
                                   margin=dict(l=left, r=20, t=70, b=80)))
+    fit_titles(fig)
     n_last = lengths[-1]
     text = t("view.generate.body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
              ratio=flops[-1][0] / max(1, flops[-1][1]), seed=seed, temperature=temperature,
              top_k=top_k or t("view.generate.off", lang), text=text_so_far)
-    return ViewResult("generate", title, df, fig, text)
+    return ViewResult("generate", title, df, fig, text + bytes_note(df, fig, lang))
 
 
 def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),

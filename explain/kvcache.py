@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, position_axis, subplots
+from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots
 from explain.text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
@@ -81,6 +81,7 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
     fig.update_yaxes(title_text=t("plot.max_dlogit", lang), row=2, col=1)
     fig.update_xaxes(position_axis(list(x), trace.labels[0], max_ticks=64), row=2, col=1)
     fig.update_layout(base_layout(title, height=560, margin=dict(l=200, r=20, t=70, b=90)))
+    fit_titles(fig)
     text = t("view.kv_cache.body", lang, T=T, steps=" + ".join(map(str, steps)), diff=max_diff, L=cfg.n_layer,
              B=trace.B, Hkv=cfg.n_kv_head, hd=hd, kib=cache_bytes / 1024)
-    return ViewResult("kv_cache", title, df, fig, text)
+    return ViewResult("kv_cache", title, df, fig, text + bytes_note(df, fig, lang))

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, window
+from explain.common import ViewResult, base_layout, bytes_note, hover, np32, position_axis, resolve_position, window
 from explain.text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import residual_points
@@ -96,4 +96,4 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     if backout_from(trace) is not None:
         mid = backout_from(trace) - 1
         text += t("view.logit_lens.backout", lang, mid=mid, lam=float(trace.model.backout_lambda.float().item()))
-    return ViewResult("logit_lens", title, df, fig, text)
+    return ViewResult("logit_lens", title, df, fig, text + bytes_note(df, fig, lang))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import ViewResult, base_layout, hover, position_axis, subplots, window_kind
+from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window_kind
 from explain.text import t
 from gpt.model import causal_mask_for
 
@@ -98,6 +98,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
     df["key_token"] = [labels[p] for p in df["key_pos"]]
     title = t("view.mask.title", lang, T=T) + (t("view.mask.windowed", lang, lo=lo, hi=T - 1) if lo > 0 else "")
     fig.update_layout(base_layout(title, height=940 if band else 480, margin=dict(l=80, r=20, t=80, b=90)))
+    fit_titles(fig)
     text = t("view.mask.body", lang, T=T, chunk=regimes[2][1], prefix=T - regimes[2][1])
     if windows and any(w is not None for w in windows):
         said = dict(s_layers=", ".join(map(str, s_layers)) or "-", l_layers=", ".join(map(str, l_layers)) or "-",
@@ -107,4 +108,4 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
         else:
             text += t("view.mask.body_band" if band else "view.mask.body_fits", lang, w=short, n=short + 1,
                       **said)
-    return ViewResult("mask", title, df, fig, text)
+    return ViewResult("mask", title, df, fig, text + bytes_note(df, fig, lang))

@@ -1,7 +1,7 @@
 """View 6 — the next-token distribution at every position: top-k, entropy, and how the real next token fares.
 
-Softmax, top-k, entropy and the rank of the actual next token are computed on the device; only [T, k] ids and
-probabilities and per-position scalars come back.
+Softmax, top-k, entropy and the rank of the actual next token (and how many tokens tie with it) are computed on the
+device; only [T, k] ids and probabilities and per-position scalars come back.
 """
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, np32, position_axis, resolve_position, subplots, window
+from explain.common import (ViewResult, base_layout, bytes_note, fit_titles, hover, np32, position_axis, rank_and_ties,
+                            rank_text, resolve_position, subplots, window)
 from explain.text import t
 from explain.trace import Trace, token_labels
 
 
 @torch.inference_mode()
 def next_token_stats(trace: Trace, row: int = 0, k: int = 20) -> dict[str, np.ndarray]:
-    """Per position: top-k ids/probs [T, k], entropy [T] (nats), and for positions 0..T-2 the probability and rank
-    (1 = most likely) of the token that actually comes next in the prompt."""
+    """Per position: top-k ids/probs [T, k], entropy [T] (nats), and for positions 0..T-2 the probability, the rank
+    (1 + the number of tokens with a strictly higher logit) and the number of other tokens whose logit ties with it,
+    of the token that actually comes next in the prompt."""
     logits = trace.logits[row].float()  # [T, V] stays on the device
     logp = logits.log_softmax(-1)
     p = logp.exp()
@@ -26,17 +28,17 @@ def next_token_stats(trace: Trace, row: int = 0, k: int = 20) -> dict[str, np.nd
     top_p, top_ids = p.topk(min(k, p.size(-1)), dim=-1)
     nxt = trace.idx[row, 1:]
     ar = torch.arange(nxt.numel(), device=p.device)
-    target_logit = logits[ar, nxt]
-    rank = (logits[:-1] > target_logit[:, None]).sum(-1) + 1
+    rank, tied = rank_and_ties(logits[:-1], nxt)
     return {"top_ids": top_ids.cpu().numpy(), "top_p": np32(top_p, 6), "entropy": np32(entropy, 5),
-            "p_next": np32(p[ar, nxt], 6), "rank_next": rank.cpu().numpy()}
+            "p_next": np32(p[ar, nxt], 6), "rank_next": rank.cpu().numpy(), "tied_next": tied.cpu().numpy()}
 
 
 def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10, bar_k: int = 20,
                     window_size: int = 32, lang: str = "en") -> ViewResult:
     """Positions x top-k heatmap (window of `window_size` positions ending at `position`), entropy and p(actual
-    next) for every position, and the top `bar_k` bar chart at `position`."""
-    T = trace.T
+    next) for every position, the actual next token's rank (log scale, ties as bars) for every position, and the
+    top `bar_k` bar chart at `position`."""
+    T, V = trace.T, trace.config.vocab_size
     pos = resolve_position(position, T)
     s = next_token_stats(trace, row, max(k, bar_k))
     labels = trace.labels[row]
@@ -47,6 +49,7 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
     nxt = ids[1:] + [-1]
     p_next = np.append(s["p_next"], np.nan).astype(np.float32)
     rank_next = np.append(s["rank_next"], -1)
+    tied_next = np.append(s["tied_next"], -1)
     df = pd.DataFrame({"position": np.repeat(np.arange(T), min(k, kk)), "rank": np.tile(np.arange(1, min(k, kk) + 1), T),
                        "token_id": s["top_ids"][:, :k].ravel(), "prob": s["top_p"][:, :k].ravel()})
     df["token"] = [names[i] for i in df["token_id"]]
@@ -55,24 +58,26 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
     df["actual_next_id"] = np.array(nxt)[df["position"]]
     df["p_actual_next"] = p_next[df["position"]]
     df["rank_actual_next"] = rank_next[df["position"]]
+    df["tied_actual_next"] = tied_next[df["position"]]
 
     lo, hi = window(T, pos, window_size)
     title = t("view.next_token.title", lang, pos=pos, token=labels[pos])
     if lo > 0:
         title += t("view.next_token.windowed", lang, lo=lo, hi=hi - 1, T=T)
-    fig = subplots(rows=2, cols=2, column_widths=[0.58, 0.42], row_heights=[0.68, 0.32],
-                   specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None]], vertical_spacing=0.12,
+    fig = subplots(rows=3, cols=2, column_widths=[0.58, 0.42], row_heights=[0.56, 0.22, 0.22],
+                   specs=[[{}, {}], [{"colspan": 2, "secondary_y": True}, None], [{"colspan": 2}, None]],
+                   vertical_spacing=0.09,
                    subplot_titles=[t("view.next_token.heat", lang, k=min(k, kk)),
                                    t("view.next_token.bar", lang, k=bar_k, pos=pos, token=labels[pos]),
-                                   t("view.next_token.lines", lang)])
+                                   t("view.next_token.lines", lang), t("view.next_token.ranks", lang, V=V)])
     z = s["top_p"][lo:hi, :k]
     cell = np.array([[names[i] for i in r] for r in s["top_ids"][lo:hi, :k]], dtype=object)
     ranks = np.arange(1, z.shape[1] + 1)
     fig.add_trace(go.Heatmap(z=z, x=ranks, y=np.arange(lo, hi), text=cell, texttemplate="%{text}",
                              textfont=dict(size=9), colorscale="Blues", zmin=0, zmax=1, showscale=False,
                              hovertemplate=hover("view.next_token.hover", lang)), row=1, col=1)
-    # Outline the actual next token where it made the top k.
-    hit = [(p, int(rank_next[p])) for p in range(lo, min(hi, T - 1)) if 1 <= rank_next[p] <= z.shape[1]]
+    # Outline the actual next token where it is one of the k shown (found by id: a tied token's rank is not a column).
+    hit = [(p, int(c) + 1) for p in range(lo, min(hi, T - 1)) for c in np.flatnonzero(s["top_ids"][p, :k] == nxt[p])]
     if hit:
         fig.add_trace(go.Scatter(x=[r for _, r in hit], y=[p for p, _ in hit], mode="markers",
                                  marker=dict(symbol="square-open", size=16, color="#d93025", line=dict(width=2)),
@@ -92,14 +97,26 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
                   row=2, col=1)
     fig.add_trace(go.Scatter(x=x[:-1], y=s["p_next"], name=t("view.next_token.p_next", lang), mode="lines+markers",
                              marker=dict(size=4), line=dict(color="#d93025")), row=2, col=1, secondary_y=True)
-    fig.update_xaxes(position_axis(list(x), labels, max_ticks=48), row=2, col=1)
+    fig.update_xaxes(range=[-0.5, T - 0.5], showticklabels=False, row=2, col=1)  # the rank plot below labels both
     fig.update_yaxes(title_text=t("view.next_token.entropy", lang), row=2, col=1)
     fig.update_yaxes(title_text=t("view.next_token.p_next", lang), range=[0, 1], row=2, col=1, secondary_y=True)
-    fig.update_layout(base_layout(title, height=900, legend=dict(orientation="h", y=-0.12),
+    ranks, tied = s["rank_next"], s["tied_next"]
+    fig.add_trace(go.Scatter(x=x[:-1], y=ranks, name=t("view.next_token.rank_next", lang), mode="lines+markers",
+                             marker=dict(size=5), line=dict(color="#188038"),
+                             error_y=dict(type="data", symmetric=False, array=tied, arrayminus=np.zeros_like(tied),
+                                          visible=bool(tied.any()), thickness=1),
+                             text=[rank_text(int(r), int(n), V, lang) for r, n in zip(ranks, tied)],
+                             hovertemplate=hover("view.next_token.hover_rank", lang)), row=3, col=1)
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=48), range=[-0.5, T - 0.5], row=3, col=1)
+    fig.update_yaxes(type="log", range=[-0.05, np.log10(V) + 0.05], title_text=t("view.next_token.rank", lang),
+                     row=3, col=1)
+    fig.update_layout(base_layout(title, height=1100, legend=dict(orientation="h", y=-0.1),
                                   margin=dict(l=90, r=60, t=70, b=80)))
+    fit_titles(fig)
     known = s["p_next"]
-    text = t("view.next_token.body", lang, T=T, V=trace.config.vocab_size,
-             max_entropy=float(np.log(trace.config.vocab_size)),
+    text = t("view.next_token.body", lang, T=T, V=V, max_entropy=float(np.log(V)),
              mean_p=float(known.mean()) if known.size else float("nan"),
-             top1=int((s["rank_next"] == 1).sum()), n=int(known.size))
-    return ViewResult("next_token", title, df, fig, text)
+             top1=int(((ranks == 1) & (tied == 0)).sum()), n=int(known.size))
+    if tied.any():
+        text += t("view.next_token.ties", lang, n=int((tied > 0).sum()))
+    return ViewResult("next_token", title, df, fig, text + bytes_note(df, fig, lang))

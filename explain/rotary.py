@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import ViewResult, base_layout, hover, np32, subplots
+from explain.common import ViewResult, base_layout, fit_titles, hover, np32, subplots
 from explain.text import t
 from gpt import model_2026
 from gpt.model import GPT, ROTARY_BASE
@@ -44,6 +44,7 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     fig.update_yaxes(autorange="reversed", row=1, col=2)
     fig.update_xaxes(title_text=t("view.rotary.pair", lang))
     fig.update_layout(base_layout(title, height=520))
+    fit_titles(fig)
     text = t("view.rotary.body", lang, T0=T0, T=T, T1=T0 + T, n_pos=n_pos, half=len(pairs))
     new = model.arch == model_2026.ARCH
     text += t("view.rotary.note_2026" if new else "view.rotary.note_2025", lang,

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, layer_windows, subplots, window_kind
+from explain.common import ViewResult, base_layout, fit_titles, hover, layer_windows, subplots, window_kind
 from explain.shapes import point_code
 from explain.text import t
 from explain.trace import Trace, trace_forward
@@ -168,6 +168,7 @@ def then_now_from_traces(trace_a: Trace, trace_b: Trace, row: int = 0, lang: str
     title = t("view.then_now.title", lang, T=T, old=OLD, new=NEW, L_old=co.n_layer, L_new=cn.n_layer)
     fig.update_layout(base_layout(title, height=780, barmode="group", margin=dict(l=70, r=20, t=80, b=90),
                                   legend=dict(orientation="h", y=-0.14, x=0.5, xanchor="center")))
+    fit_titles(fig)
 
     # The text: what changed, with this pair's numbers.
     windows = layer_windows(mn)

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, hover, np32, position_axis
+from explain.common import ViewResult, base_layout, bytes_note, hover, np32, position_axis
 from explain.text import t
 from explain.trace import Trace
 
@@ -22,6 +22,12 @@ def shifted_targets(idx: torch.Tensor) -> torch.Tensor:
     targets = torch.full_like(idx, -1)
     targets[:, :-1] = idx[:, 1:]
     return targets
+
+
+def training_examples(B: int, T: int) -> int:
+    """How many next-token predictions one forward of [B, T] trains on: every position but each row's last, whose
+    next token is not in the input."""
+    return B * (T - 1)
 
 
 @torch.inference_mode()
@@ -54,7 +60,8 @@ def training_view(trace: Trace, row: int = 0, lang: str = "en") -> ViewResult:
     uniform = math.log(trace.config.vocab_size)
 
     labels = trace.labels[row]
-    title = t("view.training.title", lang, n=B * (T - 1), loss=model_loss)
+    n = training_examples(B, T)
+    title = t("view.training.title", lang, n=n, loss=model_loss)
     x = np.arange(T - 1)
     pair_labels = [f"{labels[i]}→{labels[i + 1]}" for i in range(T - 1)]
     fig = go.Figure(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("view.training.ce", lang),
@@ -67,6 +74,6 @@ def training_view(trace: Trace, row: int = 0, lang: str = "en") -> ViewResult:
                   annotation_text=t("view.training.uniform_line", lang, u=uniform), annotation_position="bottom right")
     fig.update_xaxes(position_axis(list(x), pair_labels, max_ticks=64), title=t("view.training.pair_axis", lang))
     fig.update_yaxes(title=t("view.training.ce", lang))
-    text = t("view.training.body", lang, T=T, B=B, n=B * (T - 1), loss=model_loss, mean=mean_ce,
+    text = t("view.training.body", lang, T=T, B=B, n=n, loss=model_loss, mean=mean_ce,
              diff=abs(model_loss - mean_ce), u=uniform, V=trace.config.vocab_size)
-    return ViewResult("training", title, df, fig, text)
+    return ViewResult("training", title, df, fig, text + bytes_note(df, fig, lang))
