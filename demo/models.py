@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 import gradio as gr
 import torch
 
-from demo.gpu import gpu
+from demo.gpu import gpu, on_zerogpu, start as zerogpu_start
 from explain.inputs import InputError, check_numbers, parse_config
 from explain.shapes import TUTORIAL_CONFIG
 from explain.text import LANGS, t
@@ -41,6 +41,7 @@ class Models:
     notice: str = ""  # why the requested model is not the one served ("" when it is)
     worker: TorchThread | None = None  # default: model_thread(main.device)
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
+    zerogpu: bool = False  # on ZeroGPU hardware: each model handler is one GPU call, in a fork (demo/gpu.py)
     _tutorial: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -48,8 +49,11 @@ class Models:
         if self.worker is None:
             self.worker = model_thread(self.main.device)
         self.chat_rows = chat_rows(self.main.model, self.main.device)  # chats that decode together
+        if self.zerogpu:  # each reply decodes eagerly in its own GPU call: no batched server here (demo/gpu.py)
+            self.engine = Engine(self.main.model, self.main.tokenizer, batched=False)
+            return
         self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
-                             compile=self.compile, run=self.worker.run)
+                             compile=self.compile, run=self.worker.urgent)
 
     def tutorial(self, arch: str = archs.OLD) -> LoadedModel:
         """nanochat's init of the tutorial config in architecture `arch` (the 2026 one with window_pattern SSSL),
@@ -79,20 +83,28 @@ class Models:
         return {"tutorial": lambda: self.tutorial(archs.OLD),
                 "tutorial_2026": lambda: self.tutorial(archs.NEW)}.get(which, lambda: self.main)()
 
-    def handler(self, fn: F | None = None, *, on_thread: bool = True, checks: bool = False) -> F:
+    def handler(self, fn: F | None = None, *, on_thread: bool = True, checks: bool = False, needs_gpu: bool = True,
+                duration: Callable[[dict], float] | None = None) -> F:
         """A UI event handler that does model work: on ZeroGPU inside spaces.GPU; on a CPU on the torch thread (a
         generator's items are produced there); every failure becomes a message in the language of the handler's
         `lang` argument (`in_users_language`). on_thread=False for a handler that must not hold the thread while it
         waits: a chat reply (the batched decode loop runs its steps there itself) or a paced loop that hands each step
         to `self.run`. checks=True for a quick step that only checks what the user asked for before model work starts
         (the chat's message, say): no GPU, no torch thread. It is queued all the same, because Gradio 6 shows a
-        queue=False event's error as a bare "Error" on its outputs, with no message."""
+        queue=False event's error as a bare "Error" on its outputs, with no message.
+
+        On ZeroGPU (self.zerogpu) every other handler is one GPU call, run in a fork of this process (demo/gpu.py),
+        whose time budget is duration(its arguments by name) seconds (default: what the work budgets allow);
+        needs_gpu=False for one that does no model work (a browser drawing a PNG): it runs here, with no GPU call."""
         if fn is None:
-            return functools.partial(self.handler, on_thread=on_thread, checks=checks)  # type: ignore[return-value]
-        if checks:
+            return functools.partial(self.handler, on_thread=on_thread, checks=checks,  # type: ignore[return-value]
+                                     needs_gpu=needs_gpu, duration=duration)
+        if checks or (self.zerogpu and not needs_gpu):
             wrapped = in_users_language(fn)
+        elif self.zerogpu:  # not on the torch thread: a thread of this process does not exist in the fork
+            wrapped = gpu(in_users_language(fn), duration)
         else:
-            wrapped = gpu(self.worker.wrap(in_users_language(fn)) if on_thread else in_users_language(fn))
+            wrapped = self.worker.wrap(in_users_language(fn)) if on_thread else in_users_language(fn)
         wrapped.model_handler = True
         return wrapped
 
@@ -226,12 +238,20 @@ def load(model: str | None = None, nanochat: bool = False, source: str = "sft", 
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     device_notice = ""
-    try:
-        dev = pick_device(device)
-    except (ValueError, RuntimeError) as e:  # e.g. --device cuda on a machine without a GPU: serve on the CPU
-        dev, device_notice = torch.device("cpu"), f"{e}; serving on the CPU"
+    zerogpu = on_zerogpu()
+    if zerogpu:  # models go onto "cuda" here, and onto the GPU in each GPU call (demo/gpu.py)
+        if compile:
+            print("warning: ZeroGPU has no torch.compile: --compile is ignored")
+        if device not in (None, "auto", "cuda"):
+            print(f"warning: on ZeroGPU models run on its GPU: --device {device} is ignored")
+        dev, compile = zerogpu_start(), False
+    else:
+        try:
+            dev = pick_device(device)
+        except (ValueError, RuntimeError) as e:  # e.g. --device cuda on a machine without a GPU: serve on the CPU
+            dev, device_notice = torch.device("cpu"), f"{e}; serving on the CPU"
     worker = model_thread(dev)
-    serve = functools.partial(Models, worker=worker, compile=compile)
+    serve = functools.partial(Models, worker=worker, compile=compile, zerogpu=zerogpu)
     models = worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
     if device_notice:
         models.notice = "; ".join(filter(None, [device_notice, models.notice]))

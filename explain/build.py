@@ -15,6 +15,7 @@ from explain.softcap import softcap_view
 from explain.trace import Trace, trace_forward
 from explain.training import training_view
 from gpt.model import GPT
+from gpt.torch_thread import pause_point
 
 VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
          "kv_cache", "generate")
@@ -53,7 +54,12 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
                                           seed, lang=lang),
     }
-    return {name: makers[name]() for name in VIEWS if name in wanted}
+    views = {}
+    for name in VIEWS:
+        if name in wanted:
+            pause_point()  # a chat waiting for its next tokens gets them between two views (gpt/torch_thread.py)
+            views[name] = makers[name]()
+    return views
 
 
 def build_all(model: GPT, tokenizer, text_or_ids, lang: str = "en", **options) -> dict[str, ViewResult]:

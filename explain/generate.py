@@ -6,8 +6,6 @@ from the config alone) and wall time measured on the actual model (`generate_tim
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -21,6 +19,7 @@ from explain.trace import token_labels
 from gpt import model_2026
 from gpt.arch import arch_of
 from gpt.model import GPT, GPTConfig
+from gpt.torch_thread import work_clock
 
 
 @torch.inference_mode()
@@ -159,8 +158,9 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
 
 def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),
                        lang: str = "en") -> ViewResult:
-    """Measured wall time (time.perf_counter, on this machine and model) of GPT.generate without and with its KV cache,
-    both greedy, for growing numbers of new tokens; with their counted FLOPs alongside. Keep lengths small on CPU."""
+    """Measured time (on this machine and model) of GPT.generate without and with its KV cache, both greedy, for
+    growing numbers of new tokens; with their counted FLOPs alongside. The clock is gpt.torch_thread.work_clock: the
+    time other users' chats take in between (at the torch thread's pause points) is not counted."""
     if not tokens:
         raise ValueError("timing needs a prompt of at least one token")
     room = model.config.sequence_len - len(tokens)
@@ -170,11 +170,11 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
     list(model.generate(tokens, 1, temperature=0, use_cache=True))  # warm-up (first call allocates)
     rows = []
     for n in lengths:
-        t0 = time.perf_counter()
+        t0 = work_clock()
         naive_out = list(model.generate(tokens, n, temperature=0))
-        t1 = time.perf_counter()
+        t1 = work_clock()
         cached_out = list(model.generate(tokens, n, temperature=0, use_cache=True))
-        t2 = time.perf_counter()
+        t2 = work_clock()
         f_naive, f_cached = generation_flops(model.config, len(tokens), n)
         rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),
                          naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))

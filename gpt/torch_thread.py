@@ -1,19 +1,28 @@
-"""One thread for all of a process's model work on a CPU: `TorchThread`.
+"""One thread for all of a process's model work on a CPU: `TorchThread`, where a chat's decode steps go ahead of
+long explainer work.
 
-Why. PyTorch runs a CPU operation on an OpenMP team that belongs to the calling thread, and libgomp (the OpenMP of
-PyTorch's CPU wheels) keeps one team for every thread that has run a parallel operation, until that thread exits.
-When the live teams hold more threads than the machine has CPUs, libgomp stops letting idle team members spin: they
-sleep after every parallel operation and must be woken for the next one, which costs more than the small operations
-of a decode step. A web server runs requests on a pool of threads, so without care every pool thread grows a team.
-Measured on a 2-core machine with the default model, batch 1, bfloat16 (bench/decode_bench.py): 173 tokens/s when one
-thread does all torch work, 131 when the same stream runs while two other threads that have run torch are alive (and
-~110 in a bare two-thread test).
+Why one thread. PyTorch runs a CPU operation on an OpenMP team that belongs to the calling thread, and libgomp (the
+OpenMP of PyTorch's CPU wheels) keeps one team for every thread that has run a parallel operation, until that thread
+exits. When the live teams hold more threads than the machine has CPUs, libgomp stops letting idle team members spin:
+they sleep after every parallel operation and must be woken for the next one, which costs more than the small
+operations of a decode step. A web server runs requests on a pool of threads, so without care every pool thread grows
+a team. Measured on a 2-core machine with the default model, batch 1, bfloat16 (bench/decode_bench.py): 173 tokens/s
+when one thread does all torch work, 131 when the same stream runs while two other threads that have run torch are
+alive (and ~110 in a bare two-thread test). So on a CPU the app loads its models and runs every forward, chat stream
+and explainer on this one thread; a request thread hands over the work and waits.
 
-So on a CPU the app loads its models and runs every forward, chat stream and explainer on this one thread; a request
-thread hands over the work and waits. Requests take turns (a chat reply one screen update at a time, so two chats
-interleave), which on a few cores is also the fastest order. On a GPU (`enabled=False`) calls run in the caller's
-thread as before: there the batched server owns decoding, and Hugging Face ZeroGPU runs handlers in a forked
-process, where a thread started before the fork would not exist.
+Why urgent work. A chat streams a few tokens per hand-over; an explainer request (every view of a long prompt) may
+take seconds. Taking turns, a chat would wait for all of it. So jobs come in two kinds: `run` (ordinary: an
+explainer, the Generate tab) and `urgent` (the chat's decode steps). While an ordinary job runs, the thread stops at
+*pause points* and runs the urgent jobs waiting there, once the ordinary job has had its slice (PAUSE_SLICE_S) since
+the last stop: a chat waits about one slice per hand-over, and the explainer still gets most of the time. Pause points
+are every module's forward (a global forward hook while an ordinary job runs: between the blocks, attentions and MLPs
+of any model) and the `pause_point()` calls explain/ makes between views. The two kinds of job share nothing: a
+recorder is passed to its own forward, and the decode steps sample from counter-based noise (gpt/sampling.py), not a
+global generator. `work_clock()` does not advance while a job is paused, for code that times its own work.
+
+On a GPU (`enabled=False`) calls run in the caller's thread as before: there the batched server owns decoding, and
+Hugging Face ZeroGPU runs handlers in a forked process, where a thread started before the fork would not exist.
 """
 from __future__ import annotations
 
@@ -21,40 +30,119 @@ import contextvars
 import functools
 import inspect
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
+from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
 
 F = TypeVar("F", bound=Callable)
 T = TypeVar("T")
 _END = object()
+PAUSE_SLICE_S = 0.05  # an ordinary job runs at least this long between two stops for urgent work
+
+_current = threading.local()  # .worker: the TorchThread whose thread this is
+
+
+class _Job:
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict):
+        # in the caller's context variables (a web framework finds the current request through them)
+        self.context = contextvars.copy_context()
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.future: Future = Future()
+
+    def execute(self) -> None:
+        try:
+            self.future.set_result(self.context.run(self.fn, *self.args, **self.kwargs))
+        except BaseException as e:  # noqa: BLE001 - the caller gets it
+            self.future.set_exception(e)
 
 
 class TorchThread:
-    """`run(fn, ...)` calls fn on the one thread and returns (or raises) its result; `iterate(it)` advances an
-    iterator there one item per hand-over; `wrap(fn)` does either for a function or a generator function."""
+    """`run(fn, ...)` calls fn on the one thread and returns (or raises) its result; `urgent(fn, ...)` does the same
+    ahead of ordinary work (see the module docstring); `iterate(it)` advances an iterator there one item per
+    hand-over; `wrap(fn)` does either for a function or a generator function."""
 
     def __init__(self, enabled: bool = True, name: str = "torch"):
-        self.enabled = enabled
-        self._ident: int | None = None  # the thread's, once it has started
-        self._pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=self._started)
-                      if enabled else None)
+        self.enabled, self.name = enabled, name
+        self._ordinary: deque[_Job] = deque()
+        self._urgent: deque[_Job] = deque()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._ident: int | None = None
+        self._in_ordinary = False  # an ordinary job is running (only those pause)
+        self._pausing = False  # urgent jobs are running at a pause point (no pausing inside them)
+        self._slice_start = 0.0  # when the running ordinary job last started or resumed
+        self.paused_s = 0.0  # total time ordinary jobs spent stopped for urgent work (work_clock subtracts it)
 
-    def _started(self) -> None:
-        self._ident = threading.get_ident()
-
-    def _on_thread(self) -> bool:
-        return threading.get_ident() == self._ident
-
+    # ---- handing work over ----------------------------------------------------------------------------------------
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._pool is None or self._on_thread():  # disabled, or already on it (a nested call would deadlock)
-            return fn(*args, **kwargs)
-        # in the caller's context variables (a web framework finds the current request through them)
-        context = contextvars.copy_context()
-        return self._pool.submit(context.run, fn, *args, **kwargs).result()
+        return self._submit(self._ordinary, fn, args, kwargs)
 
+    def urgent(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) on the thread, ahead of ordinary work: at the running job's next pause point."""
+        return self._submit(self._urgent, fn, args, kwargs)
+
+    def _submit(self, queue: deque, fn: Callable, args: tuple, kwargs: dict):
+        if not self.enabled or threading.get_ident() == self._ident:  # a nested call would deadlock: run it inline
+            return fn(*args, **kwargs)
+        job = _Job(fn, args, kwargs)
+        with self._changed:
+            queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._changed.notify()
+        return job.future.result()
+
+    def _loop(self) -> None:
+        self._ident = threading.get_ident()
+        _current.worker = self
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._urgent or self._ordinary)
+                urgent = bool(self._urgent)
+                job = (self._urgent if urgent else self._ordinary).popleft()
+            if urgent:
+                job.execute()
+                continue
+            self._slice_start, self._in_ordinary = time.perf_counter(), True
+            hook = torch.nn.modules.module.register_module_forward_hook(self._after_module)
+            try:
+                job.execute()
+            finally:
+                hook.remove()
+                self._in_ordinary = False
+
+    # ---- pause points ---------------------------------------------------------------------------------------------
+    def _after_module(self, module, inputs, output) -> None:
+        self.pause()
+
+    def pause(self) -> None:
+        """On the thread, inside an ordinary job: run the urgent jobs waiting now, if the job's slice is over."""
+        if not self._in_ordinary or self._pausing or not self._urgent or threading.get_ident() != self._ident:
+            return
+        start = time.perf_counter()
+        if start - self._slice_start < PAUSE_SLICE_S:
+            return
+        self._pausing = True
+        try:
+            with self._changed:
+                waiting = list(self._urgent)
+                self._urgent.clear()
+            for job in waiting:
+                job.execute()
+        finally:
+            self._pausing = False
+            self._slice_start = time.perf_counter()
+            self.paused_s += self._slice_start - start
+
+    # ---- streams and handlers -------------------------------------------------------------------------------------
     def iterate(self, iterable: Iterable[T]) -> Iterator[T]:
-        """The items of `iterable`, each produced on the thread; closing this closes it there too."""
-        if self._pool is None:
+        """The items of `iterable`, each produced on the thread (as ordinary work); closing this closes it there
+        too."""
+        if not self.enabled:
             yield from iterable
             return
         it = self.run(iter, iterable)
@@ -67,8 +155,9 @@ class TorchThread:
                 self.run(close)
 
     def wrap(self, fn: F) -> F:
-        """fn, running on the thread (a generator function stays one: its items are produced there)."""
-        if self._pool is None:
+        """fn, running on the thread as ordinary work (a generator function stays one: its items are produced
+        there)."""
+        if not self.enabled:
             return fn
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
@@ -80,3 +169,17 @@ class TorchThread:
         def call(*args, **kwargs):
             return self.run(fn, *args, **kwargs)
         return call  # type: ignore[return-value]
+
+
+def pause_point() -> None:
+    """Where long work on a TorchThread may stop for urgent work (a chat's next tokens); anywhere else, nothing."""
+    worker = getattr(_current, "worker", None)
+    if worker is not None:
+        worker.pause()
+
+
+def work_clock() -> float:
+    """time.perf_counter(), less the time this thread's jobs spent paused for urgent work: for timing one's own
+    work (explain's cost comparison) while chats stream."""
+    worker = getattr(_current, "worker", None)
+    return time.perf_counter() - (worker.paused_s if worker is not None else 0.0)

@@ -87,3 +87,115 @@ def test_disabled_runs_in_the_callers_thread_and_wrap_is_the_identity():
     assert [i for i in worker.iterate(range(3))] == [0, 1, 2]
     fn = lambda: 1  # noqa: E731
     assert worker.wrap(fn) is fn
+
+
+# ---- urgent work: a chat's decode steps go ahead of a long explainer job ---------------------------------------------
+def _submit_when_started(worker: TorchThread, started: threading.Event, fn) -> tuple[threading.Thread, list]:
+    """worker.urgent(fn) from another thread, once `started` is set; its result (or error) lands in the list."""
+    out: list = []
+
+    def call() -> None:
+        started.wait(30)
+        try:
+            out.append(worker.urgent(fn))
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            out.append(e)
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, out
+
+
+def test_urgent_work_runs_inside_a_long_job_at_its_pause_points_on_the_same_thread():
+    from gpt.torch_thread import pause_point
+
+    worker = TorchThread()
+    started, urgent_ran = threading.Event(), threading.Event()
+
+    def long_job():
+        started.set()
+        for _ in range(3000):  # up to 30 s: far longer than the slice; ends as soon as the urgent job has run
+            if urgent_ran.is_set():
+                return "urgent ran while I was running", threading.get_ident()
+            pause_point()
+            threading.Event().wait(0.01)
+        return "never", threading.get_ident()
+
+    thread, out = _submit_when_started(worker, started, lambda: (urgent_ran.set(), threading.get_ident())[1])
+    said, ident = worker.run(long_job)
+    thread.join()
+    assert said == "urgent ran while I was running"
+    assert out == [ident]  # on the one thread, nested in the long job
+
+
+def test_every_module_forward_is_a_pause_point():
+    import torch
+
+    worker = TorchThread()
+    started, urgent_ran = threading.Event(), threading.Event()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+
+    def long_forwards():  # no pause_point() call of its own
+        started.set()
+        for _ in range(100_000):
+            if urgent_ran.is_set():
+                return True
+            model(torch.ones(1, 8))
+        return False
+
+    thread, out = _submit_when_started(worker, started, urgent_ran.set)
+    assert worker.run(long_forwards)
+    thread.join()
+    assert out == [None]
+
+
+def test_an_urgent_failure_reaches_its_caller_and_the_long_job_goes_on():
+    from gpt.torch_thread import pause_point
+
+    worker = TorchThread()
+    started, urgent_done = threading.Event(), threading.Event()
+
+    def long_job():
+        started.set()
+        for _ in range(3000):
+            pause_point()
+            if urgent_done.is_set():
+                return "finished"
+            threading.Event().wait(0.01)
+        return "never"
+
+    def failing():
+        urgent_done.set()
+        raise ZeroDivisionError("urgent")
+
+    thread, out = _submit_when_started(worker, started, failing)
+    assert worker.run(long_job) == "finished"
+    thread.join()
+    assert isinstance(out[0], ZeroDivisionError)
+    assert worker.run(sum, [1, 2]) == 3  # the thread still serves
+
+
+def test_work_clock_does_not_count_the_time_paused_for_urgent_work():
+    import time
+
+    from gpt.torch_thread import pause_point, work_clock
+
+    worker = TorchThread()
+    started, urgent_done = threading.Event(), threading.Event()
+
+    def timed_job():
+        started.set()
+        wall, work = time.perf_counter(), work_clock()
+        while not urgent_done.is_set():
+            pause_point()
+            threading.Event().wait(0.01)
+        return time.perf_counter() - wall, work_clock() - work
+
+    def slow_urgent():
+        threading.Event().wait(0.5)
+        urgent_done.set()
+
+    thread, _ = _submit_when_started(worker, started, slow_urgent)
+    wall, work = worker.run(timed_job)
+    thread.join()
+    assert wall >= 0.5 and wall - work >= 0.5  # the urgent job's half second is not the timed job's
+
