@@ -29,7 +29,8 @@ MAX_GEN_STEPS = 64  # the Generate tab's step limit
 # limits scale with the loaded model: a few seconds of work on a 2-core CPU at most (the default model's cost
 # comparison up to 64 tokens, 83 GFLOP, took 3-6 s there).
 FORWARD_FLOPS = 10**11  # one Inside-forward request's recorded forward (its views run a few more of that size)
-LOGIT_BYTES = 2**28  # that forward's float32 logits, B·T·V·4 bytes (recorded twice: before and after the softcap)
+LOGIT_BYTES = 2**27  # that forward's float32 logits, B·T·V·4 bytes (recorded twice, before and after the softcap, and
+# made again by a few views): with it, the heaviest request keeps the server under 2 GB (bench/serve_bench.py)
 GENERATE_FLOPS = 10**11  # the Generate tab: a step's naive generate loop, or the whole cost comparison
 MAX_PROMPT_CHARS = 20_000  # text is cut to this before it is tokenized
 

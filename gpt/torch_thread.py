@@ -15,9 +15,10 @@ Why urgent work. A chat streams a few tokens per hand-over; an explainer request
 take seconds. Taking turns, a chat would wait for all of it. So jobs come in two kinds: `run` (ordinary: an
 explainer, the Generate tab) and `urgent` (the chat's decode steps). While an ordinary job runs, the thread stops at
 *pause points* and runs the urgent jobs waiting there, once the ordinary job has had its slice (PAUSE_SLICE_S) since
-the last stop: a chat waits about one slice per hand-over, and the explainer still gets most of the time. Pause points
-are every module's forward (a global forward hook while an ordinary job runs: between the blocks, attentions and MLPs
-of any model) and the `pause_point()` calls explain/ makes between views. The two kinds of job share nothing: a
+the last stop: a chat waits about one slice (plus the op in progress) per hand-over, and the explainer still gets
+most of the time. Pause points are every torch function an ordinary job calls (a TorchFunctionMode while it runs: the
+model's ops and explain/'s own tensor math, so no op of an admitted request runs much past ~0.15 s on 2 cores, see
+bench/serve_bench.py) and the `pause_point()` calls explain/ makes between views. The two kinds of job share nothing: a
 recorder is passed to its own forward, and the decode steps sample from counter-based noise (gpt/sampling.py), not a
 global generator. `work_clock()` does not advance while a job is paused, for code that times its own work.
 
@@ -35,7 +36,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-import torch
+from torch.overrides import TorchFunctionMode
 
 F = TypeVar("F", bound=Callable)
 T = TypeVar("T")
@@ -108,17 +109,13 @@ class TorchThread:
                 job.execute()
                 continue
             self._slice_start, self._in_ordinary = time.perf_counter(), True
-            hook = torch.nn.modules.module.register_module_forward_hook(self._after_module)
             try:
-                job.execute()
+                with _PauseAtEveryOp(self):
+                    job.execute()
             finally:
-                hook.remove()
                 self._in_ordinary = False
 
     # ---- pause points ---------------------------------------------------------------------------------------------
-    def _after_module(self, module, inputs, output) -> None:
-        self.pause()
-
     def pause(self) -> None:
         """On the thread, inside an ordinary job: run the urgent jobs waiting now, if the job's slice is over."""
         if not self._in_ordinary or self._pausing or not self._urgent or threading.get_ident() != self._ident:
@@ -169,6 +166,20 @@ class TorchThread:
         def call(*args, **kwargs):
             return self.run(fn, *args, **kwargs)
         return call  # type: ignore[return-value]
+
+
+class _PauseAtEveryOp(TorchFunctionMode):
+    """While an ordinary job runs: every torch function it calls (the model's and explain/'s own tensor math) is a
+    pause point first. A few microseconds per call, against ops of ~0.1-100 ms in explainer work."""
+
+    def __init__(self, worker: TorchThread):
+        super().__init__()
+        self.worker = worker
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.worker._urgent and not self.worker._pausing:
+            self.worker.pause()
+        return func(*args, **(kwargs or {}))
 
 
 def pause_point() -> None:
