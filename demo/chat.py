@@ -8,6 +8,8 @@ from typing import Iterator
 
 import gradio as gr
 
+from demo import scratch
+from demo.gpu import FileFlag, chat_seconds
 from demo.i18n import Relabel, t
 from demo.models import Models
 from explain.inputs import (SETTINGS, InputError, context_notice, fit_context, from_chatbot, max_tokens_setting,
@@ -18,16 +20,20 @@ UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the mod
 
 
 # Stop flags, one per browser session: the Stop button sets it, the running reply checks it before every token.
-# A session's flag is dropped when the session ends (`forget_session`, on the page's unload).
-_STOP: dict[str, threading.Event] = {}
+# A session's flag is dropped when the session ends (`forget_session`, on the page's unload). On ZeroGPU the reply runs
+# in a fork of this process, which sees no Event set here after it started: there the flag is a file (demo/gpu.py).
+_STOP: dict[str, threading.Event | FileFlag] = {}
 
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
-def _stop_flag(request: gr.Request | None) -> threading.Event:
-    return _STOP.setdefault(_session(request), threading.Event())
+def _stop_flag(request: gr.Request | None, across_forks: bool = False) -> threading.Event | FileFlag:
+    session = _session(request)
+    if across_forks:  # in the session's scratch folder, which goes with the session too
+        return _STOP.setdefault(session, FileFlag(scratch.session_folder(request) / "stop"))
+    return _STOP.setdefault(session, threading.Event())
 
 
 def forget_session(request: gr.Request = None) -> None:
@@ -63,7 +69,8 @@ def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed:
 def make_reply(models: Models):
     """The streaming generator behind Send and Regenerate."""
 
-    @models.handler(on_thread=False)  # the engine's decode loop runs its steps on the torch thread itself
+    # (the engine's decode loop runs its steps on the torch thread itself; on ZeroGPU the GPU call lasts the reply)
+    @models.handler(on_thread=False, duration=lambda a: chat_seconds(a["max_tokens"], models.main.model.config))
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
               ) -> Iterator[tuple[list[dict], str, str]]:
         messages = to_reply(history)
@@ -71,7 +78,7 @@ def make_reply(models: Models):
         ctx = models.main.model.config.sequence_len
         prompt, dropped = fit_context(models.main.tokenizer, messages, ctx, params.max_tokens)
         notice = context_notice(ctx, len(prompt), dropped, params.max_tokens, lang)
-        flag = _stop_flag(request)
+        flag = _stop_flag(request, models.zerogpu)
         flag.clear()
         messages.append({"role": "assistant", "content": ""})
         text, n, ttft, stop_reason = "", 0, None, None
@@ -149,7 +156,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     def stop_now(line: str, lang: str, request: gr.Request = None) -> str:
         """Stops the reply (the running one checks the flag; a waiting one is cancelled) and says so: a reply cut
         short by the cancel never gets to write its own last stats line."""
-        _stop_flag(request).set()
+        _stop_flag(request, models.zerogpu).set()
         if t("ui.stats_stop", lang) in (line or ""):  # the reply had already ended: that line says why
             return line
         stopped = f"{t('ui.stats_stop', lang)}: {t('ui.stop_stopped', lang)}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from demo.gpu import paced_seconds
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
@@ -124,7 +125,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
             gr.Info(t("ui.gen_done", lang))
         return state_after(prompt_text, temp, k, seed_v, n_steps, int(n or 0) + 1, lang)
 
-    @models.handler(on_thread=False)  # the pause between steps must not hold the torch thread
+    # the pause between steps must not hold the torch thread (on ZeroGPU the GPU call lasts the whole play)
+    @models.handler(on_thread=False, duration=lambda a: paced_seconds(a["n_steps"], PLAY_DELAY_S))
     def autoplay(prompt_text, temp, k, seed_v, n_steps, n, lang):
         n = int(n or 0)
         if n >= int(n_steps):

@@ -144,7 +144,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                 config_text = gr.Markdown(elem_classes=["view-text"])
         config_table = gr.Dataframe(interactive=False, max_height=300, wrap=False)
 
-    @models.handler
+    @models.handler(needs_gpu=False)  # the meta device: no GPU call on ZeroGPU
     def any_config_shapes(spec_text, B, T, T0, lang):
         """The shapes view of a config typed by hand (the meta device: no weights, any size, instant)."""
         config = parse_config(spec_text or "")  # an InputError becomes a message in the user's language
@@ -241,7 +241,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
         .then(run_views, inputs, outputs, api_name=False)
 
-    @models.handler(on_thread=False)  # no model work: a browser draws the PNG, the torch thread stays free
+    # no model work: a browser draws the PNG; the torch thread stays free, and on ZeroGPU it takes no GPU call
+    @models.handler(on_thread=False, needs_gpu=False)
     def view_png(views, index, lang, request: gr.Request = None):
         """The PNG of the last run's view `index`, as a file to download; a clear message when there can be none."""
         if not views or not 0 <= int(index) < len(views):
@@ -258,7 +259,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     for i, (button, slot) in enumerate(zip(png_buttons, slots)):
         button.click(view_png, [last, gr.State(i), lang_state], slot[-1], api_name=False)
 
-    @models.handler(on_thread=False)  # no model work: files, and a browser drawing PNGs; the torch thread stays free
+    # no model work: files, and a browser drawing PNGs; the torch thread stays free, and no GPU call on ZeroGPU
+    @models.handler(on_thread=False, needs_gpu=False)
     def export_zip(views, lang, request: gr.Request = None):
         if not views:
             raise gr.Error(t("ui.empty_prompt", lang))
