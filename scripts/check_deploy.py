@@ -2,6 +2,8 @@
 """Offline checks that this repository deploys to a Hugging Face Space (Gradio SDK) the way the README says.
 
     python3 scripts/check_deploy.py [--root DIR]     # one line per check, OK or FAIL and why; exit code 0 or 1
+    python3 scripts/check_deploy.py --zerogpu        # the same, on the repository as docs/zerogpu.md's switch leaves
+                                                     # it (computed in memory: no file is edited)
 
 1. The README's front matter agrees with requirements.txt: sdk gradio, sdk_version = the gradio pin, a python_version
    Spaces accepts, an app_file that is tracked.
@@ -11,8 +13,16 @@
 4. A CPU Space gets PyTorch's CPU build: pre-requirements.txt pins torch==X+cpu from PyTorch's CPU index, and X+cpu
    satisfies requirements.txt's torch specifier (so installing requirements.txt afterwards keeps it).
 5. With PNG export on (kaleido in requirements.txt), packages.txt installs chromium and a CJK font.
+6. A ZeroGPU Space (suggested_hardware: zero-a10g) gets what ZeroGPU runs: python_version 3.10 or 3.12, no
+   pre-requirements.txt pinning torch's CPU build, requirements.txt pinning a torch ZeroGPU supports (PyPI's CUDA
+   build), and `spaces` in requirements.txt.
 
-Each check is a function of a repository root (tests run them on small repositories made in a temporary folder).
+The deploy profile comes from the front matter's suggested_hardware: zero-a10g is ZeroGPU, cpu-* is CPU (also when it
+is absent: cpu-basic is Spaces' default), anything else a GPU. Checks 4 and 6 hold each profile to its own rules.
+
+Each check is a function of a repository root and `changes`, {path: text, or None for a deleted file}, read in place of
+the files on disk (tests run them on small repositories made in a temporary folder; --zerogpu passes the switch's
+changes, `zerogpu_variant(root)`).
 Needs git and `packaging`, nothing else: it reads files and asks git, it never reaches the network.
 """
 from __future__ import annotations
@@ -21,6 +31,7 @@ import argparse
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +65,23 @@ BINARY_SNIFF_BYTES = 8192
 BROWSER_PACKAGES = frozenset({"chromium"})
 CJK_FONT_PACKAGES = frozenset({"fonts-wqy-microhei", "fonts-wqy-zenhei", "fonts-noto-cjk", "fonts-noto-cjk-extra",
                                "fonts-arphic-ukai", "fonts-arphic-uming"})
+
+# ZeroGPU. Its hardware flavor is "zero-a10g": huggingface_hub's SpaceHardware.ZERO_A10G
+# (src/huggingface_hub/_space_api.py, github.com/huggingface/huggingface_hub; the name outlived the A10Gs, ZeroGPU
+# lends H200 slices now). Spaces' CPU flavors all start with "cpu-" (cpu-basic, cpu-upgrade, cpu-xl, ...).
+ZEROGPU_HARDWARE = "zero-a10g"
+# hub-docs docs/hub/spaces-zerogpu.md, "Supported Versions" (at 242f4a1, 2026-08-22): Python 3.12.12 and 3.10.13 only;
+# PyTorch "almost all versions from 2.8.0 to latest", the full list 2.8.0, 2.9.1, 2.10.0, 2.11.0, to which hub-docs
+# PR #2763 (2026-09-04) adds 2.12.1 and 2.13.0. The range is the rule checked (raise the top when hub-docs lists a
+# newer torch); a pin inside it but off the list passes with a note.
+ZEROGPU_PYTHON = {"3.10": "3.10.13", "3.12": "3.12.12"}  # major.minor -> the one patch release ZeroGPU runs
+ZEROGPU_TORCH_RANGE = (Version("2.8.0"), Version("2.13.0"))
+ZEROGPU_TORCH_LISTED = frozenset(Version(v) for v in ("2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0"))
+# What the switch of docs/zerogpu.md ("Switching a Space to ZeroGPU") writes; zerogpu_variant() applies it.
+ZEROGPU_SWITCH_PYTHON = "3.12"
+SPACES_REQUIREMENT = "spaces==0.51.3"  # the version demo/gpu.py's mode was written against and tested with
+
+Changes = Mapping[str, "str | None"]  # repository-relative path -> its text in place of the file's, None: deleted
 
 
 @dataclass
@@ -96,15 +124,26 @@ def _scalar(text: str) -> tuple[str, bool]:
     return text, False
 
 
-def read_front_matter(readme: Path) -> FrontMatter:
-    """Parse the front matter Spaces reads (only the subset it uses here: `key: value`, and lists as `- item` lines or
-    `[a, b]`). Raises ValueError when README.md does not open with a --- block."""
-    lines = readme.read_text(encoding="utf-8").splitlines()
+def _front_matter_end(lines: list[str], name: str) -> int:
+    """The index of the line closing the front matter block; ValueError when there is no such block."""
     if not lines or lines[0].strip() != "---":
-        raise ValueError(f"{readme.name} does not start with a '---' front matter block")
+        raise ValueError(f"{name} does not start with a '---' front matter block")
     end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
     if end is None:
-        raise ValueError(f"{readme.name}'s front matter block is not closed with '---'")
+        raise ValueError(f"{name}'s front matter block is not closed with '---'")
+    return end
+
+
+def read_front_matter(readme: Path) -> FrontMatter:
+    """parse_front_matter of a README file."""
+    return parse_front_matter(readme.read_text(encoding="utf-8"), readme.name)
+
+
+def parse_front_matter(text: str, name: str = "README.md") -> FrontMatter:
+    """Parse the front matter Spaces reads (only the subset it uses here: `key: value`, and lists as `- item` lines or
+    `[a, b]`). Raises ValueError when the text does not open with a --- block."""
+    lines = text.splitlines()
+    end = _front_matter_end(lines, name)
     fm, key = FrontMatter(), None
     for raw in lines[1:end]:
         line = _strip_comment(raw)
@@ -130,11 +169,16 @@ def read_front_matter(readme: Path) -> FrontMatter:
 
 
 def read_requirements(path: Path) -> tuple[list[Requirement], list[str]]:
+    """parse_requirements of a file."""
+    return parse_requirements(path.read_text(encoding="utf-8"), path.name)
+
+
+def parse_requirements(text: str, name: str = "requirements.txt") -> tuple[list[Requirement], list[str]]:
     """A pip requirements file's requirements and its option lines (e.g. '--extra-index-url URL'). Continuation
     lines are joined, comments dropped; a line packaging cannot read raises ValueError naming it."""
     reqs: list[Requirement] = []
     options: list[str] = []
-    text = re.sub(r"\\\n", "", path.read_text(encoding="utf-8"))
+    text = re.sub(r"\\\n", "", text)
     for number, raw in enumerate(text.splitlines(), 1):
         line = _strip_comment(raw).strip()
         if not line:
@@ -145,7 +189,7 @@ def read_requirements(path: Path) -> tuple[list[Requirement], list[str]]:
         try:
             reqs.append(Requirement(line))
         except InvalidRequirement as e:
-            raise ValueError(f"{path.name} line {number}: {e}") from None
+            raise ValueError(f"{name} line {number}: {e}") from None
     return reqs, options
 
 
@@ -164,6 +208,15 @@ def _pinned_version(req: Requirement) -> str | None:
     if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
         return specs[0].version
     return None
+
+
+def _local_label(req: Requirement) -> str | None:
+    """The local label of the version a requirement pins with == ('cpu' for torch==2.13.0+cpu), else None."""
+    pinned = _pinned_version(req)
+    try:
+        return Version(pinned).local if pinned else None
+    except InvalidVersion:
+        return None
 
 
 def _git(root: Path, *args: str, stdin: str | None = None) -> str:
@@ -196,17 +249,56 @@ def is_binary(path: Path) -> bool:
         return b"\0" in f.read(BINARY_SNIFF_BYTES)
 
 
-def _existing(root: Path, files: list[str]) -> list[str]:
-    """Tracked files present as regular files in the working tree (a tracked symlink or a deleted file is skipped)."""
-    return [f for f in files if (root / f).is_file() and not (root / f).is_symlink()]
+def _existing(root: Path, files: list[str], changes: Changes | None = None) -> list[str]:
+    """Tracked files present as regular files in the working tree (a tracked symlink or a deleted file is skipped,
+    and so is a file `changes` deletes: the deploy would not send it)."""
+    gone = {path for path, text in (changes or {}).items() if text is None}
+    return [f for f in files if f not in gone and (root / f).is_file() and not (root / f).is_symlink()]
 
 
-def check_front_matter(root: Path) -> Result:
+def read_text(root: Path, rel: str, changes: Changes | None = None) -> str | None:
+    """The text of the repository file `rel` as the deploy would send it: `changes`' when it names rel (None there:
+    deleted), else the file's; None when absent."""
+    if changes is not None and rel in changes:
+        return changes[rel]
+    path = root / rel
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _front_matter(root: Path, changes: Changes | None) -> FrontMatter:
+    text = read_text(root, "README.md", changes)
+    if text is None:
+        raise ValueError("README.md is missing (its front matter configures the Space)")
+    return parse_front_matter(text)
+
+
+def _requirements(root: Path, rel: str, changes: Changes | None) -> tuple[list[Requirement], list[str]] | None:
+    """parse_requirements of `rel`, None when it is absent."""
+    text = read_text(root, rel, changes)
+    return None if text is None else parse_requirements(text, rel)
+
+
+def _needed_requirements(root: Path, changes: Changes | None) -> tuple[list[Requirement], list[str]]:
+    found = _requirements(root, "requirements.txt", changes)
+    if found is None:
+        raise ValueError("requirements.txt is missing")
+    return found
+
+
+def deploy_profile(hardware: str | None) -> str:
+    """'zerogpu', 'cpu' or 'gpu': what a front matter's suggested_hardware asks for (absent: cpu-basic, the default)."""
+    hardware = str(hardware or "cpu-basic")
+    if hardware == ZEROGPU_HARDWARE:
+        return "zerogpu"
+    return "cpu" if hardware.startswith("cpu") else "gpu"
+
+
+def check_front_matter(root: Path, changes: Changes | None = None) -> Result:
     """(1) README.md's front matter against requirements.txt and the Spaces configuration reference."""
     name = "front matter"
     try:
-        fm = read_front_matter(root / "README.md")
-        reqs, _ = read_requirements(root / "requirements.txt")
+        fm = _front_matter(root, changes)
+        reqs, _ = _needed_requirements(root, changes)
     except (OSError, ValueError) as e:
         return Result(name, False, str(e))
     v = fm.values
@@ -242,11 +334,12 @@ def check_front_matter(root: Path) -> Result:
     return Result(name, True, f"sdk gradio {pin} = requirements.txt's pin, python_version \"{py}\", app_file {app}")
 
 
-def check_binaries_under_lfs(root: Path) -> Result:
-    """(2) Every tracked binary file is matched by an LFS/Xet rule of .gitattributes."""
+def check_binaries_under_lfs(root: Path, changes: Changes | None = None) -> Result:
+    """(2) Every tracked binary file is matched by an LFS/Xet rule of .gitattributes. (`changes` only edit text files:
+    a file they delete is not sent, the rest is read from disk.)"""
     name = "binaries under Xet/LFS"
     try:
-        files = _existing(root, tracked_files(root))
+        files = _existing(root, tracked_files(root), changes)
         binaries = [f for f in files if is_binary(root / f)]
         covered = lfs_tracked(root, binaries)
     except (OSError, RuntimeError) as e:
@@ -262,12 +355,14 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.3g} GB" if n >= 1e9 else f"{n / 1e6:.3g} MB" if n >= 1e6 else f"{n} bytes"
 
 
-def check_file_sizes(root: Path, git_limit: int = GIT_FILE_LIMIT, lfs_limit: int = LFS_FILE_LIMIT) -> Result:
+def check_file_sizes(root: Path, changes: Changes | None = None, git_limit: int = GIT_FILE_LIMIT,
+                     lfs_limit: int = LFS_FILE_LIMIT) -> Result:
     """(3) No tracked file over the Hub's limits: `git_limit` bytes for a plain git blob (a file no filter=lfs rule
-    matches), `lfs_limit` bytes for a file in Xet/LFS."""
+    matches), `lfs_limit` bytes for a file in Xet/LFS. (A file `changes` deletes is not sent; their edits are a few
+    bytes of text files, so the sizes on disk stand for them.)"""
     name = "file sizes"
     try:
-        files = _existing(root, tracked_files(root))
+        files = _existing(root, tracked_files(root), changes)
         sizes = {f: (root / f).stat().st_size for f in files}
         in_lfs = lfs_tracked(root, files)
     except (OSError, RuntimeError) as e:
@@ -293,30 +388,27 @@ def _index_urls(options: list[str]) -> list[str]:
     return urls
 
 
-def check_cpu_torch(root: Path) -> Result:
+def check_cpu_torch(root: Path, changes: Changes | None = None) -> Result:
     """(4) On CPU hardware the Space installs PyTorch's CPU build: pre-requirements.txt (installed first) pins
     torch==X+cpu from PyTorch's CPU index, and X+cpu satisfies requirements.txt's torch specifier, so pip keeps it
     when it installs requirements.txt. On GPU hardware it must not pin the CPU build."""
     name = "CPU torch"
     try:
-        hardware = read_front_matter(root / "README.md").values.get("suggested_hardware") or "cpu-basic"
-        reqs, _ = read_requirements(root / "requirements.txt")
+        hardware = _front_matter(root, changes).values.get("suggested_hardware") or "cpu-basic"
+        reqs, _ = _needed_requirements(root, changes)
+        pre_file = _requirements(root, "pre-requirements.txt", changes)
     except (OSError, ValueError) as e:
         return Result(name, False, str(e))
     torch = _named(reqs, "torch")
     if torch is None:
         return Result(name, False, "requirements.txt does not name torch")
-    pre_path = root / "pre-requirements.txt"
-    gpu = not str(hardware).startswith("cpu")  # Spaces' CPU flavors are cpu-basic and cpu-upgrade
-    if not pre_path.is_file():
+    gpu = deploy_profile(hardware) != "cpu"  # ZeroGPU included: a GPU in every call, and the CUDA build's torch
+    if pre_file is None:
         if gpu:
             return Result(name, True, f"{hardware}: torch from requirements.txt ({torch.specifier}), the CUDA build")
         return Result(name, False, f"no pre-requirements.txt: the {hardware} Space would install torch"
                                    f"{torch.specifier} from PyPI, the CUDA build (GBs of NVIDIA wheels it cannot use)")
-    try:
-        pre, options = read_requirements(pre_path)
-    except (OSError, ValueError) as e:
-        return Result(name, False, str(e))
+    pre, options = pre_file
     pre_torch = _named(pre, "torch")
     pinned = _pinned_version(pre_torch) if pre_torch else None
     try:
@@ -340,20 +432,20 @@ def check_cpu_torch(root: Path) -> Result:
                               f"requirements.txt's torch{torch.specifier} accepts it")
 
 
-def check_apt_packages(root: Path) -> Result:
+def check_apt_packages(root: Path, changes: Changes | None = None) -> Result:
     """(5) With PNG export on (kaleido in requirements.txt), packages.txt lists chromium and a CJK font."""
     name = "packages.txt"
     try:
-        reqs, _ = read_requirements(root / "requirements.txt")
+        reqs, _ = _needed_requirements(root, changes)
+        packages_text = read_text(root, "packages.txt", changes)
     except (OSError, ValueError) as e:
         return Result(name, False, str(e))
     if _named(reqs, "kaleido") is None:
         return Result(name, True, "PNG export is off (no kaleido in requirements.txt): no browser needed")
-    path = root / "packages.txt"
-    if not path.is_file():
+    if packages_text is None:
         return Result(name, False, "missing: kaleido draws PNGs in a Chromium it does not ship, and Chinese labels "
                                    f"need a CJK font (e.g. {' '.join(sorted(BROWSER_PACKAGES))} fonts-wqy-microhei)")
-    packages = {p for line in path.read_text(encoding="utf-8").splitlines() for p in _strip_comment(line).split()}
+    packages = {p for line in packages_text.splitlines() for p in _strip_comment(line).split()}
     problems = []
     if not packages & BROWSER_PACKAGES:
         problems.append("no chromium (kaleido needs a browser for the PNG export)")
@@ -364,20 +456,144 @@ def check_apt_packages(root: Path) -> Result:
     return Result(name, True, f"apt installs {', '.join(sorted(packages))}")
 
 
-CHECKS = (check_front_matter, check_binaries_under_lfs, check_file_sizes, check_cpu_torch, check_apt_packages)
+def _zerogpu_python(py: object) -> str | None:
+    """What is wrong with a python_version for ZeroGPU, or None: it must name 3.10 or 3.12, and with a patch number
+    the one release ZeroGPU runs of it."""
+    if not isinstance(py, str) or not SPACES_PYTHON.match(py):
+        return f"python_version is {py!r}"
+    minor = ".".join(py.split(".")[:2])
+    if minor not in ZEROGPU_PYTHON or (py.count(".") == 2 and py != ZEROGPU_PYTHON[minor]):
+        return (f"python_version {py}: ZeroGPU runs Python {' or '.join(sorted(ZEROGPU_PYTHON.values()))} only "
+                f"(use \"{ZEROGPU_SWITCH_PYTHON}\")")
+    return None
 
 
-def run_checks(root: Path) -> list[Result]:
-    """Every check, in order, on the repository at `root`."""
-    return [check(root) for check in CHECKS]
+def check_zerogpu(root: Path, changes: Changes | None = None) -> Result:
+    """(6) On ZeroGPU hardware (suggested_hardware zero-a10g) the Space is what ZeroGPU can run: python_version 3.10 or
+    3.12; no pre-requirements.txt installing torch's CPU build; requirements.txt pinning torch==X, X a version
+    ZeroGPU supports, without a local label (PyPI's CUDA build); `spaces` in requirements.txt (demo/gpu.py: the app
+    stops at start on ZeroGPU without it). Other hardware passes: nothing here applies to it."""
+    name = "ZeroGPU"
+    try:
+        fm = _front_matter(root, changes)
+        reqs, _ = _needed_requirements(root, changes)
+        pre_file = _requirements(root, "pre-requirements.txt", changes)
+    except (OSError, ValueError) as e:
+        return Result(name, False, str(e))
+    hardware = fm.values.get("suggested_hardware") or "cpu-basic"
+    if deploy_profile(hardware) != "zerogpu":
+        return Result(name, True, f"suggested_hardware {hardware}: not ZeroGPU ({ZEROGPU_HARDWARE}); --zerogpu checks "
+                                  "the switch docs/zerogpu.md describes")
+    problems = []
+    py = fm.values.get("python_version")
+    if (wrong := _zerogpu_python(py)) is not None:
+        problems.append(wrong)
+    if pre_file is not None:
+        pre, options = pre_file
+        pre_torch = _named(pre, "torch")
+        # Either is the CPU build: a +cpu pin, or any torch taken from PyTorch's CPU index
+        if pre_torch is not None and (_local_label(pre_torch) == "cpu" or PYTORCH_CPU_INDEX in _index_urls(options)):
+            problems.append(f"pre-requirements.txt installs torch's CPU build ({pre_torch}): ZeroGPU needs PyPI's CUDA "
+                            "build (delete pre-requirements.txt)")
+    torch = _named(reqs, "torch")
+    pinned = _pinned_version(torch) if torch else None
+    low, high = ZEROGPU_TORCH_RANGE
+    torch_note = ""
+    try:
+        version = Version(pinned) if pinned else None
+    except InvalidVersion:
+        version = None
+    if version is None:
+        problems.append(f"requirements.txt must pin torch==X, a version ZeroGPU supports ({low} to {high}); found "
+                        f"{torch or 'no torch'}")
+    elif version.local is not None:
+        problems.append(f"requirements.txt pins torch {version}: ZeroGPU installs PyPI's CUDA build, which has no "
+                        "local label")
+    elif not low <= version <= high:
+        problems.append(f"requirements.txt pins torch {version}, outside ZeroGPU's supported {low} to {high}")
+    elif version not in ZEROGPU_TORCH_LISTED:
+        torch_note = f" (in the range, not on hub-docs' list: {', '.join(map(str, sorted(ZEROGPU_TORCH_LISTED)))})"
+    spaces = _named(reqs, "spaces")
+    if spaces is None:
+        problems.append("requirements.txt does not list spaces: on ZeroGPU the app stops at start without it "
+                        "(demo/gpu.py)")
+    if problems:
+        return Result(name, False, "; ".join(problems))
+    return Result(name, True, f"{hardware}: python_version \"{py}\", torch {version} from PyPI{torch_note}, {spaces}")
+
+
+CHECKS = (check_front_matter, check_binaries_under_lfs, check_file_sizes, check_cpu_torch, check_apt_packages,
+          check_zerogpu)
+
+
+def run_checks(root: Path, changes: Changes | None = None) -> list[Result]:
+    """Every check, in order, on the repository at `root` with `changes` in place of its files."""
+    return [check(root, changes) for check in CHECKS]
+
+
+def _set_front_matter_key(text: str, key: str, value: str) -> str:
+    """The README text with `key: value` in its front matter, in place of the key's line or added at its end."""
+    lines = text.splitlines(keepends=True)
+    end = _front_matter_end([line.rstrip("\r\n") for line in lines], "README.md")
+    line = f"{key}: {value}\n"
+    for i in range(1, end):
+        if re.match(rf"^{re.escape(key)}\s*:", lines[i]):
+            lines[i] = line
+            break
+    else:
+        lines.insert(end, line)
+    return "".join(lines)
+
+
+def zerogpu_variant(root: Path) -> dict[str, str | None]:
+    """The files the switch to ZeroGPU changes, {path: new text, or None: deleted}: the steps of docs/zerogpu.md,
+    "Switching a Space to ZeroGPU", which names this function. Those steps:
+
+    - README.md's front matter: suggested_hardware zero-a10g, python_version "3.12";
+    - pre-requirements.txt deleted (it installs torch's CPU build; requirements.txt's torch==2.13.0 then comes from
+      PyPI, the CUDA build);
+    - requirements.txt gets spaces==0.51.3.
+
+    Only files that would change are named, so a repository already switched gives {}. Nothing is written: pass the
+    result to run_checks (or any check) as `changes`. Raises ValueError when README.md has no front matter."""
+    changes: dict[str, str | None] = {}
+    readme = read_text(root, "README.md")
+    if readme is None:
+        raise ValueError("README.md is missing (its front matter configures the Space)")
+    switched = _set_front_matter_key(readme, "suggested_hardware", ZEROGPU_HARDWARE)
+    switched = _set_front_matter_key(switched, "python_version", f'"{ZEROGPU_SWITCH_PYTHON}"')
+    if switched != readme:
+        changes["README.md"] = switched
+    if read_text(root, "pre-requirements.txt") is not None:
+        changes["pre-requirements.txt"] = None
+    requirements = read_text(root, "requirements.txt")
+    if requirements is not None and _named(parse_requirements(requirements)[0], "spaces") is None:
+        sep = "" if not requirements or requirements.endswith("\n") else "\n"
+        changes["requirements.txt"] = f"{requirements}{sep}{SPACES_REQUIREMENT}  # ZeroGPU (docs/zerogpu.md)\n"
+    return changes
+
+
+def _describe(changes: Changes) -> str:
+    return ", ".join(f"{path} deleted" if text is None else f"{path} edited" for path, text in changes.items())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print each check's line; 0 when all pass, 1 otherwise."""
+    """Print each check's line; 0 when all pass, 1 otherwise. With --zerogpu, first a line saying what the switch
+    changes, then the checks on the repository as switched."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="the repository root")
+    p.add_argument("--zerogpu", action="store_true",
+                   help="check the repository as docs/zerogpu.md's switch leaves it (no file is edited)")
     args = p.parse_args(argv)
-    results = run_checks(args.root)
+    changes: dict[str, str | None] | None = None
+    if args.zerogpu:
+        try:
+            changes = zerogpu_variant(args.root)
+        except (OSError, ValueError) as e:
+            print(f"FAIL ZeroGPU switch: {e}")
+            return 1
+        print(f"as switched to ZeroGPU (docs/zerogpu.md): {_describe(changes) or 'nothing to change'}")
+    results = run_checks(args.root, changes)
     for r in results:
         print(r.line())
     return 0 if all(r.ok for r in results) else 1

@@ -222,7 +222,7 @@ def test_the_command_fails_with_exit_code_1(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_deploy.py"), "--root", str(root)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1
-    assert [line.split()[0] for line in done.stdout.splitlines()] == ["OK", "OK", "OK", "OK", "FAIL"]
+    assert [line.split()[0] for line in done.stdout.splitlines()] == ["OK", "OK", "OK", "OK", "FAIL", "OK"]
 
 
 def test_front_matter_reads_as_yaml_does():
@@ -230,3 +230,143 @@ def test_front_matter_reads_as_yaml_does():
     yaml = pytest.importorskip("yaml")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert cd.read_front_matter(ROOT / "README.md").values == yaml.safe_load(text.split("---\n")[1])
+
+
+# ZeroGPU (docs/zerogpu.md): the profile suggested_hardware zero-a10g selects, and the switch zerogpu_variant() applies.
+ZEROGPU_FRONT_MATTER = FRONT_MATTER.replace('"3.11"', '"3.12"').replace("cpu-basic", "zero-a10g")
+ZEROGPU = {
+    "README.md": ZEROGPU_FRONT_MATTER,
+    "pre-requirements.txt": None,
+    "requirements.txt": FILES["requirements.txt"] + "spaces==0.51.3\n",
+}
+
+
+@pytest.mark.parametrize("hardware, profile", [
+    ("zero-a10g", "zerogpu"), ("cpu-basic", "cpu"), ("cpu-upgrade", "cpu"), (None, "cpu"), ("a10g-small", "gpu"),
+    ("h200", "gpu"),
+])
+def test_deploy_profile(hardware, profile):
+    assert cd.deploy_profile(hardware) == profile
+
+
+def test_zerogpu_hardware_is_huggingface_hubs_name():
+    """The flavor string is huggingface_hub's SpaceHardware.ZERO_A10G (gradio installs huggingface_hub)."""
+    hub = pytest.importorskip("huggingface_hub")
+    assert hub.SpaceHardware.ZERO_A10G == cd.ZEROGPU_HARDWARE == "zero-a10g"
+
+
+def test_the_switched_repository_passes(tmp_path):
+    """The switch of docs/zerogpu.md, computed for this repository, passes every check (ZeroGPU's included), and
+    nothing on disk changes."""
+    readme, pre = (ROOT / "README.md").read_text(encoding="utf-8"), (ROOT / "pre-requirements.txt").read_text()
+    changes = cd.zerogpu_variant(ROOT)
+    assert set(changes) == {"README.md", "pre-requirements.txt", "requirements.txt"}
+    assert changes["pre-requirements.txt"] is None and "spaces==0.51.3" in changes["requirements.txt"]
+    fm = cd.parse_front_matter(changes["README.md"])
+    assert fm.values["python_version"] == "3.12" and fm.values["suggested_hardware"] == "zero-a10g"
+    assert {k: v for k, v in fm.values.items() if k not in ("python_version", "suggested_hardware")} == {
+        k: v for k, v in cd.read_front_matter(ROOT / "README.md").values.items()
+        if k not in ("python_version", "suggested_hardware")}  # the switch touches those two keys only
+    results = cd.run_checks(ROOT, changes)
+    assert all(r.ok for r in results), [r.line() for r in results if not r.ok]
+    zerogpu = cd.check_zerogpu(ROOT, changes)
+    assert zerogpu.reason == 'zero-a10g: python_version "3.12", torch 2.13.0 from PyPI, spaces==0.51.3'
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == readme
+    assert (ROOT / "pre-requirements.txt").read_text() == pre
+
+
+def test_the_zerogpu_command(tmp_path):
+    """What CI runs: --zerogpu says what the switch changes, then one OK line per check; exit code 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_deploy.py"), "--zerogpu"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, *lines = done.stdout.splitlines()
+    assert first == ("as switched to ZeroGPU (docs/zerogpu.md): README.md edited, pre-requirements.txt deleted, "
+                     "requirements.txt edited")
+    assert len(lines) == len(cd.CHECKS) and all(line.startswith("OK ") for line in lines), done.stdout
+    assert lines[-1].startswith("OK   ZeroGPU: zero-a10g:")
+
+
+def test_the_switch_of_the_small_repository(tmp_path):
+    """zerogpu_variant on the small CPU repository gives the ZeroGPU files above; applied, it has nothing left to do."""
+    root = make_repo(tmp_path)
+    changes = cd.zerogpu_variant(root)
+    assert changes == {"README.md": ZEROGPU_FRONT_MATTER, "pre-requirements.txt": None,
+                       "requirements.txt": FILES["requirements.txt"] + "spaces==0.51.3  # ZeroGPU (docs/zerogpu.md)\n"}
+    assert all(r.ok for r in cd.run_checks(root, changes))
+    assert cd.main(["--root", str(root), "--zerogpu"]) == 0
+    assert cd.zerogpu_variant(make_repo(tmp_path / "switched", ZEROGPU)) == {}
+
+
+def test_the_switch_adds_a_missing_hardware_key(tmp_path):
+    root = make_repo(tmp_path, {"README.md": FRONT_MATTER.replace("suggested_hardware: cpu-basic\n", ""),
+                                "requirements.txt": "torch==2.13.0\ngradio==6.31.0"})  # no newline at the end
+    changes = cd.zerogpu_variant(root)
+    assert cd.parse_front_matter(changes["README.md"]).values["suggested_hardware"] == "zero-a10g"
+    assert changes["requirements.txt"].splitlines()[-1].startswith("spaces==0.51.3")
+    assert cd.check_zerogpu(root, changes).ok
+
+
+def test_a_cpu_space_passes_the_zerogpu_check(tmp_path):
+    """Off ZeroGPU check 6 has nothing to hold the Space to (and a `spaces` there changes nothing)."""
+    result = cd.check_zerogpu(make_repo(tmp_path))
+    assert result.ok and result.reason.startswith("suggested_hardware cpu-basic: not ZeroGPU")
+
+
+def test_a_switched_small_repository_passes(tmp_path):
+    results = cd.run_checks(make_repo(tmp_path, ZEROGPU))
+    assert all(r.ok for r in results), [r.line() for r in results]
+
+
+@pytest.mark.parametrize("changes, why", [
+    ({"README.md": ZEROGPU_FRONT_MATTER.replace('"3.12"', '"3.11"')},
+     "python_version 3.11: ZeroGPU runs Python 3.10.13 or 3.12.12 only"),
+    ({"README.md": ZEROGPU_FRONT_MATTER.replace('"3.12"', '"3.12.3"')}, "python_version 3.12.3: ZeroGPU runs"),
+    ({"pre-requirements.txt": FILES["pre-requirements.txt"]},
+     "pre-requirements.txt installs torch's CPU build (torch==2.13.0+cpu)"),
+    ({"pre-requirements.txt": "--index-url https://download.pytorch.org/whl/cpu\ntorch\n"},
+     "pre-requirements.txt installs torch's CPU build (torch)"),
+    ({"requirements.txt": FILES["requirements.txt"]}, "requirements.txt does not list spaces"),
+    ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.7.1")},
+     "requirements.txt pins torch 2.7.1, outside ZeroGPU's supported 2.8.0 to 2.13.0"),
+    ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.14.0")},
+     "pins torch 2.14.0, outside"),
+    ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch>=2.8")},
+     "requirements.txt must pin torch==X"),
+    ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.13.0+cu128")},
+     "pins torch 2.13.0+cu128: ZeroGPU installs PyPI's CUDA build"),
+])
+def test_the_zerogpu_profile_fails(tmp_path, changes, why):
+    """The switched small repository with one thing undone or wrong: check 6 fails, saying which."""
+    root = make_repo(tmp_path, {**ZEROGPU, **changes})
+    result = cd.check_zerogpu(root)
+    assert not result.ok and why in result.reason, result.line()
+
+
+def test_the_zerogpu_profile_fails_as_changes_too(tmp_path):
+    """The same failures through `changes` (what --zerogpu passes) as through files on disk."""
+    root = make_repo(tmp_path)
+    changes = {**cd.zerogpu_variant(root), "requirements.txt": "torch==2.7.1\ngradio==6.31.0\n"}
+    result = cd.check_zerogpu(root, changes)
+    assert not result.ok and "pins torch 2.7.1, outside" in result.reason and "does not list spaces" in result.reason
+
+
+def test_a_torch_in_the_range_but_off_the_list_passes_with_a_note(tmp_path):
+    root = make_repo(tmp_path, {**ZEROGPU,
+                                "requirements.txt": ZEROGPU["requirements.txt"].replace("2.13.0", "2.12.0")})
+    result = cd.check_zerogpu(root)
+    assert result.ok and "not on hub-docs' list" in result.reason
+
+
+def test_docs_state_the_switch_the_check_applies():
+    """docs/zerogpu.md states the steps zerogpu_variant applies, and names the command; the README points there."""
+    doc = (ROOT / "docs" / "zerogpu.md").read_text(encoding="utf-8")
+    for step in ("suggested_hardware: zero-a10g", f'python_version: "{cd.ZEROGPU_SWITCH_PYTHON}"',
+                 "delete `pre-requirements.txt`", f"`{cd.SPACES_REQUIREMENT}`", "torch==2.13.0",
+                 "python3 scripts/check_deploy.py --zerogpu", "zerogpu_variant"):
+        assert step in doc, step
+    assert "docs/zerogpu.md" in cd.zerogpu_variant.__doc__
+    low, high = cd.ZEROGPU_TORCH_RANGE
+    assert f"{low} to {high}" in doc and "3.10.13 or 3.12.12" in doc
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "docs/zerogpu.md" in readme and "--zerogpu" in readme
