@@ -267,7 +267,7 @@ def main() -> None:
     server = Server(args.app_args)
     try:
         server.wait_ready()
-        client_factory = lambda: Client(server.url, verbose=False)  # noqa: E731 - one session each
+        client_factory = lambda: Client(server.url, verbose=False, download_files=False)  # noqa: E731 - one session each
         idle_client = client_factory()
         chat(idle_client)  # warm-up
         idle = median([chat(idle_client, seed=k) for k in range(IDLE_CHATS)])

@@ -29,8 +29,9 @@ MAX_GEN_STEPS = 64  # the Generate tab's step limit
 # limits scale with the loaded model: a few seconds of work on a 2-core CPU at most (the default model's cost
 # comparison up to 64 tokens, 83 GFLOP, took 3-6 s there).
 FORWARD_FLOPS = 10**11  # one Inside-forward request's recorded forward (its views run a few more of that size)
-LOGIT_BYTES = 2**27  # that forward's float32 logits, B·T·V·4 bytes (recorded twice, before and after the softcap, and
-# made again by a few views): with it, the heaviest request keeps the server under 2 GB (bench/serve_bench.py)
+LOGIT_BYTES = 2**27  # that forward's float32 logits, B·T·V·4 bytes (made again by a few views)
+RECORD_BYTES = 2**29  # everything that forward records (recorded_bytes): with these two, the heaviest request keeps the
+# server under 2 GB (bench/serve_bench.py)
 GENERATE_FLOPS = 10**11  # the Generate tab: a step's naive generate loop, or the whole cost comparison
 MAX_PROMPT_CHARS = 20_000  # text is cut to this before it is tokenized
 
@@ -268,10 +269,20 @@ def _bad_config(why: str, arch: str) -> InputError:
 
 
 # ---- work budgets ---------------------------------------------------------------------------------------------------
+def recorded_bytes(config, rows: int, T: int) -> int:
+    """About what one recorded forward of rows x T tokens keeps (explain.trace_forward: every point of
+    gpt.recorder.POINTS, float32): per token, the logits twice (before and after the softcap), 3 residual widths
+    (embed, embed_norm, final_norm) and, in every block, 13 (input, q, k, v, y, out, resid_mid, output, mlp.out, and
+    the 4-wide mlp.hidden)."""
+    return rows * T * 4 * (2 * config.vocab_size + (13 * config.n_layer + 3) * config.n_embd)
+
+
 def forward_fits(config, rows: int, T: int) -> bool:
-    """Whether one recorded forward of rows x T tokens is within FORWARD_FLOPS and LOGIT_BYTES on this config."""
+    """Whether one recorded forward of rows x T tokens is within FORWARD_FLOPS, LOGIT_BYTES and RECORD_BYTES on this
+    config."""
     return (rows * forward_flops(config, T) <= FORWARD_FLOPS
-            and rows * T * config.vocab_size * 4 <= LOGIT_BYTES)
+            and rows * T * config.vocab_size * 4 <= LOGIT_BYTES
+            and recorded_bytes(config, rows, T) <= RECORD_BYTES)
 
 
 def max_forward_tokens(config) -> int:

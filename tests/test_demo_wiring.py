@@ -176,6 +176,20 @@ def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models
     assert too_long.value.key == "ui.prompt_chars"
 
 
+@pytest.mark.parametrize("which", ["loaded", "tutorial_2026"])
+def test_the_recorded_bytes_budget_counts_what_a_trace_really_keeps(models: Models, which: str):
+    """recorded_bytes (the memory budget of one Inside request) against the bytes of every tensor a real trace holds:
+    within 15%, on both architectures."""
+    from explain import inputs
+    from explain.trace import trace_forward
+
+    model = models.pick(which).model
+    ids = torch.randint(0, model.config.vocab_size, (2, 48), generator=torch.Generator().manual_seed(0)).tolist()
+    trace = models.run(trace_forward, model, ids, None)
+    held = sum(x.numel() * x.element_size() for x in trace.rec.values())
+    assert abs(inputs.recorded_bytes(model.config, 2, 48) / held - 1) < 0.15
+
+
 def test_a_huge_chat_message_is_refused_before_it_is_tokenized(tiny_tokenizer, monkeypatch):
     from explain import inputs
 
