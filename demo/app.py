@@ -40,11 +40,31 @@ MAX_FILE_SIZE = "1mb"
 DELETE_CACHE = (600, 3600)
 
 
+def toast_css() -> str:
+    """CSS that heads each toast with its kind in the page's language. Gradio 6.31's toasts head every message with
+    its kind in English ("Error", "Warning", "Info") and ignore the title they are given; the page's language is the
+    one checked in the language radio (#lang), and the registry has the word for each kind (ui.toast_<kind>)."""
+    rules = []
+    for lang, name in LANGS.items():
+        page = f'body:has(#lang input[value="{_css_text(name)}"]:checked)'
+        for kind in ("error", "warning", "info"):
+            title = f"{page} .toast-title.{kind}"
+            rules.append(f"{title} {{ font-size: 0; }}\n"
+                         f'{title}::before {{ content: "{_css_text(t(f"ui.toast_{kind}", lang))}"; '
+                         f"font-size: var(--text-md); }}")
+    return "\n".join(rules)
+
+
+def _css_text(text: str) -> str:
+    """text inside a CSS string in double quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
 def launch_kwargs() -> dict:
     """Gradio 6 takes theme/css/js at launch(), and the upload limit. show_error: an error Gradio itself raises before
     a handler runs (an API call's value of the wrong type, which a component cannot read) reaches the caller with its
     text, not as a bare "Error" (the handlers' own errors are messages already: demo.models.in_users_language)."""
-    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, max_file_size=MAX_FILE_SIZE, show_error=True)
+    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS + toast_css(), max_file_size=MAX_FILE_SIZE, show_error=True)
 
 
 def header_md(models: Models, lang: str) -> str:

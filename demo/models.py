@@ -138,7 +138,7 @@ def in_users_language(fn: F) -> F:
             text, log = e.message(lang), False
         else:
             text, log = t("ui.internal_error", lang, what=f"{type(e).__name__}: {e}"[:300]), True
-        return gr.Error(html.escape(text, quote=False), title=t("ui.error_title", lang), print_exception=log)
+        return gr.Error(html.escape(text, quote=False), print_exception=log)  # (its heading: demo/app.py)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

@@ -30,3 +30,25 @@ def test_accept_language_header():
     assert browser_language("en-GB,zh;q=0.9") == "en"
     for nothing in ("", None, "*", "fr;q=abc", "x" * 5000):
         assert browser_language(nothing) == "en"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_toast_is_headed_in_the_pages_language(browser: Browser, live_app: LiveApp, lang: str) -> None:
+    """Gradio heads its toasts "Error" in English whatever they say; the page's CSS gives the heading the registry's
+    word (ui.toast_error) in the page's language: here for the refusal of an empty prompt."""
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+    try:
+        page = context.new_page()
+        goto(page, live_app.url + f"?lang={lang}&tab=inside")
+        expect(page.locator("#tab-chat-button")).to_have_text(t("ui.tab_chat", lang), timeout=30_000)
+        page.locator("#inside-prompt textarea").fill("")
+        page.locator("#inside-ids textarea").fill("")
+        page.locator("#inside-run").click()
+        title = page.locator('[data-testid="toast-body"] .toast-title.error').first
+        expect(title).to_be_visible(timeout=30_000)
+        shown = title.evaluate("el => [getComputedStyle(el, '::before').content, getComputedStyle(el).fontSize,"
+                               " getComputedStyle(el, '::before').fontSize]")
+        assert shown[0] == f'"{t("ui.toast_error", lang)}"' and shown[1] == "0px" and shown[2] != "0px"
+        expect(page.locator('[data-testid="toast-text"]').first).to_have_text(t("ui.empty_prompt", lang))
+    finally:
+        context.close()
