@@ -46,11 +46,14 @@ class _ModelSized:
     def for_model(cls, model: torch.nn.Module, batch_size: int, seq_len: int | None = None):
         """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model` (a GPT of
         gpt/model.py or gpt/model_2026.py, which import this module), in the dtype of its weights and on their
-        device, knowing its width (for the carried embedding) and its sliding windows (None for every layer of the
-        tutorial's model)."""
+        device (and what else that kind of cache needs: `_model_extras`)."""
         c, w = model.config, model.lm_head.weight
         return cls(batch_size, c.n_kv_head, seq_len or c.sequence_len, c.n_embd // c.n_head, c.n_layer, w.device,
-                   w.dtype, embed_dim=c.n_embd, windows=tuple(getattr(model, "window_sizes", ())))
+                   w.dtype, **cls._model_extras(model))
+
+    @classmethod
+    def _model_extras(cls, model: torch.nn.Module) -> dict:
+        return {}  # what else this kind of cache needs to know of the model
 
 
 class KVCache(_ModelSized):
@@ -62,8 +65,7 @@ class KVCache(_ModelSized):
     """
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, embed_dim: int = 0,
-                 windows: tuple[int, ...] = ()):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.kv = torch.zeros((num_layers, 2, batch_size, num_heads, seq_len, head_dim), device=device, dtype=dtype)
         self.pos = 0
         self.prev_embedding: torch.Tensor | None = None  # [B, 1, C], for carry_embedding
@@ -114,6 +116,11 @@ class RowKVCache(_ModelSized):
     Otherwise `attn_mask` is built in `positions`: query t of row b sees key j iff j <= pos[b] + t (the causal rule
     in absolute positions; stale keys beyond a row's position are never visible).
     """
+
+    @classmethod
+    def _model_extras(cls, model: torch.nn.Module) -> dict:
+        """Its width (for the carried embedding) and its sliding windows (none on the tutorial's model)."""
+        return dict(embed_dim=model.config.n_embd, windows=tuple(getattr(model, "window_sizes", ())))
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, embed_dim: int = 0,
