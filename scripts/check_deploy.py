@@ -13,7 +13,7 @@
 4. A CPU Space gets PyTorch's CPU build: pre-requirements.txt pins torch==X+cpu from PyTorch's CPU index, and X+cpu
    satisfies requirements.txt's torch specifier (so installing requirements.txt afterwards keeps it).
 5. With PNG export on (kaleido in requirements.txt), packages.txt installs chromium and a CJK font.
-6. A ZeroGPU Space (suggested_hardware: zero-a10g) gets what ZeroGPU runs: python_version 3.10 or 3.12, no
+6. A ZeroGPU Space (suggested_hardware: zero-a10g) gets what ZeroGPU runs and this app can: python_version 3.12, no
    pre-requirements.txt pinning torch's CPU build, requirements.txt pinning a torch ZeroGPU supports (PyPI's CUDA
    build), and `spaces` in requirements.txt.
 
@@ -48,7 +48,7 @@ from packaging.version import InvalidVersion, Version
 #   The Hub's refusal of small binaries too: "Your push was rejected because it contains binary files. Please use
 #     https://huggingface.co/docs/hub/xet to store binary files." (quoted in qdonnars/ohmywind#289, a 1.67 MB mp4).
 SPACES_PYTHON = re.compile(r"^3\.\d+(\.\d+)?$")  # the documented rule: 3.x or 3.x.x
-MIN_PYTHON = (3, 10)  # gradio 6 and torch 2.13 both declare Requires-Python >=3.10 in their package metadata
+MIN_PYTHON = (3, 11)  # this code reads its texts with tomllib (3.11+); gradio 6 and torch 2.13 ask for 3.10
 GIT_FILE_LIMIT = 10_000_000  # bytes: "10MB" read as 10^7, the stricter of MB and MiB
 LFS_FILE_LIMIT = 500_000_000_000  # bytes: 500 GB
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -318,8 +318,8 @@ def check_front_matter(root: Path, changes: Changes | None = None) -> Result:
     elif "python_version" in fm.unquoted:
         problems.append(f"python_version {py} is not quoted: YAML reads it as a number (3.10 becomes 3.1)")
     elif tuple(int(p) for p in py.split(".")[:2]) < MIN_PYTHON:
-        problems.append(f"python_version {py} is older than {'.'.join(map(str, MIN_PYTHON))}, which gradio 6 and "
-                        "torch 2.13 need")
+        problems.append(f"python_version {py} is older than {'.'.join(map(str, MIN_PYTHON))}, which this app needs "
+                        "(tomllib)")
     app = v.get("app_file")
     if not isinstance(app, str) or not app:
         problems.append("app_file is missing")
@@ -457,11 +457,15 @@ def check_apt_packages(root: Path, changes: Changes | None = None) -> Result:
 
 
 def _zerogpu_python(py: object) -> str | None:
-    """What is wrong with a python_version for ZeroGPU, or None: it must name 3.10 or 3.12, and with a patch number
-    the one release ZeroGPU runs of it."""
+    """What is wrong with a python_version for ZeroGPU, or None: it must name 3.12 (ZeroGPU's other, 3.10, has no
+    tomllib), and with a patch number the one release ZeroGPU runs of it."""
     if not isinstance(py, str) or not SPACES_PYTHON.match(py):
         return f"python_version is {py!r}"
     minor = ".".join(py.split(".")[:2])
+    if tuple(int(p) for p in minor.split(".")) < MIN_PYTHON:
+        return (f"python_version {py}: this app needs Python {'.'.join(map(str, MIN_PYTHON))} or newer (tomllib), "
+                f"and ZeroGPU runs {ZEROGPU_PYTHON[minor] if minor in ZEROGPU_PYTHON else 'other versions'} "
+                f"(use \"{ZEROGPU_SWITCH_PYTHON}\")")
     if minor not in ZEROGPU_PYTHON or (py.count(".") == 2 and py != ZEROGPU_PYTHON[minor]):
         return (f"python_version {py}: ZeroGPU runs Python {' or '.join(sorted(ZEROGPU_PYTHON.values()))} only "
                 f"(use \"{ZEROGPU_SWITCH_PYTHON}\")")
@@ -469,8 +473,8 @@ def _zerogpu_python(py: object) -> str | None:
 
 
 def check_zerogpu(root: Path, changes: Changes | None = None) -> Result:
-    """(6) On ZeroGPU hardware (suggested_hardware zero-a10g) the Space is what ZeroGPU can run: python_version 3.10 or
-    3.12; no pre-requirements.txt installing torch's CPU build; requirements.txt pinning torch==X, X a version
+    """(6) On ZeroGPU hardware (suggested_hardware zero-a10g) the Space is what ZeroGPU can run: python_version 3.12
+    (ZeroGPU's 3.10 has no tomllib); no pre-requirements.txt installing torch's CPU build; requirements.txt pinning torch==X, X a version
     ZeroGPU supports, without a local label (PyPI's CUDA build); `spaces` in requirements.txt (demo/gpu.py: the app
     stops at start on ZeroGPU without it). Other hardware passes: nothing here applies to it."""
     name = "ZeroGPU"

@@ -103,7 +103,8 @@ def test_this_readme_front_matter_names_tags_and_models():
     ("sdk_version: 6.31.0", "sdk_version: 6.30.0", "requirements.txt pins gradio==6.31.0"),
     ("sdk: gradio", "sdk: streamlit", "not 'gradio'"),
     ('python_version: "3.11"', "python_version: 3.10", "not quoted"),
-    ('python_version: "3.11"', 'python_version: "3.9"', "older than 3.10"),
+    ('python_version: "3.11"', 'python_version: "3.9"', "older than 3.11"),
+    ('python_version: "3.11"', 'python_version: "3.10"', "older than 3.11"),
     ('python_version: "3.11"', 'python_version: "python3"', "Spaces takes a Python '3.x' or '3.x.x'"),
     ("app_file: app.py", "app_file: main.py", "main.py is not a tracked file"),
 ])
@@ -322,6 +323,8 @@ def test_a_switched_small_repository_passes(tmp_path):
     ({"README.md": ZEROGPU_FRONT_MATTER.replace('"3.12"', '"3.11"')},
      "python_version 3.11: ZeroGPU runs Python 3.10.13 or 3.12.12 only"),
     ({"README.md": ZEROGPU_FRONT_MATTER.replace('"3.12"', '"3.12.3"')}, "python_version 3.12.3: ZeroGPU runs"),
+    ({"README.md": ZEROGPU_FRONT_MATTER.replace('"3.12"', '"3.10"')},
+     "python_version 3.10: this app needs Python 3.11 or newer (tomllib)"),
     ({"pre-requirements.txt": FILES["pre-requirements.txt"]},
      "pre-requirements.txt installs torch's CPU build (torch==2.13.0+cpu)"),
     ({"pre-requirements.txt": "--index-url https://download.pytorch.org/whl/cpu\ntorch\n"},
