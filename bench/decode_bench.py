@@ -105,13 +105,14 @@ def make_prompts(n_ordinary: int, bos: int, count: int, length: int, seed: int =
 
 
 class OnTorchThread:
-    """An engine whose streams are advanced on a TorchThread, as the app's chat does on a CPU (hand-over included)."""
+    """An engine whose streams are advanced on a TorchThread as urgent work, as the app's chat decodes on a CPU
+    (hand-over included)."""
 
     def __init__(self, engine: Engine, thread: TorchThread):
         self.engine, self.thread = engine, thread
 
     def stream(self, prompt: list[int], params: SamplingParams):
-        return self.thread.iterate(self.engine.stream(prompt, params))
+        return self.thread.iterate(self.engine.stream(prompt, params), urgent=True)
 
 
 def app_params(n: int, seed: int = 0) -> SamplingParams:
@@ -375,7 +376,7 @@ def worker(spec: dict) -> None:
     def server(compile: bool) -> dict:
         # as demo.models.Models builds it: on a CPU the loop's steps run on the torch thread
         engine = no_stops(torch_thread.run(Engine, run, tok, batched=True, max_batch=B, compile=compile,
-                                           run=torch_thread.run))
+                                           run=torch_thread.urgent))
         decoder = engine.server.decoder
         captures = decoder.use_graphs or compile
         # Warm-up: the same workloads as measured, so every (batch bucket, attention span) graph is captured (or

@@ -199,3 +199,30 @@ def test_work_clock_does_not_count_the_time_paused_for_urgent_work():
     thread.join()
     assert wall >= 0.5 and wall - work >= 0.5  # the urgent job's half second is not the timed job's
 
+
+
+def test_module_pause_points_swap_the_per_op_ones_for_module_forwards_and_back():
+    """Inside module_pause_points(), a plain op is no pause point but a module's forward is; after it, ops are again."""
+    import torch
+
+    from gpt.torch_thread import module_pause_points
+
+    worker = TorchThread()
+    layer = torch.nn.Linear(4, 4)
+    stops: list[str] = []
+
+    def job():
+        worker.pause = lambda: stops.append(where)  # count the pause points reached (not an urgent job's effect)
+        nonlocal where
+        where = "op, coarse"
+        with module_pause_points():
+            torch.ones(3) + 1
+            where = "module, coarse"
+            layer(torch.ones(1, 4))
+        where = "op, after"
+        torch.ones(3) * 2
+        return stops
+
+    where = ""
+    seen = worker.run(job)
+    assert "op, coarse" not in seen and "module, coarse" in seen and "op, after" in seen
