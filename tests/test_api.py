@@ -5,6 +5,7 @@ import base64
 import html
 import json
 import threading
+import time
 from typing import Iterator
 from urllib.parse import parse_qs
 
@@ -207,3 +208,41 @@ def test_all_model_work_runs_on_the_one_torch_thread(client: Client, live_app: L
     client.predict(PROMPT, 0, 0, 42, 16, 2, api_name="/generate_step")
     assert len(threads) >= 4 + 1 + 1 + 3
     assert len(set(threads)) == 1 and threads[0] != threading.current_thread().name
+
+
+def test_a_chat_streams_while_a_long_explainer_request_runs(live_app: LiveApp, monkeypatch) -> None:
+    """Issue 14's first finding: one long Inside-forward request stalled every chat until it ended. Here the views'
+    work is held running (tensor math on the torch thread, as the explainer's is) until the test lets it end; a chat
+    sent meanwhile must get its whole reply before that, through the real app (Gradio queue, handler, torch thread)."""
+    if not live_app.models.worker.enabled:
+        pytest.skip("the model is not on a CPU")
+    import demo.inside
+
+    started, release = threading.Event(), threading.Event()
+    real = demo.inside.build_all
+
+    def long_views(*args, **kwargs):
+        started.set()
+        x = torch.ones(64, 64)
+        while not release.is_set() and time.monotonic() < deadline:  # the test ends this (or the deadline: it fails)
+            x = torch.tanh(x @ x)  # tensor math on the torch thread, where a waiting chat gets its turn
+        return real(*args, **kwargs)
+
+    deadline = time.monotonic() + 120
+    monkeypatch.setattr(demo.inside, "build_all", long_views)
+    views_client = Client(live_app.url, verbose=False, analytics_enabled=False, download_files=False)
+    chat_client = Client(live_app.url, verbose=False, analytics_enabled=False, download_files=False)
+    try:
+        job = views_client.submit("loaded", PROMPT, "", 0, 0, -1, "attention", api_name="/inside")
+        assert started.wait(60), "the views never started"
+        chat, _, _ = chat_client.predict(user(MESSAGE), 0.0, 0, 1.0, 8, "0", api_name="/respond")
+        still_running = not job.done()
+        release.set()
+        out = job.result(timeout=120)
+    finally:
+        release.set()
+        views_client.close()
+        chat_client.close()
+    assert still_running and time.monotonic() < deadline  # the chat's reply came while the views were running
+    assert chat[-1]["role"] == "assistant" and chat[-1]["content"]
+    assert json.loads(out[SLOT]["plot"])["data"]  # and the views then finished as usual
