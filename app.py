@@ -6,7 +6,8 @@
     python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
     python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
 
-Hugging Face Spaces runs this file as is (it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from the environment).
+Hugging Face Spaces runs this file as is (it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from the environment, and
+INSIDE_FORWARD_MODEL as --model's default).
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import os
 
 # Before gradio is imported: no telemetry, no version check. (HF_HUB_OFFLINE: see main.)
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# The model to serve when --model is not given: how a Space (which runs `python app.py` with no arguments) serves a
+# Hub model, set as a variable in its settings.
+MODEL_ENV = "INSIDE_FORWARD_MODEL"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,8 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="interface to listen on (0.0.0.0 to serve a classroom network)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    p.add_argument("--model", default=None, metavar="SOURCE",
-                   help="a Hugging Face Hub repo id (owner/name[@revision]) or a folder: a nanochat base dir "
+    p.add_argument("--model", default=os.environ.get(MODEL_ENV) or None, metavar="SOURCE",
+                   help=f"(default: ${MODEL_ENV}, e.g. a Space's variable) "
+                        "a Hugging Face Hub repo id (owner/name[@revision]) or a folder: a nanochat base dir "
                         "(tokenizer/ + *_checkpoints/), a flat nanochat folder (model_<step>.pt, meta_<step>.json, "
                         "tokenizer.pkl), a transformers NanoChat folder, or this project's format")
     p.add_argument("--checkpoint", default=None, help="the same as --model (kept for old command lines)")

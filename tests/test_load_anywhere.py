@@ -125,6 +125,11 @@ def test_the_app_serves_any_source(tmp_path, tiny_tokenizer, two_steps, monkeypa
     assert models.notice == "" and models.main.meta["step"] == 20
     args = app.parse_args(["--checkpoint", str(folder)])  # the old flag still works
     assert (args.model or args.checkpoint) == str(folder)
+    monkeypatch.setenv(app.MODEL_ENV, "owner/from-a-space-variable")  # a Space passes no arguments: a variable
+    assert app.parse_args([]).model == "owner/from-a-space-variable"
+    assert app.parse_args(["--model", str(folder)]).model == str(folder)  # the command line still wins
+    monkeypatch.setenv(app.MODEL_ENV, "")
+    assert app.parse_args([]).model is None
 
 
 def test_a_transformers_folder_and_the_export_command(tmp_path, tiny_tokenizer, two_steps, monkeypatch, capsys):
