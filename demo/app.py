@@ -200,14 +200,16 @@ def build_demo(models: Models) -> gr.Blocks:
 
         for lesson, button in zip(lessons.LESSONS, lesson_ui.buttons):
             settings = dict(lesson.settings)
-            follow = inside_ui.run_event()
+            follow = [inside_ui.run_event()]
             if lesson.tab == "generate":
-                follow = gen_ui.cost_event() if settings.pop("gcost", False) else gen_ui.show_event()
+                follow = gen_ui.cost_events() if settings.pop("gcost", False) else [gen_ui.show_event()]
                 settings.setdefault("gstep", 1)
             else:
                 settings.update(inside.PRESETS[settings["preset"]]._asdict())
-            button.click(lambda s=settings, tab=lesson.tab: updates_for(s, tab), None,
-                         [tabs, tab_state, *components], queue=False, api_name=False).then(**follow)
+            event = button.click(lambda s=settings, tab=lesson.tab: updates_for(s, tab), None,
+                                 [tabs, tab_state, *components], queue=False, api_name=False)
+            for step in follow:
+                event = event.then(**step)
     return demo
 
 

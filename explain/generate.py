@@ -116,8 +116,9 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     lengths = _cost_lengths(model.config, len(tokens))
     flops = [generation_flops(model.config, len(tokens), n) for n in lengths]
     text_so_far = "".join(names[s["token"]] for s in steps)
-    title = t("view.generate.title", lang, n=len(steps), temperature=temperature,
-              top_k=top_k or t("view.generate.off", lang), seed=seed)
+    greedy = temperature == 0  # argmax: no draw, the seed plays no part (GPT.generate)
+    settings = dict(seed=seed, temperature=temperature, top_k=top_k or t("view.generate.off", lang))
+    title = t("view.generate.title_greedy" if greedy else "view.generate.title", lang, n=len(steps), **settings)
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.18,
                    subplot_titles=[t("view.generate.heat", lang), t("view.generate.cost", lang, P=len(tokens))])
     left = 130  # margin for the step labels
@@ -150,9 +151,9 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
                                   margin=dict(l=left, r=20, t=70, b=80)))
     fit_titles(fig)
     n_last = lengths[-1]
+    draw = t("view.generate.draw_greedy" if greedy else "view.generate.draw_sampled", lang, **settings)
     text = t("view.generate.body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
-             ratio=flops[-1][0] / max(1, flops[-1][1]), seed=seed, temperature=temperature,
-             top_k=top_k or t("view.generate.off", lang), text=text_so_far)
+             ratio=flops[-1][0] / max(1, flops[-1][1]), draw=draw, text=text_so_far)
     return ViewResult("generate", title, df, fig, text + bytes_note(df, fig, lang))
 
 

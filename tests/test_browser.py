@@ -293,6 +293,18 @@ def test_lesson_opens_its_live_view(page: Page) -> None:
     expect(page.locator("#view-plot-0")).to_contain_text("[2, 5, 50304]")
 
 
+def test_the_cost_lesson_shows_the_measured_plot(page: Page) -> None:
+    """The lesson on forward vs generate runs the cost comparison: its plot (hidden until something is measured)
+    shows, with both loops' times (it once ran hidden: only the Measure button's own click made it visible)."""
+    page.click("#tab-lessons-button")
+    lesson = next(i for i, lesson in enumerate(lessons.LESSONS) if lesson.settings.get("gcost"))
+    page.click(f"#lesson-btn-{lesson}")
+    expect(page.locator("#tab-generate-button")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#gen-cost-plot")).to_be_visible(timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('#gen-cost-plot .scatterlayer .trace').length == 2",
+                           timeout=60_000)
+
+
 def test_html_in_the_chat_is_shown_as_text_and_never_runs(page: Page) -> None:
     """Markdown is rendered, raw HTML is not: a message carrying a script, an image and a link reaches the page as
     text (the model's replies go through the same Chatbot), and the model reads it as typed."""

@@ -11,13 +11,16 @@ from explain import build_all
 from explain.text import FOLDER, LANGS, LANGUAGES, keys, lang_code, read_folder, t
 
 PLACEHOLDER = re.compile(r"{(\w+)")
-FAKE = re.compile(r"⟦[^⟧]*⟧")
+FAKE = re.compile(r"⟦[^⟦⟧]*⟧")  # an innermost one: a string may hold others (a sentence chosen by the view)
 PROSE = re.compile(r"[A-Za-z\u4e00-\u9fff]")
 
 
 def fake_only(text: str) -> bool:
-    """Nothing readable outside the fake language's ⟦…⟧ (Plotly's %{x} and <extra> are markup, not text)."""
-    return not PROSE.search(re.sub(r"%{\w+}|<extra></extra>", "", FAKE.sub("", text)))
+    """Nothing readable outside the fake language's ⟦…⟧, nested ones too (Plotly's %{x} and <extra> are markup, not
+    text)."""
+    while (inner := FAKE.sub("", text)) != text:
+        text = inner
+    return not PROSE.search(re.sub(r"%{\w+}|<extra></extra>", "", text))
 
 
 def test_every_language_has_every_key_with_the_same_placeholders():

@@ -228,3 +228,17 @@ def test_hex_byte_labels_are_explained_exactly_when_shown(shipped, lang):
             assert note not in views["training"].text
         for name, view in views.items():
             assert (note in view.text) == shows_partial(view), (prompt, name)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_greedy_generate_says_no_seed_is_used_and_a_sampled_one_names_it(shipped, lang):
+    """At temperature 0 GPT.generate takes the argmax: the view must not say a generator seeded 42 drew the tokens
+    (it did, in both title and text, before); at temperature 1 it names the seed."""
+    from explain.generate import generate_view
+
+    model, tok = shipped.model, shipped.tokenizer
+    ids = tok.encode("Once upon a time")
+    greedy = generate_view(model, ids, tok, 3, temperature=0.0, top_k=None, seed=4242, lang=lang)
+    sampled = generate_view(model, ids, tok, 3, temperature=1.0, top_k=None, seed=4242, lang=lang)
+    assert "4242" not in greedy.title + greedy.text and "argmax" in greedy.text
+    assert "4242" in sampled.title and "4242" in sampled.text and "argmax" not in sampled.text
