@@ -76,8 +76,7 @@ class TorchThread:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
-        self._in_ordinary = False  # an ordinary job is running (only those pause)
-        self._mode: _PauseAtEveryOp | None = None  # the running ordinary job's pause points
+        self._mode: _PauseAtEveryOp | None = None  # the running ordinary job's pause points (None: none runs)
         self._pausing = False  # urgent jobs are running at a pause point (no pausing inside them)
         self._slice_start = 0.0  # when the running ordinary job last started or resumed
         self.paused_s = 0.0  # total time ordinary jobs spent stopped for urgent work (work_clock subtracts it)
@@ -113,19 +112,18 @@ class TorchThread:
             if urgent:
                 job.execute()
                 continue
-            self._slice_start, self._in_ordinary = time.perf_counter(), True
-            self._mode = _PauseAtEveryOp(self)
+            self._slice_start, self._mode = time.perf_counter(), _PauseAtEveryOp(self)
             try:
                 with self._mode:
                     job.execute()
             finally:
-                self._in_ordinary, self._mode = False, None
+                self._mode = None
                 _return_freed_memory()
 
     # ---- pause points ---------------------------------------------------------------------------------------------
     def pause(self) -> None:
         """On the thread, inside an ordinary job: run the urgent jobs waiting now, if the job's slice is over."""
-        if not self._in_ordinary or self._pausing or not self._urgent or threading.get_ident() != self._ident:
+        if self._mode is None or self._pausing or not self._urgent or threading.get_ident() != self._ident:
             return
         start = time.perf_counter()
         if start - self._slice_start < PAUSE_SLICE_S:
