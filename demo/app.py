@@ -202,7 +202,8 @@ def build_demo(models: Models) -> gr.Blocks:
             settings = dict(lesson.settings)
             follow = [inside_ui.run_event()]
             if lesson.tab == "generate":
-                follow = gen_ui.cost_events() if settings.pop("gcost", False) else [gen_ui.show_event()]
+                follow = ([gen_ui.cost_event(), gen_ui.show_cost_plot()] if settings.pop("gcost", False)
+                          else [gen_ui.show_event()])
                 settings.setdefault("gstep", 1)
             else:
                 settings.update(inside.PRESETS[settings["preset"]]._asdict())

@@ -46,11 +46,13 @@ class GenerateTab:
     def show_event(self) -> dict:
         return dict(fn=self.show_fn, inputs=self.show_inputs, outputs=self.show_outputs, api_name=False)
 
-    def cost_events(self) -> list[dict]:
-        """kwargs for .then(**...) of each step: measure, then show the plot (hidden until something is measured)."""
-        plot = self.cost_outputs[0]
-        return [dict(fn=self.cost_fn, inputs=self.cost_inputs, outputs=self.cost_outputs, api_name=False),
-                dict(fn=lambda: gr.Plot(visible=True), inputs=None, outputs=plot, queue=False, api_name=False)]
+    def cost_event(self) -> dict:
+        return dict(fn=self.cost_fn, inputs=self.cost_inputs, outputs=self.cost_outputs, api_name=False)
+
+    def show_cost_plot(self) -> dict:
+        """kwargs for .then(**...) after cost_event: the plot is hidden until something is measured."""
+        return dict(fn=lambda: gr.Plot(visible=True), inputs=None, outputs=self.cost_outputs[0], queue=False,
+                    api_name=False)
 
 
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab:
@@ -155,5 +157,5 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
     cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]
     tab = GenerateTab(prompt, temperature, top_k, seed, steps, step, show, state_after, show_inputs, show_outputs,
                       cost, cost_inputs, cost_outputs)
-    cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost").then(**tab.cost_events()[1])
+    cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost").then(**tab.show_cost_plot())
     return tab
