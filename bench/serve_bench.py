@@ -139,16 +139,20 @@ def random_ids(rows: int, T: int) -> str:
     return f"random {rows}x{T}"
 
 
+def largest_batch(config) -> tuple[int, int]:
+    """(rows, T): the longest prompt one request may run on this config, in as many rows as the budgets admit."""
+    T = max_forward_tokens(config)
+    return max(b for b in range(1, MAX_ROWS + 1) if forward_fits(config, b, T)), T
+
+
 def heaviest_requests(config, tutorial_config) -> list[dict]:
     """The largest request of each heavy kind that the work budgets admit (explain/inputs.py decides, not us)."""
     out = []
     for which, c in (("loaded", config), ("tutorial", tutorial_config), ("tutorial_2026", tutorial_config)):
-        T = max_forward_tokens(c)
-        rows = max(b for b in range(1, MAX_ROWS + 1) if forward_fits(c, b, T))
+        rows, T = largest_batch(c)
         out.append(dict(name=f"inside all views, {which}, {rows}x{T}", api="/inside",
                         args=[which, "", random_ids(rows, T), 0, 0, -1, "all"]))
-    T = max_forward_tokens(config)
-    rows = max(b for b in range(1, MAX_ROWS + 1) if forward_fits(config, b, T))
+    rows, T = largest_batch(config)
     out.append(dict(name=f"then and now, loaded, {rows}x{T}", api="/inside",
                     args=["loaded", "", random_ids(rows, T), 0, 0, -1, "then_now"]))
     s = SETTINGS["cost_len"]
@@ -188,10 +192,8 @@ def stall(server: Server, client_factory, heavy: dict, idle: float) -> dict:
         time.sleep(min(0.2, alone / 4))  # let it start
         while not done.is_set():
             took = chat(chat_client, seed=len(chats))
-            if not done.is_set():  # a chat that ended after the heavy request did not overlap all of it: still counts
-                chats.append(took)
-            elif not chats:
-                chats.append(took)
+            if not done.is_set() or not chats:  # one that ended after the heavy request overlapped only part of it:
+                chats.append(took)  # left out, unless it is the only one
         thread.join()
         beside = time.perf_counter() - start
     if error:
