@@ -168,11 +168,6 @@ def parse_front_matter(text: str, name: str = "README.md") -> FrontMatter:
     return fm
 
 
-def read_requirements(path: Path) -> tuple[list[Requirement], list[str]]:
-    """parse_requirements of a file."""
-    return parse_requirements(path.read_text(encoding="utf-8"), path.name)
-
-
 def parse_requirements(text: str, name: str = "requirements.txt") -> tuple[list[Requirement], list[str]]:
     """A pip requirements file's requirements and its option lines (e.g. '--extra-index-url URL'). Continuation
     lines are joined, comments dropped; a line packaging cannot read raises ValueError naming it."""
@@ -317,7 +312,7 @@ def check_front_matter(root: Path, changes: Changes | None = None) -> Result:
         problems.append(f"python_version is {py!r}: Spaces takes a Python '3.x' or '3.x.x'")
     elif "python_version" in fm.unquoted:
         problems.append(f"python_version {py} is not quoted: YAML reads it as a number (3.10 becomes 3.1)")
-    elif tuple(int(p) for p in py.split(".")[:2]) < MIN_PYTHON:
+    elif _too_old(py):
         problems.append(f"python_version {py} is older than {'.'.join(map(str, MIN_PYTHON))}, which this app needs "
                         "(tomllib)")
     app = v.get("app_file")
@@ -456,13 +451,18 @@ def check_apt_packages(root: Path, changes: Changes | None = None) -> Result:
     return Result(name, True, f"apt installs {', '.join(sorted(packages))}")
 
 
+def _too_old(py: str) -> bool:
+    """Whether a python_version ('3.x' or '3.x.x') is older than MIN_PYTHON."""
+    return tuple(int(p) for p in py.split(".")[:2]) < MIN_PYTHON
+
+
 def _zerogpu_python(py: object) -> str | None:
     """What is wrong with a python_version for ZeroGPU, or None: it must name 3.12 (ZeroGPU's other, 3.10, has no
     tomllib), and with a patch number the one release ZeroGPU runs of it."""
     if not isinstance(py, str) or not SPACES_PYTHON.match(py):
         return f"python_version is {py!r}"
     minor = ".".join(py.split(".")[:2])
-    if tuple(int(p) for p in minor.split(".")) < MIN_PYTHON:
+    if _too_old(py):
         return (f"python_version {py}: this app needs Python {'.'.join(map(str, MIN_PYTHON))} or newer (tomllib), "
                 f"and ZeroGPU runs {ZEROGPU_PYTHON[minor] if minor in ZEROGPU_PYTHON else 'other versions'} "
                 f"(use \"{ZEROGPU_SWITCH_PYTHON}\")")
