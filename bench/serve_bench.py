@@ -9,7 +9,7 @@ It starts the real app (`python app.py`, the default model) in a child process w
 Gradio's cache and the app's download folders live: that folder's size is "disk") and talks to it as any API client
 does (gradio_client). "Heaviest" is not guessed: for each kind of heavy request (every Inside view of the largest
 batch the work budget admits, on each model the tab offers; then-and-now; the cost comparison; 64 Generate steps) the
-parameters are the largest that explain/inputs.py's own checks accept, and every one is measured. The chat is timed
+parameters are the largest that rules/inputs.py's own checks accept, and every one is measured. The chat is timed
 from the client (request sent -> last event), alone (median of IDLE_CHATS), then again and again while the heavy
 request runs (each chat starts after the last one ended): the worst of those is compared with the idle median.
 RSS is the server process's (VmRSS, /proc), sampled every 50 ms.
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 from bench.common import RESULTS, fmt, machine_info, median, table, write_json  # noqa: E402
-from explain.inputs import (GENERATE_FLOPS, MAX_GEN_STEPS, MAX_ROWS, SETTINGS, forward_fits,  # noqa: E402
+from rules.inputs import (GENERATE_FLOPS, MAX_GEN_STEPS, MAX_ROWS, SETTINGS, forward_fits,  # noqa: E402
                             generate_cost, max_forward_tokens)
 from explain.shapes import TUTORIAL_CONFIG  # noqa: E402 - the Inside tab's tutorial models have this config
 from gpt.checkpoint import load_default  # noqa: E402
@@ -146,7 +146,7 @@ def largest_batch(config) -> tuple[int, int]:
 
 
 def heaviest_requests(config, tutorial_config) -> list[dict]:
-    """The largest request of each heavy kind that the work budgets admit (explain/inputs.py decides, not us)."""
+    """The largest request of each heavy kind that the work budgets admit (rules/inputs.py decides, not us)."""
     out = []
     for which, c in (("loaded", config), ("tutorial", tutorial_config), ("tutorial_2026", tutorial_config)):
         rows, T = largest_batch(c)

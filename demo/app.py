@@ -7,8 +7,8 @@ from demo import chat, generate_tab, inside, lessons, scratch
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
 from demo.models import Models, describe
-from explain.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
-from explain.text import literal
+from rules.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
+from text import literal
 
 TABS = ("chat", "inside", "generate", "lessons")
 

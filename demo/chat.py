@@ -12,9 +12,9 @@ from demo import scratch
 from demo.gpu import FileFlag, chat_seconds
 from demo.i18n import Relabel, t
 from demo.models import Models
-from explain.inputs import (SETTINGS, InputError, context_notice, fit_context, from_chatbot, max_tokens_setting,
+from rules.inputs import (SETTINGS, InputError, context_notice, fit_context, from_chatbot, max_tokens_setting,
                            sampling, to_chatbot, to_reply, with_message)
-from explain.text import t_count
+from text import t_count
 
 UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the model is
 

@@ -11,7 +11,7 @@ from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.generate import generate_time_view, generate_view
-from explain.inputs import MAX_GEN_STEPS, SETTINGS, check_generate, generation_prompt
+from rules.inputs import MAX_GEN_STEPS, SETTINGS, check_generate, generation_prompt
 
 PLAY_DELAY_S = 0.35  # auto-play pace: slow enough to read each step
 

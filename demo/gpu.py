@@ -30,7 +30,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from explain.inputs import FORWARD_FLOPS, GENERATE_FLOPS
+from rules.inputs import FORWARD_FLOPS, GENERATE_FLOPS
 
 F = TypeVar("F", bound=Callable)
 
@@ -44,7 +44,7 @@ BASE_S = 10  # every call's start: the fork, CUDA, the weights onto the GPU, the
 # Eager decoding, one token, twice what was measured on an H200 (bf16, cuDNN attention off, the first reply of a
 # fresh process, as every GPU call is): d8 8 ms, d20 12, d32 13, nanochat-2026-07 d20 14, d32 18.
 TOKEN_S, TOKEN_LAYER_S = 0.010, 0.0008
-# The work budgets (explain/inputs.py) hold one request to a few seconds on a 2-core CPU (83 GFLOP took 3-6 s
+# The work budgets (rules/inputs.py) hold one request to a few seconds on a 2-core CPU (83 GFLOP took 3-6 s
 # there); a GPU call does that work no slower. x3: the views run a few forwards of that size, then draw figures.
 CPU_FLOPS_PER_S = 83e9 / 6
 VIEW_S = BASE_S + math.ceil(3 * max(FORWARD_FLOPS, GENERATE_FLOPS) / CPU_FLOPS_PER_S)

@@ -1,6 +1,6 @@
 """The UI's languages: one event relabels every component (Relabel), and tables show their headers translated.
 
-The strings themselves live in explain/text/ (one TOML file per language, keys like "ui.send"); LANGS, lang_code and
+The strings themselves live in text/ (one TOML file per language, keys like "ui.send"); LANGS, lang_code and
 t are re-exported from there for the UI's modules.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from explain.inputs import Setting
-from explain.text import LANGS, lang_code, t
+from rules.inputs import Setting
+from text import LANGS, lang_code, t
 
 __all__ = ["LANGS", "Relabel", "headers", "lang_code", "t"]
 
@@ -38,7 +38,7 @@ class Relabel:
         return component
 
     def slider(self, setting: Setting, key: str, elem_id: str) -> gr.Slider:
-        """A slider for one of explain.inputs' settings (its range, step and default), labelled with the text `key`."""
+        """A slider for one of rules.inputs' settings (its range, step and default), labelled with the text `key`."""
         return self(gr.Slider(setting.lo, setting.hi, value=setting.default, step=setting.step, label=t(key),
                               elem_id=elem_id), key)
 

@@ -15,9 +15,9 @@ from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.common import csv_text
-from explain.png import PngError, figure_png, unavailable as png_unavailable
+from rules.png import PngError, figure_png, unavailable as png_unavailable
 from explain.then_now import then_now_view
-from explain.inputs import forward_request, limits_md, parse_config
+from rules.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
 
 

@@ -7,7 +7,7 @@ import gradio as gr
 
 from demo.i18n import Relabel, t
 from demo.inside import PRESETS
-from explain.inputs import parse_ids
+from rules.inputs import parse_ids
 from explain.shapes import TUTORIAL_CONFIG
 from explain.training import training_examples
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from explain.inputs import Setting
+from rules.inputs import Setting
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Field:
 
     @classmethod
     def of(cls, key: str, setting: Setting) -> "Field":
-        """A number field for one of explain.inputs' settings: its default and range."""
+        """A number field for one of rules.inputs' settings: its default and range."""
         default = int(setting.default) if float(setting.step).is_integer() else setting.default
         return cls(key, default, setting.lo, setting.hi)
 

@@ -14,9 +14,9 @@ import gradio as gr
 import torch
 
 from demo.gpu import gpu, on_zerogpu, start as zerogpu_start
-from explain.inputs import InputError, check_numbers, parse_config
+from rules.inputs import InputError, check_numbers, parse_config
 from explain.shapes import TUTORIAL_CONFIG
-from explain.text import LANGS, t
+from text import LANGS, t
 from gpt import arch as archs
 from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
 from gpt.anywhere import load as load_any
@@ -118,7 +118,7 @@ def in_users_language(fn: F) -> F:
     wrong, in the language of fn's `lang` argument ("en" without one): the one error path. The toast shows that
     message and the API returns it; nothing fails with a bare "Error".
 
-    - A number that is not finite (NaN, ±inf) among the arguments is refused before fn runs (explain.inputs).
+    - A number that is not finite (NaN, ±inf) among the arguments is refused before fn runs (rules.inputs).
     - InputError (the user's mistake): its message, and no traceback in the log (it is no bug).
     - gr.Error: as raised.
     - Anything else (a bug): "something went wrong" naming the exception; its traceback goes to the log.
@@ -214,7 +214,7 @@ def n_params(model: torch.nn.Module) -> int:
 def describe(loaded: LoadedModel, lang: str = "en") -> str:
     """'name · nanochat-2025-11 · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in
     `lang`; the name, which may be a path anyone chose, shows as written)."""
-    from explain.text import literal, t
+    from text import literal, t
 
     c = loaded.model.config
     dtype = str(loaded.dtype).replace("torch.", "")
@@ -226,7 +226,7 @@ def describe(loaded: LoadedModel, lang: str = "en") -> str:
 def fallback_tokenizer() -> Tokenizer:
     """A tiny BPE trained on the app's own labels (the ui.* texts, in every language): lets a random-init model run
     with no files at all."""
-    from explain.text import LANGS, keys, t
+    from text import LANGS, keys, t
 
     texts = [t(key, lang) for key in keys("ui.") for lang in LANGS] * 4
     return Tokenizer.train(texts, 512)

@@ -15,7 +15,7 @@ cached (positions already in a KV cache: the tutorial's T0),
 gen_tokens, temperature, top_k, seed (generate), views (a subset of VIEWS).
 `ViewResult(name, title, df, fig, text)`; every function raises ValueError with a readable message on bad input.
 
-The views, one function each (all take lang="en", or any code of explain.text.LANGS):
+The views, one function each (all take lang="en", or any code of text.LANGS):
  1 shapes      shapes_view(config_or_model, B=1, T=5, T0=0)           stages, symbolic/concrete shapes, flow diagram
                shape_table(config, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
  2 rotary      rotary_view(model, T, T0=0)                            cos/sin tables and the slice [T0:T0+T]
@@ -49,7 +49,7 @@ Rules: explain/ never re-implements the model. It reads the recorder's tensors (
 own functions (forward, causal_mask_for, norm, lm_head, SOFTCAP); the one derived quantity is the attention weights,
 softmax(q·kᵀ/√hd + mask) from recorded q, k. Top-k and other reductions run on the model's device: full [T, V] logits
 never leave it. Long prompts are windowed (the last positions up to `position`) or aggregated, and titles say so.
-All text lives in explain/text/: one TOML file per language, read through explain.text.t(key, lang).
+All text lives in text/: one TOML file per language, read through text.t(key, lang).
 """
 from explain.attention import attention_view, attention_weights
 from explain.build import VIEWS, build_all, build_views

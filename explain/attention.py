@@ -15,7 +15,7 @@ import torch
 
 from explain.common import (ViewResult, base_layout, bytes_note, hover, layer_windows, np32, position_axis,
                             resolve_position, window, window_kind)
-from explain.text import t
+from text import t
 from explain.trace import Trace
 from gpt.model import causal_mask_for
 

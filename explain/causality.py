@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window
-from explain.text import t
+from text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder, residual_points
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from explain.text import t, t_count
+from text import t, t_count
 
 FONT = "Noto Sans CJK SC, Microsoft YaHei, PingFang SC, Arial, sans-serif"  # Chinese labels render everywhere
 _GRID = dict(gridcolor="#ebebeb", zerolinecolor="#dadce0", linecolor="#dadce0")

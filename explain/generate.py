@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from explain.common import (ViewResult, base_layout, bytes_note, fit_titles, hover, np32, rank_and_ties, rank_text,
                             subplots)
-from explain.text import t
+from text import t
 from explain.trace import token_labels
 from gpt import model_2026
 from gpt.arch import arch_of

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots
-from explain.text import t
+from text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
 from gpt.model import GPT

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, bytes_note, hover, np32, position_axis, resolve_position, window
-from explain.text import t
+from text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import residual_points
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window_kind
-from explain.text import t
+from text import t
 from gpt.model import causal_mask_for
 
 

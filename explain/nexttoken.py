@@ -12,7 +12,7 @@ import torch
 
 from explain.common import (ViewResult, base_layout, bytes_note, fit_titles, hover, np32, position_axis, rank_and_ties,
                             rank_text, resolve_position, subplots, window)
-from explain.text import t
+from text import t
 from explain.trace import Trace, token_labels
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from explain.common import ViewResult, base_layout, fit_titles, hover, np32, subplots
-from explain.text import t
+from text import t
 from gpt import model_2026
 from gpt.model import GPT, ROTARY_BASE
 

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout
-from explain.text import t
+from text import t
 from gpt import model_2026
 from gpt.arch import arch_of, new_model
 from gpt.kv_cache import KVCache

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, np32, resolve_position, subplots
-from explain.text import t
+from text import t
 from explain.trace import Trace, token_labels
 from gpt.model import SOFTCAP
 

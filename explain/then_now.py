@@ -19,7 +19,7 @@ import torch
 
 from explain.common import ViewResult, base_layout, fit_titles, hover, layer_windows, subplots, window_kind
 from explain.shapes import point_code
-from explain.text import t
+from text import t
 from explain.trace import Trace, trace_forward
 from gpt import model as model_2025
 from gpt import model_2026

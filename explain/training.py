@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, bytes_note, hover, np32, position_axis
-from explain.text import t
+from text import t
 from explain.trace import Trace
 
 

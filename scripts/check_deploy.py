@@ -60,7 +60,7 @@ BINARY_EXTENSIONS = frozenset({
     ".mp3", ".mp4", ".wav", ".ogg", ".webm",
 })
 BINARY_SNIFF_BYTES = 8192
-# Debian's package of the browser explain/png.py looks for first (/usr/bin/chromium); Ubuntu's chromium-browser is a
+# Debian's package of the browser rules/png.py looks for first (/usr/bin/chromium); Ubuntu's chromium-browser is a
 # snap stub that does not run in a Space's container, so it does not count.
 BROWSER_PACKAGES = frozenset({"chromium"})
 CJK_FONT_PACKAGES = frozenset({"fonts-wqy-microhei", "fonts-wqy-zenhei", "fonts-noto-cjk", "fonts-noto-cjk-extra",

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from demo import inside, lessons
 from demo.chat import UPDATE_EVERY_S
 from demo.i18n import LANGS, t
-from explain import png
+from rules import png
 from gpt.engine import Engine, SamplingParams
 from live_app import LiveApp, TokenGate, goto, open_app
 

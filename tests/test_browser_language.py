@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Browser, expect
 
-from explain.inputs import browser_language
-from explain.text import t
+from rules.inputs import browser_language
+from text import t
 from live_app import VIEWPORT, LiveApp, goto
 
 

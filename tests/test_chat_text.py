@@ -1,4 +1,4 @@
-"""Chat text as the Chatbot shows it (explain.inputs.to_chatbot) and as the model reads it back (from_chatbot): Markdown
+"""Chat text as the Chatbot shows it (rules.inputs.to_chatbot) and as the model reads it back (from_chatbot): Markdown
 with no HTML and no image from the user or the model, code shown as typed, and every message read back as typed.
 
 Gradio 6.31's Chatbot renders Markdown in the browser: it takes $$...$$ out for KaTeX, turns the rest into HTML with
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import gradio
 import pytest
 
-from explain.inputs import from_chatbot, to_chatbot
+from rules.inputs import from_chatbot, to_chatbot
 
 
 def shown(text: str) -> str:

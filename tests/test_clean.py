@@ -26,7 +26,7 @@ from demo import scratch
 from demo.app import DELETE_CACHE, build_demo, header_md, launch_kwargs, notice_md
 from demo.models import Models, load
 from explain.common import FORMULA_START, csv_text
-from explain import png
+from rules import png
 
 EVIL = "<img src=x onerror=alert(1)>![x](http://evil/x.png)"
 FOLDER = "<img src=x onerror=alert(1)>![x](evil.png)"  # a checkpoint folder anyone could name so

@@ -1,5 +1,5 @@
 """demo/ is wiring: every queued event goes through Models.handler, user-input errors arrive in the user's language,
-a session's stop flag goes when the session does, and the parsing the UI relies on (explain/inputs.py) behaves."""
+a session's stop flag goes when the session does, and the parsing the UI relies on (rules/inputs.py) behaves."""
 from __future__ import annotations
 
 import threading
@@ -10,9 +10,9 @@ import torch
 
 from demo import chat, scratch
 from demo.models import Models, load
-from explain.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
+from rules.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
                             from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
-from explain.text import t
+from text import t
 from gpt.checkpoint import random_model
 from gpt.model import GPTConfig
 
@@ -147,7 +147,7 @@ def test_then_and_now_puts_a_model_of_the_other_architecture_beside(demo: gr.Blo
 def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models: Models):
     """The tester's heavy requests are refused with the limit named (random 8x1024 on the tutorial model took 74 s and
     9 GB; the cost comparison at 256 tokens 153 s), while the presets still run."""
-    from explain import inputs
+    from rules import inputs
 
     tutorial = models.pick("tutorial").model.config
     # the limits, recomputed here from their definitions
@@ -180,7 +180,7 @@ def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models
 def test_the_recorded_bytes_budget_counts_what_a_trace_really_keeps(models: Models, which: str):
     """recorded_bytes (the memory budget of one Inside request) against the bytes of every tensor a real trace holds:
     within 15%, on both architectures."""
-    from explain import inputs
+    from rules import inputs
     from explain.trace import trace_forward
 
     model = models.pick(which).model
@@ -191,7 +191,7 @@ def test_the_recorded_bytes_budget_counts_what_a_trace_really_keeps(models: Mode
 
 
 def test_a_huge_chat_message_is_refused_before_it_is_tokenized(tiny_tokenizer, monkeypatch):
-    from explain import inputs
+    from rules import inputs
 
     calls = []
     monkeypatch.setattr(tiny_tokenizer, "render_for_completion", lambda m: calls.append(m) or [1, 2, 3])

@@ -13,8 +13,8 @@ import pytest
 
 from demo import app
 from demo.models import Models
-from explain.inputs import InputError, fit_context, from_chatbot, to_chatbot
-from explain.text import t
+from rules.inputs import InputError, fit_context, from_chatbot, to_chatbot
+from text import t
 
 
 def fn(demo: gr.Blocks, name: str):
@@ -84,7 +84,7 @@ def test_a_message_that_fits_but_leaves_less_than_the_reserve_is_answered_in_wha
     assert ctx // 2 < n < ctx  # more than the context minus the reserve of ctx // 2, less than the context
     ids, dropped = fit_context(tiny_tokenizer, [*long_chat(2), msg("assistant"), msg("user", text)], ctx, 256)
     assert len(ids) == n and dropped == 6
-    from explain.inputs import context_notice
+    from rules.inputs import context_notice
 
     assert context_notice(ctx, n, 0, 256, "zh") == t("ui.reply_room", "zh", n=n, ctx=ctx, room=ctx - n, max=256)
     assert context_notice(ctx, 10, 0, 8, "en") == ""  # room enough, nothing left out: no notice
@@ -98,7 +98,7 @@ def test_a_message_that_fits_but_leaves_less_than_the_reserve_is_answered_in_wha
 # ---- numbers --------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e308 * 10])
 def test_a_number_that_is_not_finite_is_a_clear_error(bad: float) -> None:
-    from explain.inputs import check_numbers
+    from rules.inputs import check_numbers
 
     with pytest.raises(InputError) as caught:
         check_numbers([0.5, "text", None, bad])

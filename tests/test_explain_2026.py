@@ -14,7 +14,7 @@ from explain import VIEWS, build_all, shapes_view, then_now_view
 from explain.attention import attention_view, attention_weights
 from explain.lens import lens_logits, logit_lens_view
 from explain.mask import mask_view
-from explain.text import t
+from text import t
 from explain.then_now import then_now_from_traces
 from explain.trace import trace_forward
 from gpt.model_2026 import GPT, GPTConfig

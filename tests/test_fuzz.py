@@ -19,7 +19,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from explain.text import t
+from text import t
 from live_app import LiveApp
 
 TIMEOUT_S = 120.0  # per call: a hang fails the test instead of stalling it

@@ -1,4 +1,4 @@
-"""Issue 15, PNG export (explain/png.py, the Inside tab's PNG buttons and its zip): a view's figure becomes a PNG that
+"""Issue 15, PNG export (rules/png.py, the Inside tab's PNG buttons and its zip): a view's figure becomes a PNG that
 opens, at the size asked, Chinese labels drawn; one browser draws every figure; a figure that fails or a browser that
 dies gives a clear message and the next figure is drawn; with no kaleido or no browser, the UI says so."""
 from __future__ import annotations
@@ -23,10 +23,10 @@ from conftest import make_tiny_model
 from demo import inside
 from demo.i18n import Relabel
 from demo.models import Models, load
-from explain import png
+from rules import png
 from explain.build import build_all
 from explain.common import FONT
-from explain.text import t
+from text import t
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +66,11 @@ def views(tiny_tokenizer) -> dict:
     return {"en": english["softcap"], "zh": chinese["mask"]}
 
 
-# ---- explain/png.py --------------------------------------------------------------------------------------------
+# ---- rules/png.py --------------------------------------------------------------------------------------------
 
 def test_importing_starts_nothing():
     """No browser, not even kaleido, until the first figure: the app's import and build stay as fast as before."""
-    code = ("import sys, explain.png as p; "
+    code = ("import sys, rules.png as p; "
             "assert p.EXPORTER.launches == 0 and p.EXPORTER.browser_pid() is None; "
             "assert 'kaleido' not in sys.modules and 'choreographer' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120,

@@ -1,4 +1,4 @@
-"""explain/text/: every language has every key with the same placeholders, the one rule for unknown languages, table
+"""text/: every language has every key with the same placeholders, the one rule for unknown languages, table
 headers for every column, and a third language added as one file reaches the whole UI."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import pytest
 
 from explain import build_all
-from explain.text import FOLDER, LANGS, LANGUAGES, keys, lang_code, read_folder, t
+from text import FOLDER, LANGS, LANGUAGES, keys, lang_code, read_folder, t
 
 PLACEHOLDER = re.compile(r"{(\w+)")
 FAKE = re.compile(r"⟦[^⟦⟧]*⟧")  # an innermost one: a string may hold others (a sentence chosen by the view)

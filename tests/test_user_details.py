@@ -14,7 +14,7 @@ from explain import build_all
 from explain.generate import generate_view
 from explain.nexttoken import next_token_stats, next_token_view
 from explain.shapes import TUTORIAL_CONFIG
-from explain.text import t, t_count
+from text import t, t_count
 from explain.trace import trace_forward
 from explain.training import training_view
 from gpt.model import GPT
@@ -45,7 +45,7 @@ def shipped():
 def test_training_lesson_says_how_many_examples_its_view_shows(tutorial_model):
     from demo.inside import PRESETS
     from demo.lessons import LESSONS, lesson_md
-    from explain.inputs import parse_ids
+    from rules.inputs import parse_ids
 
     i, lesson = next((i, lesson) for i, lesson in enumerate(LESSONS) if lesson.settings.get("focus") == "training")
     ids = parse_ids(PRESETS[lesson.settings["preset"]].ids, TUTORIAL_CONFIG.vocab_size).ids

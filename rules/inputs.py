@@ -1,7 +1,7 @@
 """What a user typed -> what the model takes: sampling settings, seeds, token ids, prompts, a conversation that must
 fit the context, and chat text made safe to show. The UI only wires these to its components.
 
-Every error here is an `InputError`: a ValueError whose text comes from the registry (explain/text/), in English by
+Every error here is an `InputError`: a ValueError whose text comes from the registry (text/), in English by
 str(), in any language by `.message(lang)`. The settings' ranges and defaults live here once (`SETTINGS`): the
 sliders, the links and the validation read them from here.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from explain import chat_markdown
+from rules import chat_markdown
 from explain.generate import forward_flops, generation_flops
 from explain.shapes import TUTORIAL_CONFIG
-from explain.text import LANGS, t
+from text import LANGS, t
 from gpt import arch as archs
 from gpt.stream import SamplingParams
 from gpt.tokenizer import Tokenizer

@@ -1,6 +1,6 @@
 """A view's Plotly figure as a PNG picture: kaleido 1.x draws it in a headless Chromium, one per process.
 
-    from explain import png
+    from rules import png
     why = png.unavailable()          # None, or a PngError saying why there are no PNGs here (starts nothing)
     data = png.figure_png(view.fig)  # PNG bytes; raises PngError (its message(lang) says what went wrong)
 
@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from explain.text import t
+from text import t
 
 TIMEOUT_S = 20.0  # one figure, at most
 START_TIMEOUT_S = 30.0  # the browser's start, at most
@@ -42,7 +42,7 @@ BROWSER_ENV = "BROWSER_PATH"
 
 
 class PngError(RuntimeError):
-    """No PNG: the text key of the message (explain/text, ui.png_*) and its values. `unavailable` is True when no
+    """No PNG: the text key of the message (text/, ui.png_*) and its values. `unavailable` is True when no
     figure can be drawn here at all (kaleido or a browser missing, the browser will not start), False when this one
     figure failed."""
 
