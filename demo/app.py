@@ -32,6 +32,16 @@ COPY_JS = """(q) => {
   return url;
 }"""
 
+# Enter in the number box of the Inside tab's layer/head/position sliders commits it as leaving the box does: Gradio's
+# slider sends its `release` (which redraws the views) when that box loses focus, and has no submit event of its own.
+ENTER_COMMITS_JS = """() => {
+  document.addEventListener("keydown", (e) => {
+    const box = e.target;
+    if (e.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && box.closest("#inside-layer, #inside-head, #inside-position")) box.blur();
+  }, true);
+}"""
+
 
 # The app takes no uploads, but Gradio's upload route is always there: without a limit it stores whatever it is sent.
 MAX_FILE_SIZE = "1mb"
@@ -61,10 +71,11 @@ def _css_text(text: str) -> str:
 
 
 def launch_kwargs() -> dict:
-    """Gradio 6 takes theme/css/js at launch(), and the upload limit. show_error: an error Gradio itself raises before
-    a handler runs (an API call's value of the wrong type, which a component cannot read) reaches the caller with its
-    text, not as a bare "Error" (the handlers' own errors are messages already: demo.models.in_users_language)."""
-    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS + toast_css(), max_file_size=MAX_FILE_SIZE, show_error=True)
+    """Gradio 6 takes theme/css/js at launch() (js: ENTER_COMMITS_JS), and the upload limit. show_error: an error
+    Gradio itself raises before a handler runs (an API call's value of the wrong type, which a component cannot read)
+    reaches the caller with its text, not as a bare "Error" (the handlers' own errors are messages already: demo.models.in_users_language)."""
+    return dict(theme=gr.themes.Soft(primary_hue="indigo"), css=CSS + toast_css(), js=ENTER_COMMITS_JS,
+                max_file_size=MAX_FILE_SIZE, show_error=True)
 
 
 def header_md(models: Models, lang: str) -> str:

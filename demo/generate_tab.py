@@ -10,7 +10,8 @@ from demo.gpu import paced_seconds
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
-from explain.generate import generate_time_view, generate_view
+from explain.common import APP_WIDTH
+from explain.generate import generate_time_view, generate_view, running_text
 from rules.inputs import MAX_GEN_STEPS, SETTINGS, check_generate, generation_prompt
 
 PLAY_DELAY_S = 0.35  # auto-play pace: slow enough to read each step
@@ -77,9 +78,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
                 steps = relabel.slider(SETTINGS["gen_steps"], "ui.gen_steps", "gen-steps")
     step = gr.Number(0, precision=0, visible=False, elem_id="gen-step-count")
     text = relabel(gr.HighlightedText(label=t("ui.gen_text"), combine_adjacent=False, show_legend=False,
+                                      color_map={"new": "#c6dafc", "special": "#fdd663"},
                                       show_inline_category=False, elem_id="gen-text"), "ui.gen_text")
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=APP_WIDTH):  # narrower windows put the text below the plot
             plot = gr.Plot(show_label=False, elem_id="gen-plot")
         with gr.Column(scale=2):
             explanation = gr.Markdown(elem_classes=["view-text"])
@@ -89,7 +91,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         cost_btn = relabel(gr.Button(t("ui.gen_cost"), elem_id="gen-cost"), value="ui.gen_cost")
         cost_len = relabel.slider(SETTINGS["cost_len"], "ui.gen_cost_len", "gen-cost-len")
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=APP_WIDTH):
             cost_plot = gr.Plot(show_label=False, elem_id="gen-cost-plot", visible=False)  # shown once measured
         with gr.Column(scale=2):
             cost_text = gr.Markdown(elem_id="gen-cost-text")
@@ -109,9 +111,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         view = generate_view(models.main.model, ids, tok, n, temperature=float(temp), top_k=int(k) or None,
                              seed=int(seed_v or 0), lang=lang)
         chosen = view.df.drop_duplicates("step")["chosen_id"].tolist()
-        # GPT.generate samples from the model's whole vocab, which may be padded past the tokenizer's: label those
-        spans = [(tok.decode(ids), None)] + [(tok.decode([i]) if i < tok.vocab_size else f"#{i}", "new")
-                                              for i in chosen]
+        spans = [(tok.decode(ids), None)] + running_text(tok, ids, chosen)
         steps_table = view.df[view.df["rank"] == 1][["step", "context", "chosen_token", "p_chosen", "rank_chosen",
                                                     "candidates", "entropy"]].round(4)
         return n, spans, view.fig, f"### {view.title}\n\n{view.text}", headers(steps_table, lang)

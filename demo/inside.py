@@ -14,7 +14,7 @@ from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
-from explain.common import csv_text
+from explain.common import APP_WIDTH, csv_text
 from rules.png import PngError, figure_png, unavailable as png_unavailable
 from explain.then_now import then_now_view
 from rules.inputs import forward_request, limits_md, parse_config
@@ -138,7 +138,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                                        elem_id="any-config-T0"), "ui.shape_T0")
         draw = relabel(gr.Button(t("ui.draw_shapes"), elem_id="any-config-draw"), value="ui.draw_shapes")
         with gr.Row():
-            with gr.Column(scale=3):
+            with gr.Column(scale=3, min_width=APP_WIDTH):
                 config_plot = gr.Plot(show_label=False, elem_id="any-config-plot")
             with gr.Column(scale=2):
                 config_text = gr.Markdown(elem_classes=["view-text"])
@@ -161,7 +161,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     for i in range(len(VIEWS)):
         with gr.Column(visible=False, elem_id=f"view-{i}", elem_classes=["view"]) as col:
             with gr.Row():
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, min_width=APP_WIDTH):  # narrower windows put the text below the plot
                     plot = gr.Plot(elem_id=f"view-plot-{i}", show_label=False)
                 with gr.Column(scale=2):
                     text = gr.Markdown(elem_classes=["view-text"])
@@ -228,8 +228,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     inputs = [model, prompt, ids, layer, head, position, focus, lang_state]
     outputs = [notes, layer, head, position] + [c for slot in slots for c in slot] + [last]
     run.click(run_views, inputs, outputs, api_name="inside")
-    for slider in (layer, head, position):
-        slider.release(run_views, inputs, outputs, api_name=False)
+    for slider in (layer, head, position):  # a drag's end, or a typed number once the box loses focus or on Enter
+        slider.release(run_views, inputs, outputs, api_name=False)  # (demo.app.ENTER_COMMITS_JS: Enter blurs the box)
     focus.input(run_views, inputs, outputs, api_name=False)
 
     def apply_preset(key: str):

@@ -50,6 +50,36 @@ def csv_text(df: pd.DataFrame) -> str:
     return out.to_csv(index=False, lineterminator="\r\n")  # RFC 4180: then a cell holding a CR or LF is quoted
 
 
+def window_kind(window_keys: int | None, context: int) -> str | None:
+    """"S" (a sliding window shorter than the context), "L" (the whole context) or None (a model without windows)."""
+    if window_keys is None:
+        return None
+    return "S" if window_keys < context else "L"
+
+
+def window(T: int, focus: int, size: int) -> tuple[int, int]:
+    """[start, end) of at most `size` positions containing `focus`, as late as possible (causal views look back)."""
+    if T <= size:
+        return 0, T
+    end = min(T, max(size, focus + 1))
+    return end - size, end
+
+
+def resolve_position(position: int, T: int) -> int:
+    """Python-style index (-1 = last) -> 0..T-1, with a clear error."""
+    p = position + T if position < 0 else position
+    if not 0 <= p < T:
+        raise ValueError(f"position {position} is outside the prompt (0..{T - 1})")
+    return p
+
+
+def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
+    """A small tensor -> float32 numpy, rounded so figures stay lean."""
+    return np.round(t.detach().float().cpu().numpy(), decimals).astype(np.float32)
+
+
+TITLE_SIZE = 15  # px, a figure's title
+SUBPLOT_TITLE_SIZE = 13  # px, each subplot's title (make_subplots' own 16 is larger than the figure's title)
 def layer_windows(model) -> list[int | None]:
     """Each layer's sliding window: how many keys back a query may look besides its own (None: no window, the 2025
     model, where every query sees the whole context)."""
@@ -86,7 +116,8 @@ def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
 
 TITLE_SIZE = 15  # px, a figure's title
 SUBPLOT_TITLE_SIZE = 13  # px, each subplot's title (make_subplots' own 16 is larger than the figure's title)
-APP_WIDTH = 720  # px: a view's plot in the app (3/5 of the Inside tab's row, in Gradio's 1280-px-wide container)
+APP_WIDTH = 600  # px: the narrowest a view's plot is drawn in the app (its column's min_width in demo/: narrower
+# windows, a 1024-px projector among them, put the explanation below the plot, which then takes the whole row)
 GLYPH_EM = 0.55  # a Latin glyph's average width in em (Arial's lowercase ~0.5, plus slack); a CJK glyph is 1 em
 LINE_EM = 1.3  # a text line's height in em
 TITLE_PAD = 10  # px above the figure's title
@@ -136,23 +167,27 @@ def wrap(text: str, units: int) -> list[str]:
 
 
 def fit_titles(fig: go.Figure, width: int = APP_WIDTH) -> go.Figure:
-    """Subplot titles that fit: each wrapped (<br>) to the width of its subplot when the figure is `width` px wide,
-    and a top margin that holds the figure's title (pinned to the top) above the first row's titles. Call it once
-    the layout (margins, title) is set."""
+    """Titles that fit: the figure's title and each subplot title wrapped (<br>) to the width they have when the
+    figure is `width` px wide, and a top margin that holds the figure's title (pinned to the top) above the first
+    row's subplot titles. Call it once the layout (margins, title) is set."""
     margin, layout = fig.layout.margin, fig.layout
     plot_px = width - (margin.l or 0) - (margin.r or 0)
+    if layout.title.text:
+        layout.title.text = "<br>".join(wrap(layout.title.text.replace("<br>", " "),
+                                             int((width - 20) / (GLYPH_EM * TITLE_SIZE))))
+    title_lines = (layout.title.text or "").count("<br>") + 1
     centres = [(sum(ax.domain) / 2, ax.domain[1] - ax.domain[0]) for ax in fig.select_xaxes()]
     titles = [a for a in layout.annotations if a.name == SUBPLOT_TITLE]
     for a in titles:
         column_px = plot_px * max(w for x, w in centres if abs(x - a.x) < 1e-6)
         a.text = "<br>".join(wrap(a.text.replace("<br>", " "), int(column_px / (GLYPH_EM * SUBPLOT_TITLE_SIZE))))
+    lines = 0
     if titles:
         top = max(a.y for a in titles)
         lines = max(a.text.count("<br>") + 1 for a in titles if a.y == top)
-        title_lines = (layout.title.text or "").count("<br>") + 1
-        needed = TITLE_PAD + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
-        fig.update_layout(margin_t=max(margin.t or 0, math.ceil(needed)),
-                          title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
+    needed = TITLE_PAD + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
+    fig.update_layout(margin_t=max(margin.t or 0, math.ceil(needed)),
+                      title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
     return fig
 
 
@@ -172,11 +207,45 @@ def subplots(**kw) -> go.Figure:
     return fig
 
 
-def position_axis(positions: list[int], labels: list[str], max_ticks: int = 64, angle: int = -60) -> dict:
-    """A numeric position axis whose ticks read as the tokens (duplicates are fine, positions stay distinct)."""
+TICK_FONT_PX = 12  # the layout's font size: a tick label's height
+TICK_ROTATED_PX = 18  # the least distance between two ticks whose labels are turned by 60° (12 px / sin 60°, + room)
+TICK_LEVEL_PX = 16  # ... between two ticks of a vertical axis whose labels are level (a 12-px line, + room)
+
+
+def ticks_that_fit(axis_px: float, angle: int = -60) -> int:
+    """How many tick labels an axis `axis_px` long can hold without two overlapping: level labels on a vertical
+    axis (angle 0) need a line each, labels turned by 60° on a horizontal one a little more (their slant)."""
+    return max(2, int(axis_px // (TICK_LEVEL_PX if angle == 0 else TICK_ROTATED_PX)))
+
+
+def position_axis(positions: list[int], labels, max_ticks: int = 64, angle: int = -60,
+                  axis_px: float | None = None) -> dict:
+    """A numeric position axis whose ticks read as the tokens (duplicates are fine, positions stay distinct). With
+    `axis_px` (the axis's length at the narrowest the figure is drawn), no more ticks than fit without overlapping;
+    every `step`-th position has one."""
+    if axis_px is not None:
+        max_ticks = min(max_ticks, ticks_that_fit(axis_px, angle))
     step = max(1, -(-len(positions) // max_ticks))
     shown = positions[::step]
     return dict(tickmode="array", tickvals=shown, ticktext=[labels[p] for p in shown], tickangle=angle)
+
+
+def axis_px(fig_px: float, margin_l: float, margin_r: float, domain: float = 1.0) -> float:
+    """The length of an axis spanning `domain` of the plot area of a figure `fig_px` wide (or tall) with those
+    margins."""
+    return (fig_px - margin_l - margin_r) * domain
+
+
+def fit_label(label: str, units: int) -> str:
+    """`label` cut to at most `units` (text_units: a CJK character counts two), with "…" where it was cut."""
+    if text_units(label) <= units:
+        return label
+    out = ""
+    for ch in label:
+        if text_units(out + ch) > units - 1:
+            break
+        out += ch
+    return out + "…"
 
 
 @torch.inference_mode()
@@ -194,11 +263,37 @@ def rank_text(rank: int, tied: int, V: int, lang: str) -> str:
 
 
 _SPLIT_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")  # gpt.tokenizer's label for a byte of a character split over tokens
+_SPLIT_CHAR = re.compile(r"\(\d/\d\)|‹[^›]›")  # explain.trace.sequence_labels' label for a part of a character
 
 
-def bytes_note(df: pd.DataFrame, fig: go.Figure, lang: str) -> str:
-    """A paragraph saying why some labels are hex bytes ("\\xe4\\xbd": part of a character's UTF-8 bytes), for a
-    view whose table or figure shows such a label; "" for any other view."""
-    cells = (str(c) for column in df.select_dtypes(exclude="number").columns for c in df[column])
-    shown = any(_SPLIT_BYTE.search(c) for c in cells) or _SPLIT_BYTE.search(fig.to_json())
-    return "\n\n" + t("plot.partial_bytes", lang) if shown else ""
+def split_chars(labels: list[str], raw_labels: list[str] | None) -> str:
+    """"今 = \\xe4\\xbb + \\x8a, 气 = ..." for the characters that sequence_labels shows in place of the bytes of
+    the tokens that make them (the first 8, in order of appearance); "" when there are none."""
+    if not raw_labels:
+        return ""
+    seen, out, k = set(), [], 0
+    while k < len(labels):
+        m = re.fullmatch(r"(.+)\(1/(\d)\)", labels[k])
+        if m and k + int(m[2]) <= len(labels) and m[1] not in seen:
+            seen.add(m[1])
+            out.append(f"{m[1]} = " + " + ".join(f"`{r}`" for r in raw_labels[k:k + int(m[2])]))
+        k += 1
+    return ", ".join(out[:8]) + (", …" if len(out) > 8 else "")
+
+
+def bytes_note(df: pd.DataFrame, fig: go.Figure, lang: str, labels: list[str] | None = None,
+               raw_labels: list[str] | None = None) -> str:
+    """Paragraphs saying why some labels are hex bytes ("\\xe4\\xbd": part of a character's UTF-8 bytes) and why some
+    read "今(1/2)" (a token that is part of a character, shown as the character: with the prompt's `labels` and
+    `raw_labels`, the bytes of each such character), for a view whose table or figure shows such a label; "" for
+    any other view."""
+    cells = [str(c) for column in df.select_dtypes(exclude="number").columns for c in df[column]]
+    figure = fig.to_json()
+    note = ""
+    if any(_SPLIT_CHAR.search(c) for c in cells) or _SPLIT_CHAR.search(figure):
+        detail = split_chars(labels or [], raw_labels)
+        note += "\n\n" + t("plot.split_chars", lang) + (t("plot.split_chars_detail", lang, chars=detail)
+                                                        if detail else "")
+    if any(_SPLIT_BYTE.search(c) for c in cells) or _SPLIT_BYTE.search(figure):
+        note += "\n\n" + t("plot.partial_bytes", lang)
+    return note

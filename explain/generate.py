@@ -12,10 +12,11 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from explain.common import (ViewResult, base_layout, bytes_note, fit_titles, hover, np32, rank_and_ties, rank_text,
-                            subplots)
+from explain.common import (ViewResult, base_layout, bytes_note, fit_label, fit_titles, hover, np32, rank_and_ties,
+                            rank_text, subplots, text_units)
 from text import t
-from explain.trace import token_labels
+from explain.trace import next_labels, sequence_labels
+from gpt.detok import StreamDecoder
 from gpt import model_2026
 from gpt.arch import arch_of
 from gpt.model import GPT, GPTConfig
@@ -91,6 +92,59 @@ def _cost_lengths(config: GPTConfig, prompt_len: int, n_max: int = 64) -> list[i
     return sorted({n for n in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if n <= min(n_max, room)} | {min(n_max, room)})
 
 
+def generated_pieces(tokenizer, prompt: list[int], new: list[int]) -> tuple[list[str], str]:
+    """The text each of the `new` tokens completes after `prompt` (gpt.detok.StreamDecoder: "" for a token that only
+    begins a character, the whole character on the token that ends it, never U+FFFD for a character the tokens
+    complete), and the bytes still waiting for the rest of a character after the last one ("" when none). A token
+    the tokenizer does not have (a padded vocab) is "#id"."""
+    decoder = StreamDecoder(tokenizer)
+    for i in prompt:
+        decoder.push(i)
+    pieces = []
+    for i in new:
+        try:
+            pieces.append(decoder.push(i))
+        except ValueError:  # past the tokenizer's vocabulary
+            pieces.append(decoder.flush() + f"#{i}")
+    return pieces, decoder.pending.hex()
+
+
+def running_text(tokenizer, prompt: list[int], chosen: list[int]) -> list[tuple[str, str]]:
+    """The generated tokens as the running text's spans: each token's text as it completes characters (a byte token
+    that only begins a character adds nothing until the token that ends it; never "�" for a completed character), a
+    special token as its name in a span of its own (category "special": the explanation says what it means), and "…"
+    for the bytes of a character still incomplete after the last token."""
+    pieces, pending = generated_pieces(tokenizer, prompt, chosen)
+    spans = []
+    for i, piece in zip(chosen, pieces):
+        special = i < tokenizer.vocab_size and tokenizer.is_special(i)
+        if piece:
+            spans.append((piece, "special" if special else "new"))
+    if pending:
+        spans.append(("…", "new"))
+    return spans
+
+
+def specials_note(tokenizer, ids: list[int], lang: str) -> str:
+    """A paragraph naming each special token among `ids` and what it means in nanochat's chat format; "" when none.
+    The tutorial's generate does not stop at them: it goes on with whatever the model predicts next."""
+    if tokenizer is None:
+        return ""
+    found = []
+    for i in ids:
+        if i < tokenizer.vocab_size and tokenizer.is_special(i):
+            name = tokenizer.token_bytes(i).decode()
+            if name not in found:
+                found.append(name)
+    if not found:
+        return ""
+    lines = "\n".join(f"- `{name}`{t('view.generate.special_sep', lang)}{t('special.' + name.strip('<|>'), lang)}" for name in found)
+    return "\n\n" + t("view.generate.specials", lang) + "\n\n" + lines
+
+
+LABEL_UNITS = 34  # a step's row label at most (text_units): the heatmap keeps most of a 600-px figure
+
+
 def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int = 8, temperature: float = 1.0,
                   top_k: int | None = 50, seed: int = 42, show_k: int = 10, lang: str = "en") -> ViewResult:
     """Steps x top-k heatmap of what generate sampled from (the chosen token outlined), and counted FLOPs of naive
@@ -99,15 +153,17 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
         raise ValueError("generation needs a prompt of at least one token")
     max_tokens = max(0, min(max_tokens, model.config.sequence_len - len(tokens)))
     steps = generate_steps(model, tokens, max_tokens, temperature, top_k, seed, show_k)
-    all_ids = sorted({i for s in steps for i in s["top_ids"]} | {s["token"] for s in steps})
-    names = dict(zip(all_ids, token_labels(tokenizer, all_ids)))
+    chosen = [s["token"] for s in steps]
+    # labels read in context: a token that completes a character the tokens before it began shows the character
+    chosen_names = sequence_labels(tokenizer, tokens + chosen)[len(tokens):]
+    candidates = [next_labels(tokenizer, tokens + chosen[:k], s["top_ids"]) for k, s in enumerate(steps)]
     rows = []
-    for s in steps:
+    for k, s in enumerate(steps):
         for r, (i, p) in enumerate(zip(s["top_ids"], s["top_p"]), start=1):
-            rows.append(dict(step=s["step"], context=s["context"], rank=r, token_id=i, token=names[i], prob=float(p),
-                             sampled=i == s["token"], chosen_id=s["token"], chosen_token=names[s["token"]],
-                             p_chosen=s["p_token"], rank_chosen=s["rank"], tied_chosen=s["tied"],
-                             candidates=s["candidates"], entropy=s["entropy"]))
+            rows.append(dict(step=s["step"], context=s["context"], rank=r, token_id=i, token=candidates[k][r - 1],
+                             prob=float(p), sampled=i == s["token"], chosen_id=s["token"],
+                             chosen_token=chosen_names[k], p_chosen=s["p_token"], rank_chosen=s["rank"],
+                             tied_chosen=s["tied"], candidates=s["candidates"], entropy=s["entropy"]))
     df = pd.DataFrame(rows, columns=["step", "context", "rank", "token_id", "token", "prob", "sampled", "chosen_id",
                                      "chosen_token", "p_chosen", "rank_chosen", "tied_chosen", "candidates",
                                      "entropy"])
@@ -115,7 +171,11 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
 
     lengths = _cost_lengths(model.config, len(tokens))
     flops = [generation_flops(model.config, len(tokens), n) for n in lengths]
-    text_so_far = "".join(names[s["token"]] for s in steps)
+    if tokenizer is None:
+        text_so_far = "".join(chosen_names)
+    else:
+        pieces, pending = generated_pieces(tokenizer, tokens, chosen)
+        text_so_far = "".join(pieces) + ("…" if pending else "")
     greedy = temperature == 0  # argmax: no draw, the seed plays no part (GPT.generate)
     settings = dict(seed=seed, temperature=temperature, top_k=top_k or t("view.generate.off", lang))
     title = t("view.generate.title_greedy" if greedy else "view.generate.title", lang, n=len(steps), **settings)
@@ -124,13 +184,13 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     left = 130  # margin for the step labels
     if steps:
         z = np.stack([s["top_p"] for s in steps])
-        cell = np.array([[names[i] for i in s["top_ids"]] for s in steps], dtype=object)
+        cell = np.array([[fit_label(name, 8) for name in c] for c in candidates], dtype=object)
         # a sampled token not among the shown top (below them, or tied with more than are shown) gets no red box:
         # its row label says where it was
-        y = [t("view.generate.step", lang, s=s["step"], token=names[s["token"]]) + (
+        y = [fit_label(t("view.generate.step", lang, s=s["step"], token=chosen_names[k]) + (
             t("view.generate.below", lang, where=rank_text(s["rank"], s["tied"], model.config.vocab_size, lang),
-              p=s["p_token"]) if s["token"] not in s["top_ids"] else "") for s in steps]
-        left = max(left, 7 * max(map(len, y)))
+              p=s["p_token"]) if s["token"] not in s["top_ids"] else ""), LABEL_UNITS) for k, s in enumerate(steps)]
+        left = max(left, 7 * max(map(text_units, y)) + 16)  # 7 px a Latin glyph at 12 px, a CJK one 14: none cut
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
                                  colorbar=dict(len=0.55, y=0.75),
@@ -154,7 +214,10 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     draw = t("view.generate.draw_greedy" if greedy else "view.generate.draw_sampled", lang, **settings)
     text = t("view.generate.body", lang, P=len(tokens), n=n_last, naive=flops[-1][0] / 1e9, cached=flops[-1][1] / 1e9,
              ratio=flops[-1][0] / max(1, flops[-1][1]), draw=draw, text=text_so_far)
-    return ViewResult("generate", title, df, fig, text + bytes_note(df, fig, lang))
+    text += specials_note(tokenizer, chosen, lang)
+    labels = sequence_labels(tokenizer, tokens + chosen)
+    raw = None if tokenizer is None else tokenizer.token_labels(tokens + chosen)
+    return ViewResult("generate", title, df, fig, text + bytes_note(df, fig, lang, labels, raw))
 
 
 def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),
