@@ -35,16 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="the same as --model (kept for old command lines)")
     p.add_argument("--nanochat", action="store_true",
                    help="load nanochat's own base dir, $NANOCHAT_BASE_DIR or ~/.cache/nanochat (or --model's)")
-    p.add_argument("--source", default="sft", choices=["base", "mid", "sft", "rl"],
-                   help="nanochat checkpoint kind, in a nanochat base dir")
+    p.add_argument("--source", default=None, choices=["base", "mid", "sft", "rl"],
+                   help="nanochat checkpoint kind, in a nanochat base dir (default: sft, else the first of rl, mid, "
+                        "base the run has)")
     p.add_argument("--model-tag", default=None, help="nanochat depth tag, e.g. d20 (default: the largest)")
     p.add_argument("--step", type=int, default=None, help="nanochat checkpoint step (default: the largest)")
     p.add_argument("--random-config", default=None, metavar="K=V,...",
                    help="serve a random-init model, e.g. n_layer=4,n_head=4,n_embd=128,vocab_size=50304 (add "
-                        "arch=nanochat-2026-07 or window_pattern=SSSL for nanochat's 2026 architecture)")
-    p.add_argument("--arch", default=None, choices=["nanochat-2025-11", "nanochat-2026-07"],
-                   help="force the architecture of a nanochat checkpoint (default: read off the checkpoint; forcing "
-                        "2026 patches missing entries as nanochat's own loader does)")
+                        "arch=COMMIT for another nanochat version, e.g. arch=a825e63; window_pattern=SSSL alone means today's)")
+    p.add_argument("--arch", default=None, metavar="COMMIT",
+                   help="force the nanochat version of a checkpoint, by the commit that introduced its forward (e.g. "
+                        "4a87a0d, the tutorial's; a825e63, today's; nanochat-2025-11 and nanochat-2026-07 name those "
+                        "two; default: read off the checkpoint, and where several versions wrote identical files, the "
+                        "first; forcing a later one patches missing entries as nanochat's own loader does)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on CUDA, float32 on a CPU (there a seeded reply does not change with who "
@@ -66,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
 
     stay_offline_unless_hub(model)
     from demo.app import build_demo, launch_kwargs
-    from demo.models import load
+    from demo.models import ARCH_CHOICES, load
+
+    if args.arch is not None and args.arch not in ARCH_CHOICES:
+        raise SystemExit(f"--arch {args.arch}: not a nanochat version this app knows ({', '.join(ARCH_CHOICES)})")
 
     models = load(model=model, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
                   step=args.step, random_config=args.random_config,

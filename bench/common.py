@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # scripts run as `python3 bench/x.py`: make gpt/ and explain/ importable
     sys.path.insert(0, str(ROOT))
 
-from gpt.arch import new_model  # noqa: E402
+from gpt import nanochat  # noqa: E402
 from gpt.checkpoint import build_model, default_dtype, load_default  # noqa: E402
-from gpt.model import GPT, GPTConfig  # noqa: E402
+from gpt.nanochat import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -83,7 +83,8 @@ def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
 
 
 @torch.no_grad()
-def random_weights(config: GPTConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> GPT:
+def random_weights(config: GPTConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0,
+                   member: nanochat.Member = nanochat.TUTORIAL) -> GPT:
     """nanochat's init, except lm_head and the output projections are drawn like the other matrices.
 
     nanochat zeroes those, which makes every logit exactly 0: greedy decoding would always pick token 0 and the
@@ -92,13 +93,13 @@ def random_weights(config: GPTConfig, device: torch.device | str, dtype: torch.d
     """
     torch.manual_seed(seed)
     with torch.device(device):
-        model = new_model(config)
+        model = nanochat.new_model(config, member)
         model.init_weights()
     zeroed = [model.lm_head.weight] + [w for b in model.transformer.h for w in (b.attn.c_proj.weight,
                                                                                 b.mlp.c_proj.weight)]
     for w in zeroed:
         w.normal_(0.0, 1.0 / math.sqrt(w.size(1)))
-    return build_model(config, model.state_dict(), torch.device(device), dtype, "random_weights")
+    return build_model(config, member, model.state_dict(), torch.device(device), dtype, "random_weights")
 
 
 def model_under_test(device: torch.device, dtype: torch.dtype) -> ModelUnderTest:

@@ -49,8 +49,8 @@ from gpt.checkpoint import build_model  # noqa: E402
 from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
 from gpt.kv_cache import RowKVCache  # noqa: E402
-from gpt.model import SOFTCAP, GPT, GPTConfig  # noqa: E402
-from gpt.model_2026 import GPTConfig as GPTConfig2026  # noqa: E402
+from gpt import nanochat  # noqa: E402
+from gpt.nanochat import GPT, GPTConfig  # noqa: E402
 from gpt.stream import sampled_vocab  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
 from gpt.torch_thread import TorchThread  # noqa: E402
@@ -60,16 +60,17 @@ CONFIGS = {  # the issue's random-weight configs (n_kv_head = n_head, as nanocha
     "d20": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280),
     "d32": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=32, n_head=16, n_kv_head=16, n_embd=2048),
     # nanochat's current architecture (92d63d4) at d20 size: sliding windows SSSL, value embeddings, smear, backout
-    "d20-2026": GPTConfig2026(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280,
-                              window_pattern="SSSL"),
+    "d20-2026": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280,
+                          window_pattern="SSSL"),
 }
 QUICK_CONFIGS = {  # --quick: same code paths, toy sizes (GQA in one of them, as the tests do)
     "tiny": GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head=2, n_kv_head=2, n_embd=64),
     "d20": GPTConfig(sequence_len=256, vocab_size=2048, n_layer=3, n_head=4, n_kv_head=2, n_embd=128),
     "d32": GPTConfig(sequence_len=256, vocab_size=2048, n_layer=4, n_head=4, n_kv_head=4, n_embd=128),
-    "d20-2026": GPTConfig2026(sequence_len=512, vocab_size=2048, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
-                              window_pattern="SSSL"),
+    "d20-2026": GPTConfig(sequence_len=512, vocab_size=2048, n_layer=3, n_head=4, n_kv_head=2, n_embd=128,
+                          window_pattern="SSSL"),
 }
+MEMBER = {"d20-2026": nanochat.TODAY}  # the nanochat version of each config (else the tutorial's)
 ALL = ("tiny", "d20", "d32", "d20-2026", "default")
 NAIVE_TOKENS = {"tiny": 32, "d20": 16, "d32": 8, "d20-2026": 16, "default": 32}  # GPT.generate re-reads the prefix
 APP_SAMPLING = dict(temperature=0.8, top_k=50, top_p=1.0)  # the chat tab's defaults
@@ -81,7 +82,7 @@ CHECK_STEPS = 32  # greedy tokens compared, and bf16 logits compared, per prompt
 CHECK_ROWS = 4
 SEEDED_ROWS = 16  # seeded replies compared alone vs together, in the app's dtype
 BF16_REL_RMS = 2.0 ** -5  # bf16 keeps 8 significant bits (step 2^-8); allow ~8 steps of accumulated RMS error
-BF16_MAX_ABS = 2.0 ** -5 * SOFTCAP  # and the same fraction of the logits' range (softcap) for the worst logit
+BF16_MAX_ABS = 2.0 ** -5 * nanochat.TUTORIAL.features.softcap  # and the same fraction of the logits' range (softcap) for the worst logit
 
 
 # ---- small helpers ------------------------------------------------------------------------------------------------
@@ -284,10 +285,10 @@ def load(name: str, device: torch.device, run_dtype: torch.dtype, quick: bool) -
         m32, tok, label, standin, note = mut.model, mut.tokenizer, mut.name, mut.standin, mut.note
     else:
         config = (QUICK_CONFIGS if quick else CONFIGS)[name]
-        m32 = random_weights(config, device, torch.float32)
+        m32 = random_weights(config, device, torch.float32, member=MEMBER.get(name, nanochat.TUTORIAL))
         tok = synthetic_tokenizer(config.vocab_size)
         label, standin, note = f"random weights {name}", False, ""
-    run = m32 if run_dtype == torch.float32 else build_model(m32.config, m32.state_dict(), device, run_dtype)
+    run = m32 if run_dtype == torch.float32 else build_model(m32.config, m32.member, m32.state_dict(), device, run_dtype)
     return dict(m32=m32, run=run, tok=tok, label=label, standin=standin, note=note)
 
 
@@ -342,7 +343,7 @@ def worker(spec: dict) -> None:
     def checks() -> dict:
         steps = max(CHECK_STEPS, spec["check_steps"])
         greedy = greedy_check(m["m32"], tok, prompts[:CHECK_ROWS], steps)
-        m16 = run if run_dtype == torch.bfloat16 else build_model(run.config, m["m32"].state_dict(), device,
+        m16 = run if run_dtype == torch.bfloat16 else build_model(run.config, run.member, m["m32"].state_dict(), device,
                                                                   torch.bfloat16)
         bf16 = bf16_check(m["m32"], m16, prompts[0], greedy.pop("continuation"))
         seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps)

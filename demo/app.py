@@ -6,7 +6,7 @@ import gradio as gr
 from demo import chat, generate_tab, inside, lessons, scratch
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
-from demo.models import Models, describe
+from demo.models import Models, describe, model_card
 from rules.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
 from text import literal
 
@@ -114,6 +114,9 @@ def build_demo(models: Models) -> gr.Blocks:
                 title = gr.Markdown(f"# {t('ui.title')}")
                 model_line = gr.Markdown(header_md(models, "en"), elem_id="model-line")
                 model_notice = gr.Markdown(notice_md(models, "en"), elem_id="model-notice")
+                with relabel(gr.Accordion(t("ui.model_card"), open=False, elem_id="model-card"), "ui.model_card"):
+                    relabel(gr.Markdown(model_card(models.main, "en"), elem_id="model-card-text"),
+                            value=lambda lang: model_card(models.main, lang))
             with gr.Column(scale=2, min_width=280):
                 lang_radio = relabel(gr.Radio(list(LANGS.values()), value=LANGS["en"], label=t("ui.language"),
                                               elem_id="lang"), "ui.language")

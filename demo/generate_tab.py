@@ -107,7 +107,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         ids = prompt_ids(prompt_text, lang)
         n = max(0, min(int(n or 0), int(n_steps)))
         tok = models.main.tokenizer
-        check_generate(models.main.model.config, len(ids), [n])
+        check_generate(models.main.model, len(ids), [n])
         view = generate_view(models.main.model, ids, tok, n, temperature=float(temp), top_k=int(k) or None,
                              seed=int(seed_v or 0), lang=lang)
         chosen = view.df.drop_duplicates("step")["chosen_id"].tolist()
@@ -150,7 +150,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
     def cost(prompt_text, max_len, lang):
         ids = prompt_ids(prompt_text, lang)
         lengths = tuple(n for n in (4, 8, 16, 32, 64, 128, 256) if n <= int(max_len))
-        check_generate(models.main.model.config, len(ids), list(lengths), cached_too=True)
+        check_generate(models.main.model, len(ids), list(lengths), cached_too=True)
         view = generate_time_view(models.main.model, ids, lengths, lang=lang)
         return view.fig, f"### {view.title}\n\n{view.text}"
 

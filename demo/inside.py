@@ -19,6 +19,7 @@ from rules.png import PngError, figure_png, unavailable as png_unavailable
 from explain.then_now import then_now_view
 from rules.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
+from gpt import nanochat as family
 
 
 class Preset(NamedTuple):
@@ -122,13 +123,13 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
             relabel(focus, "ui.focus", choices=focus_choices)
             run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
                           value="ui.run_forward")
-    limits = gr.Markdown(limits_md(cfg, "en"), elem_id="inside-limits")
-    relabel(limits, value=lambda lang: limits_md(cfg, lang))
+    limits = gr.Markdown(limits_md(models.main.model, "en"), elem_id="inside-limits")
+    relabel(limits, value=lambda lang: limits_md(models.main.model, lang))
     notes = gr.Markdown(elem_id="inside-notes")
     with relabel(gr.Accordion(t("ui.any_config"), open=False, elem_id="any-config"), "ui.any_config"):
         with gr.Row():
-            spec = relabel(gr.Textbox("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,"
-                                      "sequence_len=2048", label=t("ui.config_spec"), scale=4,
+            spec = relabel(gr.Textbox(f"arch={family.TODAY.name},n_layer=20,n_head=10,n_embd=1280,"
+                                      "vocab_size=65536,sequence_len=2048", label=t("ui.config_spec"), scale=4,
                                       elem_id="any-config-spec"), "ui.config_spec")
             rows = relabel(gr.Number(2, precision=0, minimum=1, maximum=MAX_SHAPE_SIZE, label=t("ui.shape_B"),
                                      elem_id="any-config-B"), "ui.shape_B")
@@ -147,9 +148,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     @models.handler(needs_gpu=False)  # the meta device: no GPU call on ZeroGPU
     def any_config_shapes(spec_text, B, T, T0, lang):
         """The shapes view of a config typed by hand (the meta device: no weights, any size, instant)."""
-        config = parse_config(spec_text or "")  # an InputError becomes a message in the user's language
+        spec = parse_config(spec_text or "")  # an InputError becomes a message in the user's language
         try:
-            view = shapes_view(config, *(_size(v, lo) for v, lo in ((B, 1), (T, 1), (T0, 0))), lang=lang)
+            view = shapes_view(spec.config, spec.member, *(_size(v, lo) for v, lo in ((B, 1), (T, 1), (T0, 0))),
+                               lang=lang)
         except ValueError as e:  # e.g. T0 + T past the rotary table
             raise gr.Error(html.escape(str(e))) from None
         return view.fig, f"### {view.title}\n\n{view.text}", headers(view.df, lang)
@@ -188,7 +190,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
         loaded = models.pick(which)
         c = loaded.model.config
-        req = forward_request(loaded.tokenizer, c, prompt_text, ids_text, lang)
+        req = forward_request(loaded.tokenizer, loaded.model, prompt_text, ids_text, lang)
         for warning in req.warnings:
             gr.Warning(warning)
         asked = (int(layer_v), int(head_v), int(pos_v))

@@ -15,18 +15,20 @@ import torch
 
 from demo.gpu import gpu, on_zerogpu, start as zerogpu_start
 from rules.inputs import InputError, check_numbers, parse_config
+from explain.family import feature_card_md
 from explain.shapes import TUTORIAL_CONFIG
 from text import LANGS, t
-from gpt import arch as archs
+from gpt import nanochat as family
 from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
 from gpt.anywhere import load as load_any
 from gpt.engine import Engine
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 from gpt.torch_thread import TorchThread
 
 F = TypeVar("F", bound=Callable)
 # Used only when no trained model exists: small enough to build in a second anywhere.
+ARCH_CHOICES = tuple(m.name for m in family.MEMBERS) + tuple(family.ALIASES)  # what --arch accepts
 FALLBACK_CONFIG = GPTConfig(sequence_len=256, vocab_size=1024, n_layer=2, n_head=2, n_kv_head=2, n_embd=64)
 
 
@@ -55,33 +57,35 @@ class Models:
         self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
                              compile=self.compile, run=self.worker.urgent)
 
-    def tutorial(self, arch: str = archs.OLD) -> LoadedModel:
-        """nanochat's init of the tutorial config in architecture `arch` (the 2026 one with window_pattern SSSL),
-        with the served model's tokenizer, on the same device."""
+    def tutorial(self, member: family.Member = family.TUTORIAL) -> LoadedModel:
+        """nanochat's init of the tutorial config as nanochat `member` has it (window_pattern SSSL where it has
+        windows), with the served model's tokenizer, on the same device."""
         with self._lock:
-            if arch not in self._tutorial:
-                self._tutorial[arch] = untrained(tutorial_config(arch), self.main.tokenizer, self.main.device)
-            return self._tutorial[arch]
+            if member.name not in self._tutorial:
+                self._tutorial[member.name] = untrained(tutorial_config(member), self.main.tokenizer,
+                                                        self.main.device, member=member)
+            return self._tutorial[member.name]
 
     def counterpart(self, which: str) -> LoadedModel:
-        """A model of the other architecture to put beside `pick(which)` (then and now): the other tutorial model,
-        or, beside the served model, an untrained one of the tutorial's size with its vocab, context and tokenizer."""
+        """A model of another nanochat version to put beside `pick(which)` (then and now): the other tutorial model,
+        or, beside the served model, an untrained one of the tutorial's size with its vocab, context and tokenizer,
+        of today's nanochat (of the tutorial's, beside a model with any later feature)."""
         if which in ("tutorial", "tutorial_2026"):
             return self.pick("tutorial_2026" if which == "tutorial" else "tutorial")
-        other = archs.OLD if self.main.arch == archs.NEW else archs.NEW
-        key = f"beside-main-{other}"
+        other = family.TUTORIAL if self.main.model.features.changed() else family.TODAY
+        key = f"beside-main-{other.name}"
         with self._lock:
             if key not in self._tutorial:
                 c = self.main.model.config
                 config = dataclasses.replace(tutorial_config(other), vocab_size=c.vocab_size,
                                              sequence_len=c.sequence_len)
-                self._tutorial[key] = untrained(config, self.main.tokenizer, self.main.device)
+                self._tutorial[key] = untrained(config, self.main.tokenizer, self.main.device, member=other)
             return self._tutorial[key]
 
     def pick(self, which: str) -> LoadedModel:
         """"loaded" (the served model), "tutorial" (the tutorial's random-init model, 2025) or "tutorial_2026"."""
-        return {"tutorial": lambda: self.tutorial(archs.OLD),
-                "tutorial_2026": lambda: self.tutorial(archs.NEW)}.get(which, lambda: self.main)()
+        return {"tutorial": lambda: self.tutorial(family.TUTORIAL),
+                "tutorial_2026": lambda: self.tutorial(family.TODAY)}.get(which, lambda: self.main)()
 
     def handler(self, fn: F | None = None, *, on_thread: bool = True, checks: bool = False, needs_gpu: bool = True,
                 duration: Callable[[dict], float] | None = None) -> F:
@@ -164,10 +168,10 @@ def in_users_language(fn: F) -> F:
     return call  # type: ignore[return-value]
 
 
-def tutorial_config(arch: str) -> GPTConfig:
-    """The tutorial's config (4 layers, 4 heads, 128 wide, vocab 50304) in either architecture."""
-    extra = {"window_pattern": "SSSL"} if arch == archs.NEW else {}
-    return archs.config_class(arch)(**dataclasses.asdict(TUTORIAL_CONFIG), **extra)
+def tutorial_config(member: family.Member) -> GPTConfig:
+    """The tutorial's config (4 layers, 4 heads, 128 wide, vocab 50304), with window_pattern SSSL for a member with
+    sliding windows."""
+    return dataclasses.replace(TUTORIAL_CONFIG, window_pattern="SSSL" if member.features.windows else "L")
 
 
 def model_thread(device: torch.device) -> TorchThread:
@@ -186,21 +190,20 @@ def chat_rows(model: GPT, device: torch.device) -> int:
     KV cache would pass CPU_KV_BYTES (a nanochat d20 in bf16 needs 210 MB a row: 2 rows)."""
     if device.type != "cpu":
         return 32
-    c = model.config
-    itemsize = model.lm_head.weight.element_size()  # the cache is kept in the weights' dtype
-    per_row = 2 * c.n_layer * c.n_kv_head * (c.n_embd // c.n_head) * c.sequence_len * itemsize
+    per_row = model.kv_bytes_per_token() * model.config.sequence_len  # the cache is kept in the weights' dtype
     return max(1, min(CPU_CHAT_ROWS, CPU_KV_BYTES // per_row))
 
 
-def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0) -> LoadedModel:
+def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0,
+              member: family.Member = family.TUTORIAL) -> LoadedModel:
     """nanochat's init of any config. Unlike gpt.checkpoint.random_model it accepts a vocab larger than the
     tokenizer's (the tutorial's 50304 is such a padded vocab; ids past the tokenizer are labelled "#id")."""
     if config.vocab_size == tokenizer.vocab_size:
-        return random_model(config, tokenizer, seed=seed, device=device)
+        return random_model(config, tokenizer, seed=seed, device=device, member=member)
     if config.vocab_size < tokenizer.vocab_size:
         raise ValueError(f"vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     torch.manual_seed(seed)
-    model = archs.new_model(config)
+    model = family.new_model(config, member)
     model.init_weights()
     dims = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, vocab={config.vocab_size}"
     return LoadedModel(model.to(device).eval(), tokenizer, f"random-init ({dims})", "random-init", device,
@@ -212,15 +215,21 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def describe(loaded: LoadedModel, lang: str = "en") -> str:
-    """'name · nanochat-2025-11 · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels in
-    `lang`; the name, which may be a path anyone chose, shows as written)."""
+    """'name · nanochat 4a87a0d (2025-11-17) · 20.1M params · 4 layers × 256 · context 512 · cpu · float32' (labels
+    in `lang`; the name, which may be a path anyone chose, shows as written)."""
     from text import literal, t
 
-    c = loaded.model.config
+    c, member = loaded.model.config, loaded.model.member
     dtype = str(loaded.dtype).replace("torch.", "")
-    return (f"**{literal(loaded.name)}** · `{loaded.arch}` · {n_params(loaded.model) / 1e6:.1f}M "
-            f"{t('ui.params', lang)} · {c.n_layer} {t('ui.layers', lang)} × {c.n_embd} · "
-            f"{t('ui.context', lang)} {c.sequence_len} · `{loaded.device}` · `{dtype}`")
+    return (f"**{literal(loaded.name)}** · nanochat `{member.name}` ({member.date}) · "
+            f"{n_params(loaded.model) / 1e6:.1f}M {t('ui.params', lang)} · {c.n_layer} {t('ui.layers', lang)} × "
+            f"{c.n_embd} · {t('ui.context', lang)} {c.sequence_len} · `{loaded.device}` · `{dtype}`")
+
+
+def model_card(loaded: LoadedModel, lang: str = "en") -> str:
+    """The model card panel: which nanochat version the model is and each feature it adds to the tutorial's, with the
+    commit that introduced it (and which other versions write identical files)."""
+    return feature_card_md(loaded.model.config, loaded.model.member, lang, loaded.same_files)
 
 
 def fallback_tokenizer() -> Tokenizer:
@@ -232,7 +241,7 @@ def fallback_tokenizer() -> Tokenizer:
     return Tokenizer.train(texts, 512)
 
 
-def load(model: str | None = None, nanochat: bool = False, source: str = "sft", model_tag: str | None = None,
+def load(model: str | None = None, nanochat: bool = False, source: str | None = None, model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
          dtype: str | None = None, compile: bool = False, arch: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
@@ -258,14 +267,15 @@ def load(model: str | None = None, nanochat: bool = False, source: str = "sft", 
     return models
 
 
-def _load(model: str | None, nanochat: bool, source: str, model_tag: str | None, step: int | None,
+def _load(model: str | None, nanochat: bool, source: str | None, model_tag: str | None, step: int | None,
           random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models],
           arch: str | None = None) -> Models:
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
     notice = ""
     try:
         if random_config is not None:
-            return serve(untrained(parse_config(random_config), _default_tokenizer(), dev))
+            spec = parse_config(random_config)
+            return serve(untrained(spec.config, _default_tokenizer(), dev, member=spec.member))
         if model:
             return serve(load_any(model, dev, torch_dtype, arch=arch, step=step, nanochat_source=source,
                                   model_tag=model_tag))

@@ -16,8 +16,8 @@ gen_tokens, temperature, top_k, seed (generate), views (a subset of VIEWS).
 `ViewResult(name, title, df, fig, text)`; every function raises ValueError with a readable message on bad input.
 
 The views, one function each (all take lang="en", or any code of text.LANGS):
- 1 shapes      shapes_view(config_or_model, B=1, T=5, T0=0)           stages, symbolic/concrete shapes, flow diagram
-               shape_table(config, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
+ 1 shapes      shapes_view(config, member, B=1, T=5, T0=0)            stages, symbolic/concrete shapes, flow diagram
+               shape_table(config, member, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
  2 rotary      rotary_view(model, T, T0=0)                            cos/sin tables and the slice [T0:T0+T]
  3 mask        mask_view(labels, chunk=None, windows=None, context=None) the three causal-mask regimes (+ the
                S layers' sliding-window band over the whole prompt, for a 2026 model and a prompt longer than it)
@@ -35,8 +35,8 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
 10 kv_cache    kv_cache_view(trace, steps=None)                       incremental == full, how the cache fills
                incremental_logits(model, idx, steps)
 11 generate    generate_view(model, tokens, tokenizer, max_tokens=8, temperature=1.0, top_k=50, seed=42)
-               generate_steps(...) watches GPT.generate step by step; flops_per_token(config, context),
-               generation_flops(config, prompt_len, n_new); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
+               generate_steps(...) watches GPT.generate step by step;
+               generation_flops(model, prompt_len, n_new) (GPT.flops_per_token counts); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
                measures naive vs cached wall time (call it on request: it runs the model many times).
 12 then_now    then_now_view(model_a, model_b, tokenizer, text_or_ids, lang="en", row=0)  not in VIEWS: it needs
                a model of each architecture (nanochat-2025-11 and -2026-07, either order); the same prompt through
@@ -46,7 +46,7 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
                then_now_table(trace_2025, trace_2026, row, lang) -> DataFrame.
 
 Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
-own functions (forward, causal_mask_for, norm, lm_head, SOFTCAP); the one derived quantity is the attention weights,
+own functions and answers (forward, head, causal_mask_for, window_sizes, softcap); the one derived quantity is the attention weights,
 softmax(q·kᵀ/√hd + mask) from recorded q, k. Top-k and other reductions run on the model's device: full [T, V] logits
 never leave it. Long prompts are windowed (the last positions up to `position`) or aggregated, and titles say so.
 All text lives in text/: one TOML file per language, read through text.t(key, lang).
@@ -55,7 +55,7 @@ from explain.attention import attention_view, attention_weights
 from explain.build import VIEWS, build_all, build_views
 from explain.causality import causality_view
 from explain.common import ViewResult
-from explain.generate import (flops_per_token, generate_steps, generate_time_view, generate_view, generation_flops)
+from explain.generate import (generate_steps, generate_time_view, generate_view, generation_flops)
 from explain.kvcache import incremental_logits, kv_cache_view
 from explain.lens import lens_logits, logit_lens_view
 from explain.mask import mask_view
@@ -68,7 +68,7 @@ from explain.trace import Trace, trace_forward
 from explain.training import training_view
 
 __all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "build_all", "build_views",
-           "causality_view", "flops_per_token", "generate_steps", "generate_time_view", "generate_view",
+           "causality_view", "generate_steps", "generate_time_view", "generate_view",
            "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
            "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",
            "then_now_from_traces", "then_now_table", "then_now_view", "trace_forward", "training_view",

@@ -13,11 +13,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (ViewResult, base_layout, bytes_note, hover, layer_windows, np32, position_axis,
+from explain.common import (ViewResult, base_layout, bytes_note, hover, np32, position_axis,
                             resolve_position, window, window_kind)
 from text import t
 from explain.trace import Trace
-from gpt.model import causal_mask_for
+from gpt.nanochat import causal_mask_for
 
 
 def attention_mask(trace: Trace, layer: int) -> torch.Tensor:
@@ -25,7 +25,7 @@ def attention_mask(trace: Trace, layer: int) -> torch.Tensor:
     if not 0 <= layer < trace.config.n_layer:
         raise ValueError(f"layer must be in 0..{trace.config.n_layer - 1}")
     Tq, Tk = trace.rec[f"blocks.{layer}.attn.q"].size(2), trace.rec[f"blocks.{layer}.attn.k"].size(2)
-    return causal_mask_for(Tq, Tk, device=trace.device, window=layer_windows(trace.model)[layer])
+    return causal_mask_for(Tq, Tk, device=trace.device, window=trace.model.window_sizes[layer])
 
 
 def attention_weights(trace: Trace, layer: int) -> torch.Tensor:
@@ -75,7 +75,7 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
 
     z_masked = np.where(visible, z, np.nan).astype(np.float32)  # masked cells blank, not "0"
     title = t("view.attention.title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
-    keys_back = layer_windows(trace.model)[layer]
+    keys_back = trace.model.window_sizes[layer]
     kind = window_kind(keys_back, trace.config.sequence_len)
     if kind is not None:  # a model with sliding windows (nanochat 2026): say which kind this layer is
         title += t(f"view.attention.kind_{kind.lower()}", lang, w=keys_back)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from explain.attention import attention_view
 from explain.causality import causality_view
-from explain.common import ViewResult, layer_windows
+from explain.common import ViewResult
 from explain.generate import generate_view
 from explain.kvcache import kv_cache_view
 from explain.lens import logit_lens_view
@@ -14,7 +14,7 @@ from explain.shapes import shapes_view
 from explain.softcap import softcap_view
 from explain.trace import Trace, trace_forward
 from explain.training import training_view
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.torch_thread import pause_point
 
 VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
@@ -40,9 +40,10 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         kv_steps = [cached, trace.T - cached]
     model = trace.model
     makers = {
-        "shapes": lambda: shapes_view(model, trace.B, trace.T - cached, cached, lang=lang),
+        "shapes": lambda: shapes_view(model.config, model.member, trace.B, trace.T - cached, cached,
+                                      model.lm_head.weight.dtype, lang),
         "rotary": lambda: rotary_view(model, trace.T - cached, cached, lang=lang),
-        "mask": lambda: mask_view(trace.labels[row], lang=lang, windows=layer_windows(model),
+        "mask": lambda: mask_view(trace.labels[row], lang=lang, windows=model.window_sizes,
                                   context=model.config.sequence_len),
         "attention": lambda: attention_view(trace, layer, head, row, position, lang=lang),
         "softcap": lambda: softcap_view(trace, position, row, lang=lang),

@@ -80,42 +80,6 @@ def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
 
 TITLE_SIZE = 15  # px, a figure's title
 SUBPLOT_TITLE_SIZE = 13  # px, each subplot's title (make_subplots' own 16 is larger than the figure's title)
-def layer_windows(model) -> list[int | None]:
-    """Each layer's sliding window: how many keys back a query may look besides its own (None: no window, the 2025
-    model, where every query sees the whole context)."""
-    return [block.attn.window for block in model.transformer.h]
-
-
-def window_kind(window_keys: int | None, context: int) -> str | None:
-    """"S" (a sliding window shorter than the context), "L" (the whole context) or None (a model without windows)."""
-    if window_keys is None:
-        return None
-    return "S" if window_keys < context else "L"
-
-
-def window(T: int, focus: int, size: int) -> tuple[int, int]:
-    """[start, end) of at most `size` positions containing `focus`, as late as possible (causal views look back)."""
-    if T <= size:
-        return 0, T
-    end = min(T, max(size, focus + 1))
-    return end - size, end
-
-
-def resolve_position(position: int, T: int) -> int:
-    """Python-style index (-1 = last) -> 0..T-1, with a clear error."""
-    p = position + T if position < 0 else position
-    if not 0 <= p < T:
-        raise ValueError(f"position {position} is outside the prompt (0..{T - 1})")
-    return p
-
-
-def np32(t: torch.Tensor, decimals: int = 5) -> np.ndarray:
-    """A small tensor -> float32 numpy, rounded so figures stay lean."""
-    return np.round(t.detach().float().cpu().numpy(), decimals).astype(np.float32)
-
-
-TITLE_SIZE = 15  # px, a figure's title
-SUBPLOT_TITLE_SIZE = 13  # px, each subplot's title (make_subplots' own 16 is larger than the figure's title)
 APP_WIDTH = 600  # px: the narrowest a view's plot is drawn in the app (its column's min_width in demo/: narrower
 # windows, a 1024-px projector among them, put the explanation below the plot, which then takes the whole row)
 GLYPH_EM = 0.55  # a Latin glyph's average width in em (Arial's lowercase ~0.5, plus slack); a CJK glyph is 1 em

@@ -1,7 +1,7 @@
 """View 11 — generation step by step, and what naive generation costs against a KV cache.
 
 `generate_steps` runs GPT.generate itself and watches each step through its `on_step` callback, keeping the top of
-the distribution it sampled from. Cost is shown two ways: counted FLOPs (`flops_per_token`,
+the distribution it sampled from. Cost is shown two ways: counted FLOPs (`GPT.flops_per_token`,
 from the config alone) and wall time measured on the actual model (`generate_time_view`, on request).
 """
 from __future__ import annotations
@@ -17,9 +17,7 @@ from explain.common import (ViewResult, base_layout, bytes_note, fit_label, fit_
 from text import t
 from explain.trace import next_labels, sequence_labels
 from gpt.detok import StreamDecoder
-from gpt import model_2026
-from gpt.arch import arch_of
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, GPTConfig
 from gpt.torch_thread import module_pause_points, work_clock
 
 
@@ -47,43 +45,16 @@ def generate_steps(model: GPT, tokens: list[int], max_tokens: int, temperature: 
     return steps
 
 
-def flops_per_token(config: GPTConfig, context: int) -> int:
-    """Forward FLOPs (multiply + add = 2) for ONE token that attends over `context` keys (itself included).
-
-    Weights: every Linear is 2·in·out per token — per layer c_q C·C, c_k and c_v C·Hkv·hd each, c_proj C·C, MLP
-    2·4C·C; plus lm_head C·V. The embedding lookup, norms, rotary, softmax and softcap are elementwise: left out.
-    Attention: per layer, scores q·k and the weighted sum of v each cost 2·hd per key per head = 2·C·context.
-    A 2026 config (gpt/model_2026.py): lm_head has the padded vocab's rows, the value-embedding gates (12·Hkv on
-    their layers) and the smear gate (24) are Linears too, and an S layer reads at most window + 1 keys.
-    """
-    C, L, V = config.n_embd, config.n_layer, config.vocab_size
-    kv = config.n_kv_head * (C // config.n_head)
-    keys = [context] * L
-    gates = 0
-    if arch_of(config) == model_2026.ARCH:
-        V = model_2026.padded_vocab(V)
-        keys = [min(context, w + 1) for w in model_2026.window_sizes(config)]
-        n_ve = sum(model_2026.has_value_embedding(i, L) for i in range(L))
-        gates = n_ve * model_2026.VE_GATE_CHANNELS * config.n_kv_head + model_2026.SMEAR_CHANNELS
-    weights = L * (C * C + 2 * C * kv + C * C + 8 * C * C) + C * V + gates
-    return 2 * weights + 4 * C * sum(keys)
-
-
-def forward_flops(config: GPTConfig, T: int, T0: int = 0) -> int:
-    """FLOPs of one forward of T new tokens after T0 cached ones (causal: token i attends over T0+i+1 keys)."""
-    return sum(flops_per_token(config, T0 + i + 1) for i in range(T))
-
-
-def generation_flops(config: GPTConfig, prompt_len: int, n_new: int) -> tuple[int, int]:
-    """(naive, cached) FLOPs to generate n_new tokens after a prompt of prompt_len.
+def generation_flops(model: GPT, prompt_len: int, n_new: int) -> tuple[int, int]:
+    """(naive, cached) FLOPs to generate n_new tokens after a prompt of prompt_len (the model counts its own:
+    GPT.forward_flops).
 
     Naive (GPT.generate) runs a full forward of length P, P+1, ..., P+n-1: the prefix is recomputed every step, so
     the total grows quadratically with n. Cached: one prefill of P tokens, then n-1 one-token forwards: linear in n
     (apart from attention over the growing cache, which is the same in both).
     """
-    naive = sum(forward_flops(config, prompt_len + s) for s in range(n_new))
-    cached = forward_flops(config, prompt_len) + sum(forward_flops(config, 1, prompt_len + s)
-                                                      for s in range(n_new - 1))
+    naive = sum(model.forward_flops(prompt_len + s) for s in range(n_new))
+    cached = model.forward_flops(prompt_len) + sum(model.forward_flops(1, prompt_len + s) for s in range(n_new - 1))
     return naive, cached
 
 
@@ -170,7 +141,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     df["temperature"], df["top_k"], df["seed"] = temperature, top_k or 0, seed
 
     lengths = _cost_lengths(model.config, len(tokens))
-    flops = [generation_flops(model.config, len(tokens), n) for n in lengths]
+    flops = [generation_flops(model, len(tokens), n) for n in lengths]
     if tokenizer is None:
         text_so_far = "".join(chosen_names)
     else:
@@ -240,7 +211,7 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
             t1 = work_clock()
             cached_out = list(model.generate(tokens, n, temperature=0, use_cache=True))
             t2 = work_clock()
-        f_naive, f_cached = generation_flops(model.config, len(tokens), n)
+        f_naive, f_cached = generation_flops(model, len(tokens), n)
         rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),
                          naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))
     df = pd.DataFrame(rows)

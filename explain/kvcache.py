@@ -14,7 +14,7 @@ from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hove
 from text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
-from gpt.model import GPT
+from gpt.nanochat import GPT
 
 
 def default_steps(T: int) -> list[int]:

@@ -2,9 +2,9 @@
 
 Each recorded residual (the embedding after norm, then each block's output) is pushed through the model's own head
 (GPT.head: final norm, lm_head and softcap). At the last block this is exactly what forward does, so the lens ends at
-the real logits. In a 2026 model the residual stream starts at the smeared embedding (embed_smear, what the blocks
-mix back in as x0), and the head subtracts the backout (backout_lambda times the residual kept after block
-model.backout_layer) from every residual read after that block, as forward does at the end.
+the real logits. The stream starts where the model says (`GPT.residual_start`: after the smear, in a model with
+one), and in a model with backout the head subtracts backout_lambda times the residual kept after block
+`GPT.backout_layer` from every residual read after that block, as forward does at the end.
 """
 from __future__ import annotations
 
@@ -22,23 +22,21 @@ from gpt.recorder import residual_points
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
     """(names shown, recorded names) of the residual stream read by the lens: embedding, then each block's output."""
     L = trace.config.n_layer
-    names = residual_points(L)
-    if "embed_smear" in trace.rec:  # 2026: the stream starts after the smear
-        names[0] = "embed_smear"
+    names = [trace.model.residual_start] + residual_points(L)[1:]
     return ["embed"] + [f"block {i}" for i in range(L)], names
 
 
 def backout_from(trace: Trace) -> int | None:
     """The first lens layer (i+1 = block i's output) that the head reads with the backout subtracted: the output of
-    block model.backout_layer and every later one; None for a model without backout (2025)."""
-    mid = getattr(trace.model, "backout_layer", None)
+    block model.backout_layer and every later one; None for a model without backout."""
+    mid = trace.model.backout_layer
     return None if mid is None else mid + 1
 
 
 @torch.inference_mode()
 def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice(None)) -> torch.Tensor:
     """Softcapped logits [T', V] (on the device) read from residual `layer` (0 = embedding, i+1 = block i's output)
-    through the model's own head (with the backout, in a 2026 model, from block backout_layer's output on)."""
+    through the model's own head (with the backout, in a model with one, from block backout_layer's output on)."""
     _, names = lens_inputs(trace)
     x = trace.rec[names[layer]][row, positions]
     first = backout_from(trace)

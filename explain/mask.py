@@ -1,4 +1,4 @@
-"""View 3 — the causal mask in its three regimes, drawn from the model's own gpt.model.causal_mask_for.
+"""View 3 — the causal mask in its three regimes, drawn from the model's own gpt.nanochat.causal_mask_for.
 
 With per-layer sliding windows (nanochat 2026: `windows`, one per layer, and the context they are measured against),
 the S layers' mask over the whole prompt is drawn too when the prompt is longer than their window: the band, where a
@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window_kind
 from text import t
-from gpt.model import causal_mask_for
+from gpt.nanochat import causal_mask_for
 
 
 def mask_regimes(T: int, chunk: int | None = None) -> list[tuple[str, int, int]]:

@@ -7,8 +7,7 @@ import plotly.graph_objects as go
 
 from explain.common import ViewResult, base_layout, fit_titles, hover, np32, subplots
 from text import t
-from gpt import model_2026
-from gpt.model import GPT, ROTARY_BASE
+from gpt.nanochat import GPT
 
 
 def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str = "en") -> ViewResult:
@@ -46,7 +45,8 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     fig.update_layout(base_layout(title, height=520))
     fit_titles(fig)
     text = t("view.rotary.body", lang, T0=T0, T=T, T1=T0 + T, n_pos=n_pos, half=len(pairs))
-    new = model.arch == model_2026.ARCH
-    text += t("view.rotary.note_2026" if new else "view.rotary.note_2025", lang,
-              base=model_2026.ROTARY_BASE if new else ROTARY_BASE)
+    f = model.features
+    text += t("view.rotary.note_base", lang, base=f"{f.rotary_base:g}")
+    text += t("view.rotary.note_base_raised", lang) if f.rotary_base != 10000 else ""
+    text += t("view.rotary.note_bf16", lang) if f.rotary_bf16 else ""
     return ViewResult("rotary", title, df, fig, text)

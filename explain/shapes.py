@@ -13,11 +13,10 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout
+from explain.family import feature_card_md
 from text import t
-from gpt import model_2026
-from gpt.arch import arch_of, new_model
 from gpt.kv_cache import KVCache
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, GPTConfig, Member, new_model
 from gpt.recorder import POINTS, Recorder
 
 # Each recording point of the model (gpt.recorder.POINTS: its name and symbolic shape) -> (stage, the code that produces
@@ -30,7 +29,7 @@ _STAGE_CODE = {
     "embed_norm": (2, "norm(x)"),
     "embed_smear": (2, "x + smear_lambda·σ(smear_gate(x[:24]))·x[t-1]"),
     "blocks.{i}.input": (2, None),  # view.shapes.code.block_input
-    "blocks.{i}.attn.ve_gate": (2, "3·σ(ve_gate(x[..., :12]))"),
+    "blocks.{i}.attn.ve_gate": (2, "{ve_scale:g}·σ(ve_gate(x[..., :{ve_channels}]))"),
     "blocks.{i}.attn.q": (2, "norm(rotary(c_q(norm(x))))"),
     "blocks.{i}.attn.k": (2, "norm(rotary(c_k(norm(x)))) (+ cache)"),
     "blocks.{i}.attn.v": (2, "c_v(norm(x)) (+ cache)"),
@@ -42,16 +41,22 @@ _STAGE_CODE = {
     "blocks.{i}.output": (2, "x + mlp"),
     "backout": (2, "x − backout_lambda·x_mid"),
     "final_norm": (2, "norm(x)"),
-    "logits_raw": (3, "lm_head(x).float()"),
-    "logits": (3, "15·tanh(logits_raw/15)"),
+    "logits_raw": (3, "lm_head(x)[..., :V]"),
+    "logits": (3, "{cap:g}·tanh(logits_raw/{cap:g}).float()"),
 }
 _ACTIVATIONS = [(p.name.format(i=0), *_STAGE_CODE[p.name], p.shape) for p in POINTS]
 
 
-def point_code(point: str, lang: str = "en") -> str:
-    """The code that produces a recording point (its gpt.recorder.POINTS name, e.g. "blocks.{i}.attn.q"), or, where
-    no one expression does, its words in `lang`."""
-    return _STAGE_CODE[point][1] or t("view.shapes.code.block_input", lang)
+def point_code(point: str, model: GPT, lang: str = "en") -> str:
+    """The code that produces a recording point (its gpt.recorder.POINTS name, e.g. "blocks.{i}.attn.q") in `model`
+    (with its own constants), or, where no one expression does, its words in `lang`."""
+    code = _STAGE_CODE[point][1]
+    return _with_constants(code, model) if code else t("view.shapes.code.block_input", lang)
+
+
+def _with_constants(code: str, model: GPT) -> str:
+    f = model.features
+    return code.format(ve_scale=f.ve_gate_scale, ve_channels=f.ve_gate_channels, cap=f.softcap)
 # Per-head slices, inserted after the tensor they slice: after -> (code, which head (its text is
 # view.shapes.code.head_<which>), symbolic, head count attribute).
 _PER_HEAD = {
@@ -66,9 +71,9 @@ _PARAMS = [
     (2, "transformer.h.0.attn.c_v.weight", "[Hkv·hd, C]"),
     (2, "transformer.h.0.mlp.c_fc.weight", "[4C, C]"),
     (3, "lm_head.weight", "[V, C]"),
-    # nanochat 2026 only (V is padded to a multiple of 64 there)
+    # later members only (V is padded to a multiple of 64 there)
     (2, "value_embeds.0.weight", "[V, Hkv·hd]"),
-    (2, "transformer.h.0.attn.ve_gate.weight", "[Hkv, 12]"),
+    (2, "transformer.h.0.attn.ve_gate.weight", "[Hkv, c]"),
     (2, "smear_gate.weight", "[1, 24]"),
 ]
 _DTYPE = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16", torch.int64: "int64",
@@ -79,18 +84,18 @@ def _fmt(shape) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def _meta_model(config: GPTConfig, dtype: torch.dtype) -> GPT:
+def _meta_model(config: GPTConfig, member: Member, dtype: torch.dtype) -> GPT:
     with torch.device("meta"):
-        model = new_model(config)
+        model = new_model(config, member)
     for p in model.parameters():  # parameters only: the rotary buffers keep the dtype the model gives them
         p.data = p.data.to(dtype)
     return model
 
 
-def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
+def shape_table(config: GPTConfig, member: Member, B: int = 1, T: int = 5, T0: int = 0,
                 dtype: torch.dtype = torch.float32, lang: str = "en") -> pd.DataFrame:
-    """Every stage of forward for input [B, T] after T0 cached positions: name, symbolic and concrete shape, dtype
-    (descriptions, kind and branch in `lang`).
+    """Every stage of forward for input [B, T] after T0 cached positions, in the nanochat `member`'s GPT of
+    `config`: name, symbolic and concrete shape, dtype (descriptions, kind and branch in `lang`).
 
     Runs GPT.forward on the meta device twice: inference (recorded; with a KV cache prefilled with T0 positions when
     T0 > 0) and training (targets [B, T] -> the loss; only meaningful without a cache, so T0 = 0 there).
@@ -100,7 +105,7 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
     if T0 + T > 10 * config.sequence_len:
         raise ValueError(f"T0 + T = {T0 + T} exceeds the rotary table (10 x sequence_len)")
     # Every block has the same shapes, so one block is enough to run (meta ops still cost a little Python time).
-    model = _meta_model(replace(config, n_layer=1), dtype)
+    model = _meta_model(replace(config, n_layer=1), member, dtype)
     L = config.n_layer
     kv_cache = None
     if T0 > 0:
@@ -121,7 +126,8 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
                          branch="both"))
     for name, stage, code, sym in (a for a in _ACTIVATIONS if a[0] in rec):
         x = rec[name]
-        rows.append(dict(stage=stage, name=name, code=code or t("view.shapes.code.block_input", lang), symbolic=sym,
+        code = _with_constants(code, model) if code else t("view.shapes.code.block_input", lang)
+        rows.append(dict(stage=stage, name=name, code=code, symbolic=sym,
                          concrete=_fmt(x.shape), dtype=_DTYPE[x.dtype], kind="activation", branch="both"))
         if name in _PER_HEAD:
             code_h, which, sym_h, count = _PER_HEAD[name]
@@ -153,7 +159,7 @@ def shape_table(config: GPTConfig, B: int = 1, T: int = 5, T0: int = 0,
     return df.sort_values("stage", kind="stable").reset_index(drop=True)
 
 
-def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> go.Figure:
+def _flow_figure(df: pd.DataFrame, config: GPTConfig, member: Member, title: str, lang: str) -> go.Figure:
     """A box-and-arrow picture of forward, each box showing its symbolic and concrete shape."""
     shape_of = dict(zip(df["name"], zip(df["symbolic"], df["concrete"])))
     shapes, notes = [], []
@@ -168,13 +174,13 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
         notes.append(dict(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", text="",
                           showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.2, arrowcolor="#5f6368"))
 
-    # A 2026 model grows three rows (the 2025 picture is the same with d1 = d2 = d3 = 0): the smear after the
+    # Later members grow up to three rows (the tutorial's picture has d1 = d2 = d3 = 0): the smear after the
     # embedding norm, the x0/resid mix at the block input (the value-embedding gate beside it, feeding v) and the
     # backout before the final norm. d1, d2, d3: how far everything after each new row moves down.
-    new = "embed_smear" in shape_of
-    d1 = int(new)
-    d2 = d1 + int(new)
-    d3 = d2 + int("backout" in shape_of)
+    f = member.features
+    d1 = int(f.smear)
+    d2 = d1 + int(f.lambdas)
+    d3 = d2 + int(f.backout)
     # Stage bands (drawn first, behind the boxes) with their names on the right.
     for stage, (y0, y1), color in [(1, (0.5, -1.5), "#fef7e0"), (2, (-1.5, -10.5 - d3), "#e6f4ea"),
                                    (3, (-10.5 - d3, -12.5 - d3), "#fce8e6"), (4, (-12.5 - d3, -14.5 - d3), "#f3e8fd")]:
@@ -188,20 +194,20 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
     box(1.6, -1.0, 2.8, "cos, sin [T0:T0+T]", "rotary.cos", "#fff3c4")
     box(X, -2, 4.2, "wte(idx)", "embed")
     box(X, -3, 4.2, "norm", "embed_norm")
-    if new:
+    if f.smear:
         box(X, -4, 4.2, "smear: x + λ·σ·x[t−1]", "embed_smear", NEW_COLOR)
     # The block, drawn once with its repeat count.
     shapes.append(dict(type="rect", x0=0.2, x1=10.8, y0=-9.5 - d2, y1=-3.55 - d1, line=dict(color="#188038", width=2,
                                                                                             dash="dot")))
     notes.append(dict(x=0.3, y=-3.75 - d1, text=f"<b>{t('view.shapes.block_repeat', lang, n=config.n_layer)}</b>",
                       showarrow=False, xanchor="left", font=dict(size=12, color="#188038")))
-    trunk_y = -3.0  # the box that feeds q, k, v
-    if new:
+    trunk_y = -3.0 - d1  # the box that feeds q, k, v
+    if f.lambdas:
         trunk_y = -4.5 - d1
         box(X, trunk_y, 4.2, "λr·x + λ0·x0", "blocks.0.input", NEW_COLOR)
-        if "blocks.0.attn.ve_gate" in shape_of:
-            box(9.25, trunk_y, 2.5, "v += 3σ(gate)·ve", "blocks.0.attn.ve_gate", NEW_COLOR)
-            arrow(9.25, trunk_y - 0.36, 9.25, -4.14 - d2)
+    if "blocks.0.attn.ve_gate" in shape_of:
+        box(9.25, trunk_y, 2.5, f"v += {f.ve_gate_scale:g}σ(gate)·ve", "blocks.0.attn.ve_gate", NEW_COLOR)
+        arrow(9.25, trunk_y - 0.36, 9.25, -4.14 - d2)
     box(2.3, -4.5 - d2, 3.0, "q", "blocks.0.attn.q")
     box(5.5, -4.5 - d2, 3.0, "k", "blocks.0.attn.k")
     box(8.7, -4.5 - d2, 3.0, "v", "blocks.0.attn.v")
@@ -213,10 +219,10 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
         box(X, -10 - d2, 4.2, "backout: x − λ·x_mid", "backout", NEW_COLOR)
     box(X, -10 - d3, 4.2, "final norm", "final_norm")
     box(X, -11 - d3, 4.2, "lm_head", "logits_raw")
-    box(X, -12 - d3, 4.2, "softcap 15·tanh(x/15)", "logits")
+    box(X, -12 - d3, 4.2, f"softcap {f.softcap:g}·tanh(x/{f.softcap:g})", "logits")
     box(2.8, -13.5 - d3, 4.4, t("view.shapes.inference", lang), "return logits", "#ffffff")
     box(8.2, -13.5 - d3, 4.4, t("view.shapes.training", lang), "loss", "#ffffff")
-    chain = [(0, -2), (-2, -3)] + ([(-3, -4), (-4, trunk_y)] if new else [])
+    chain = [(0, -2), (-2, -3)] + ([(-3, -4)] if f.smear else []) + ([(-3 - d1, trunk_y)] if f.lambdas else [])
     chain += [(y0 - d2, y1 - d2) for y0, y1 in [(-5.5, -6.5), (-6.5, -7.5), (-7.5, -8.5), (-8.5, -10)]]
     chain += [(-10 - d2, -10 - d3)] if d3 > d2 else []
     chain += [(y0 - d3, y1 - d3) for y0, y1 in [(-10, -11), (-11, -12)]]
@@ -237,25 +243,17 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, title: str, lang: str) -> 
     return fig
 
 
-def shapes_view(config_or_model: GPTConfig | GPT, B: int = 1, T: int = 5, T0: int = 0,
-                lang: str = "en") -> ViewResult:
-    """Shapes and stages for input [B, T] after T0 cached positions, on any config (or a model's config and dtype)."""
-    if isinstance(config_or_model, torch.nn.Module):
-        config, dtype = config_or_model.config, config_or_model.lm_head.weight.dtype
-    else:
-        config, dtype = config_or_model, torch.float32
-    df = shape_table(config, B, T, T0, dtype, lang)
+def shapes_view(config: GPTConfig, member: Member, B: int = 1, T: int = 5, T0: int = 0,
+                dtype: torch.dtype = torch.float32, lang: str = "en") -> ViewResult:
+    """Shapes and stages for input [B, T] after T0 cached positions, on any config of any member (a loaded model:
+    `shapes_view(model.config, model.member, ..., dtype=...)`)."""
+    df = shape_table(config, member, B, T, T0, dtype, lang)
     hd = config.n_embd // config.n_head
     dims = dict(B=B, T=T, T0=T0, Tk=T0 + T, C=config.n_embd, H=config.n_head, Hkv=config.n_kv_head, hd=hd,
                 V=config.vocab_size, L=config.n_layer)
     title = t("view.shapes.title", lang, **dims)
-    fig = _flow_figure(df, config, title, lang)
-    text = t("view.shapes.body", lang, **dims)
-    if arch_of(config) == model_2026.ARCH:  # say what the pink boxes and the padded rows are
-        windows = model_2026.window_sizes(config)
-        text += t("view.shapes.body_2026", lang, V=config.vocab_size, Vp=model_2026.padded_vocab(config.vocab_size),
-                  base=model_2026.ROTARY_BASE, pattern=config.window_pattern, S=min(windows), L=config.sequence_len,
-                  mid=config.n_layer // 2)
+    fig = _flow_figure(df, config, member, title, lang)
+    text = t("view.shapes.body", lang, **dims) + feature_card_md(config, member, lang)
     return ViewResult("shapes", title, df, fig, text)
 
 

@@ -1,7 +1,7 @@
-"""View 5 — the logit softcap: SOFTCAP·tanh(x/SOFTCAP) and what it does to one position's logits.
+"""View 5 — the logit softcap: softcap·tanh(x/softcap) and what it does to one position's logits.
 
 The raw and capped logits are the recorded `logits_raw` and `logits` (the model's own); the curve drawn behind them
-is the reference function with the model's SOFTCAP constant, so the recorded points visibly lie on it.
+is the reference function with the model's own softcap (15, or 20 for two nanochat commits of March 2026), so the recorded points visibly lie on it.
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import torch
 from explain.common import ViewResult, base_layout, bytes_note, fit_titles, np32, resolve_position, subplots
 from text import t
 from explain.trace import Trace, token_labels
-from gpt.model import SOFTCAP
 
 
 def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, n_points: int = 200,
                  lang: str = "en") -> ViewResult:
     """Curve with this position's logits on it, raw vs capped histograms, and top-token probabilities with/without
     the cap. Only ~n_points logits, two histograms and the top tokens leave the device."""
+    softcap = trace.model.softcap
     p = resolve_position(position, trace.T)
     raw = trace.rec["logits_raw"][row, p].float()
     cap = trace.rec["logits"][row, p].float()
@@ -41,7 +41,7 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     ids = torch.unique(torch.cat([p_raw.topk(top).indices, p_cap.topk(top).indices]))
     ids = ids[p_cap[ids].argsort(descending=True)]
     tv = float((p_raw - p_cap).abs().sum() / 2)  # total variation distance between the two distributions
-    beyond = int((raw.abs() > SOFTCAP).sum())
+    beyond = int((raw.abs() > softcap).sum())
     id_list = ids.tolist()
     df = pd.DataFrame({"token_id": id_list, "token": token_labels(trace.tokenizer, id_list),
                        "raw_logit": np32(raw[ids], 4), "capped_logit": np32(cap[ids], 4),
@@ -49,15 +49,15 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     df["change"] = (df["p_with_cap"] - df["p_without_cap"]).astype(np.float32)
 
     label = trace.labels[row][p]
-    title = t("view.softcap.title", lang, pos=p, token=label, cap=SOFTCAP)
+    title = t("view.softcap.title", lang, pos=p, token=label, cap=softcap)
     fig = subplots(rows=1, cols=3, column_widths=[0.34, 0.33, 0.33], horizontal_spacing=0.07,
                    subplot_titles=[t("view.softcap.curve", lang), t("view.softcap.hist", lang),
                                    t("view.softcap.probs", lang, n=len(id_list))])
-    span = max(2.5 * SOFTCAP, 1.1 * float(raw.abs().max()))
+    span = max(2.5 * softcap, 1.1 * float(raw.abs().max()))
     x = np.linspace(-span, span, 121, dtype=np.float32)
     fig.add_trace(go.Scatter(x=x, y=x, name="y = x", line=dict(color="#9aa0a6", dash="dash")), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x, y=(SOFTCAP * np.tanh(x / SOFTCAP)).astype(np.float32), line=dict(color="#1a73e8"),
-                             name=f"{SOFTCAP:g}·tanh(x/{SOFTCAP:g})"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=(softcap * np.tanh(x / softcap)).astype(np.float32), line=dict(color="#1a73e8"),
+                             name=f"{softcap:g}·tanh(x/{softcap:g})"), row=1, col=1)
     fig.add_trace(go.Scatter(x=pts_raw, y=pts_cap, mode="markers", name=t("view.softcap.points", lang),
                              marker=dict(size=5, color="#d93025")), row=1, col=1)
     centers = ((edges[:-1] + edges[1:]) / 2).astype(np.float32)
@@ -75,6 +75,6 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     fig.update_xaxes(tickmode="array", tickvals=ranks, ticktext=list(df["token"]), tickangle=-60, row=1, col=3)
     fig.update_layout(base_layout(title, height=460, barmode="group", legend=dict(orientation="h", y=-0.35)))
     fit_titles(fig)
-    text = t("view.softcap.body", lang, cap=SOFTCAP, pos=p, token=label, max_raw=float(raw.abs().max()),
+    text = t("view.softcap.body", lang, cap=softcap, pos=p, token=label, max_raw=float(raw.abs().max()),
              beyond=beyond, V=V, tv=tv)
     return ViewResult("softcap", title, df, fig, text + bytes_note(df, fig, lang))

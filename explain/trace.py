@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.recorder import Recorder
 
 

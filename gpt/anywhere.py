@@ -18,7 +18,7 @@ from gpt.hf_format import from_transformers
 
 
 def load(source: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None, *,
-         arch: str | None = None, step: int | None = None, nanochat_source: str = "sft",
+         arch: str | None = None, step: int | None = None, nanochat_source: str | None = None,
          model_tag: str | None = None) -> LoadedModel:
     """Every place a model may be, through one call:
     - a nanochat base dir (tokenizer/ and *_checkpoints/): nanochat_source, model_tag, step pick the checkpoint;
@@ -28,7 +28,7 @@ def load(source: str | Path, device: torch.device | str | None = None, dtype: to
     - this project's format (config.json, safetensors, tokenizer.tiktoken);
     - a Hugging Face Hub repo id, owner/name[@revision], fetched into the Hub cache (gpt/hub.py), then one of the
       above.
-    `arch` forces the nanochat architecture of a nanochat checkpoint (gpt/arch.py)."""
+    `arch` forces the nanochat version of a nanochat checkpoint (gpt/nanochat/registry.py)."""
     text = str(source)
     folder, name = Path(text).expanduser(), None
     if not folder.exists() and hub.is_repo_id(text):

@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt import arch as archs
-from gpt.model import GPT, GPTConfig
+from gpt import nanochat
+from gpt.nanochat import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "default"
 NANOCHAT_SOURCES = {"base": "base_checkpoints", "mid": "mid_checkpoints", "sft": "chatsft_checkpoints",
                     "rl": "chatrl_checkpoints"}
+DEFAULT_SOURCE_ORDER = ("sft", "rl", "mid", "base")  # what a run without --source serves: the chat model first
 FORMAT = "inside-forward-model/1"
 COMPILE_PREFIX = "_orig_mod."  # torch.compile wraps the model; nanochat saves some state_dicts with this prefix
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -51,11 +52,12 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     meta: dict = field(default_factory=dict)  # whatever the checkpoint carried besides weights and config
+    same_files: tuple[str, ...] = ()  # other family members whose files look exactly like these (--arch picks one)
 
     @property
     def arch(self) -> str:
-        """Which nanochat architecture the model is (gpt/arch.py)."""
-        return self.model.arch
+        """Which member of the nanochat family the model is (gpt/nanochat/registry.py): its commit."""
+        return self.model.member.name
 
 
 # ---- device and dtype --------------------------------------------------------------------------------------------
@@ -92,32 +94,23 @@ def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dt
 
 
 # ---- building a model from a config and a state_dict ---------------------------------------------------------------
-def config_from_dict(d: dict, where: str = "config", arch: str = archs.OLD) -> GPTConfig:
-    """The config keys of architecture `arch` (gpt/arch.py), exactly: an unknown key (a nanochat feature we would
-    silently ignore) or a missing one is an error."""
-    fields = archs.config_keys(arch)
-    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
+def config_from_dict(d: dict, where: str = "config") -> GPTConfig:
+    """nanochat's config keys, exactly: an unknown key (a nanochat feature we would silently ignore) or a missing one
+    is an error. window_pattern, which files before fbc1484 lack, is "L" (the whole context) when absent."""
+    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d) - {"window_pattern"})
     if unknown:
-        raise CheckpointError(f"{where}: unknown model config key(s) {unknown} for {arch}; this nanochat version is "
-                              f"not supported (known keys: {sorted(fields)})")
+        raise CheckpointError(f"{where}: unknown model config key(s) {unknown}; this nanochat version is not "
+                              f"supported (known keys: {sorted(fields)})")
     if missing:
-        raise CheckpointError(f"{where}: model config is missing key(s) {missing} of {arch}")
+        raise CheckpointError(f"{where}: model config is missing key(s) {missing}")
     bad = [k for k, v in d.items() if k != "window_pattern" and (type(v) is not int or v <= 0)]
     if bad:
         raise CheckpointError(f"{where}: model config value(s) must be positive integers: {bad}")
     pattern = d.get("window_pattern", "L")
     if not isinstance(pattern, str) or not pattern or set(pattern.upper()) - set("SL"):
         raise CheckpointError(f"{where}: window_pattern must be a string of S and L, got {pattern!r}")
-    return archs.config_class(arch)(**d)
-
-
-def patch_like_nanochat(config: dict, state_dict: dict[str, torch.Tensor]) -> None:
-    """What nanochat 92d63d4's loader does to a checkpoint that lacks the newest entries, done when --arch forces the
-    2026 architecture: window_pattern "L" (full context), resid_lambdas 1 and x0_lambdas 0 (no change)."""
-    config.setdefault("window_pattern", "L")
-    n_layer = config.get("n_layer", 0)
-    state_dict.setdefault("resid_lambdas", torch.ones(n_layer))
-    state_dict.setdefault("x0_lambdas", torch.zeros(n_layer))
+    return GPTConfig(**d)
 
 
 def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,31 +123,30 @@ def _check_vocab(config: GPTConfig, tokenizer: Tokenizer, where: str) -> None:
                               f"{config.vocab_size}")
 
 
-def build_model(config: GPTConfig, state_dict: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype,
-                where: str = "checkpoint") -> GPT:
-    """GPT(config) with exactly these weights, on `device` in `dtype`, ready for inference (q/k/v fused). Strict:
+def build_model(config: GPTConfig, member: nanochat.Member, state_dict: dict[str, torch.Tensor], device: torch.device,
+                dtype: torch.dtype, where: str = "checkpoint") -> GPT:
+    """The GPT of `member` for `config` with exactly these weights, on `device` in `dtype`, ready for inference (q/k/v fused). Strict:
     CheckpointError on a missing/unexpected key or a shape mismatch. The model takes the tensors over (no copy where
     device and dtype already match), so a big checkpoint is held in memory once."""
     state_dict = _strip_prefix(state_dict)
     with torch.device("meta"):  # no memory and no random init for weights that are about to be overwritten
-        model = archs.new_model(config)
+        model = nanochat.new_model(config, member)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing:
-        raise CheckpointError(f"{where}: missing key(s) {missing} of {model.arch}")
+        raise CheckpointError(f"{where}: missing key(s) {missing} of nanochat {member.name}")
     if unexpected:
-        raise CheckpointError(f"{where}: unexpected key(s) {unexpected} for {model.arch}")
+        raise CheckpointError(f"{where}: unexpected key(s) {unexpected} for nanochat {member.name}")
     for k, shape in expected.items():
         if tuple(state_dict[k].shape) != shape:
             raise CheckpointError(f"{where}: shape mismatch for {k}: checkpoint {tuple(state_dict[k].shape)}, "
-                                  f"model {shape} ({model.arch}, config {dataclasses.asdict(config)})")
+                                  f"model {shape} (nanochat {member.name}, config {dataclasses.asdict(config)})")
     state_dict = {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)  # the meta parameters become these tensors
-    # The rotary buffers are not in checkpoints and are still on the meta device: compute them (each architecture's
-    # own values, stored in the model's dtype so that no layer converts them).
-    model.cos, model.sin = model._precompute_rotary_embeddings(model.rotary_seq_len, config.n_embd // config.n_head,
-                                                               dtype=dtype)
+    # The rotary buffers are not in checkpoints: compute them (the member's own values, stored in the model's dtype
+    # so that no layer converts them).
+    model.cos, model.sin = model.rotary_tables(dtype, device)
     model.fuse_qkv()
     return model.eval()
 
@@ -183,15 +175,18 @@ def _largest_step(model_dir: Path) -> int:
     return max(steps)
 
 
-def load_nanochat(base_dir: str | Path | None = None, source: str = "sft", model_tag: str | None = None,
+def load_nanochat(base_dir: str | Path | None = None, source: str | None = None, model_tag: str | None = None,
                   step: int | None = None, device: torch.device | str | None = None,
                   dtype: torch.dtype | str | None = None, arch: str | None = None) -> LoadedModel:
-    """Load a checkpoint from nanochat's layout. source: "base" | "mid" | "sft" | "rl". model_tag (e.g. "d20") and
-    step default to the largest depth and the largest step found. The architecture is read off the checkpoint
-    (gpt.arch.detect); `arch` forces one (the 2026 one then patches what nanochat's own loader patches)."""
+    """Load a checkpoint from nanochat's layout. source: "base" | "mid" | "sft" | "rl" (None: sft, else the first of
+    rl, mid, base the run has: a base-only run loads without asking). model_tag (e.g. "d20") and
+    step default to the largest depth and the largest step found. The family member is read off the checkpoint
+    (gpt.nanochat.detect); `arch` (a member's commit) forces one (patched as nanochat's own loader patches)."""
+    base = nanochat_base_dir(base_dir)
+    if source is None:
+        source = next((s for s in DEFAULT_SOURCE_ORDER if (base / NANOCHAT_SOURCES[s]).is_dir()), "sft")
     if source not in NANOCHAT_SOURCES:
         raise ValueError(f"unknown source {source!r}; use one of {sorted(NANOCHAT_SOURCES)}")
-    base = nanochat_base_dir(base_dir)
     checkpoints_dir = base / NANOCHAT_SOURCES[source]
     if not checkpoints_dir.is_dir():
         raise FileNotFoundError(f"no {source} checkpoints: {checkpoints_dir} does not exist")
@@ -220,7 +215,7 @@ def _load_nanochat_files(model_dir: Path, step: int, tokenizer_path: Path, name:
                          device: torch.device | str | None, dtype: torch.dtype | str | None,
                          arch: str | None) -> LoadedModel:
     """model_<step>.pt + meta_<step>.json in model_dir and nanochat's tokenizer pickle: strict, safe (weights_only;
-    the pickle through the restricted unpickler), the architecture read off the files unless `arch` forces one."""
+    the pickle through the restricted unpickler), the family member read off the files unless `arch` forces one."""
     model_path, meta_path = model_dir / f"model_{step:06d}.pt", model_dir / f"meta_{step:06d}.json"
     for p in (model_path, meta_path):
         if not p.is_file():
@@ -243,19 +238,23 @@ def _load_nanochat_files(model_dir: Path, step: int, tokenizer_path: Path, name:
     state_dict = _strip_prefix(state_dict)
     model_config = dict(meta["model_config"])
     try:
-        arch = archs.detect(model_config, set(state_dict)) if arch is None else archs.check_arch(arch)
-    except archs.ArchError as e:
+        if arch is None:
+            shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+            found = nanochat.detect(model_config, shapes)
+            member, same_files = found.member, found.same_files
+        else:
+            member, same_files = nanochat.member(arch), ()
+            nanochat.patch_like_nanochat(member, model_config, state_dict)
+    except nanochat.FamilyError as e:
         raise CheckpointError(f"{model_dir}: {e}") from None
-    if arch == archs.NEW:
-        patch_like_nanochat(model_config, state_dict)
-    config = config_from_dict(model_config, str(meta_path), arch)
+    config = config_from_dict(model_config, str(meta_path))
     tokenizer = Tokenizer.from_nanochat_pickle(tokenizer_path)
     _check_vocab(config, tokenizer, str(model_dir))
 
     device = pick_device(device)
     dtype = _as_dtype(dtype, device)
-    model = build_model(config, state_dict, device, dtype, str(model_path))
-    return LoadedModel(model, tokenizer, name, str(model_dir), device, dtype, meta)
+    model = build_model(config, member, state_dict, device, dtype, str(model_path))
+    return LoadedModel(model, tokenizer, name, str(model_dir), device, dtype, meta, same_files)
 
 
 # ---- our format --------------------------------------------------------------------------------------------------
@@ -308,7 +307,7 @@ def save_model(directory: str | Path, model: GPT, tokenizer: Tokenizer, meta: di
     names = [_shard_name(i, len(shards)) for i in range(len(shards))]
     for name, shard in zip(names, shards):
         save_file(shard, directory / name, metadata={"format": "pt"})
-    config = {"format": FORMAT, "arch": model.arch, "model_config": dataclasses.asdict(model.config),
+    config = {"format": FORMAT, "arch": model.member.name, "model_config": dataclasses.asdict(model.config),
               "dtype": str(dtype).split(".")[-1],
               "shards": names, "split_tensors": split_tensors, "meta": meta or {}}
     (directory / "config.json").write_text(json.dumps(config, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -326,11 +325,11 @@ def load_model(directory: str | Path, device: torch.device | str | None = None,
     saved = json.loads(config_path.read_text(encoding="utf-8"))
     if saved.get("format") != FORMAT:
         raise CheckpointError(f"{config_path}: unknown format {saved.get('format')!r}")
-    try:  # files written before the 2026 architecture existed have no "arch": they are the tutorial's
-        arch = archs.check_arch(saved.get("arch", archs.OLD))
-    except archs.ArchError as e:
+    try:  # files written before the family existed have no "arch": they are the tutorial's
+        member = nanochat.member(saved.get("arch", nanochat.TUTORIAL.name))
+    except nanochat.FamilyError as e:
         raise CheckpointError(f"{config_path}: {e}") from None
-    config = config_from_dict(saved["model_config"], str(config_path), arch)
+    config = config_from_dict(saved["model_config"], str(config_path))
     tokenizer = Tokenizer.load(directory)
     _check_vocab(config, tokenizer, str(directory))
 
@@ -353,7 +352,7 @@ def load_model(directory: str | Path, device: torch.device | str | None = None,
 
     device = pick_device(device)
     dtype = _as_dtype(dtype, device)
-    model = build_model(config, state_dict, device, dtype, str(directory))
+    model = build_model(config, member, state_dict, device, dtype, str(directory))
     meta = saved.get("meta", {})
     return LoadedModel(model, tokenizer, meta.get("name") or directory.name, str(directory), device, dtype, meta)
 
@@ -365,16 +364,16 @@ def load_default(device: torch.device | str | None = None, dtype: torch.dtype | 
     return load_model(DEFAULT_DIR, device, dtype)
 
 
-def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0,
-                 device: torch.device | str | None = None) -> LoadedModel:
+def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0, device: torch.device | str | None = None,
+                 member: nanochat.Member = nanochat.TUTORIAL) -> LoadedModel:
     """An untrained model with nanochat's init (lm_head is zero, so every next token is equally likely)."""
     _check_vocab(config, tokenizer, "random_model")
     device = pick_device(device)
     dtype = default_dtype(device)
     torch.manual_seed(seed)
-    model = archs.new_model(config)
+    model = nanochat.new_model(config, member)
     model.init_weights()  # on CPU in fp32, so a seed gives the same weights on every device
-    model = build_model(config, model.state_dict(), device, dtype, "random_model")
+    model = build_model(config, member, model.state_dict(), device, dtype, "random_model")
     return LoadedModel(model, tokenizer, f"random-init d{config.n_layer} (seed {seed})", "random-init", device, dtype,
                        {"seed": seed})
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from gpt.kv_cache import KVCache
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.sampling import candidate_width, sample, sampling_tensors
 from gpt.serving import BatchServer
 from gpt.stream import Reply, SamplingParams, StreamEvent, sampled_vocab, stop_token_ids

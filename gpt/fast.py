@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from gpt.kv_cache import RowKVCache
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.sampling import candidate_width, sample
 
 MIN_SPAN = 128  # smallest attention window bucket

@@ -16,8 +16,9 @@ What transformers' NanoChatForCausalLM (5.24) computes, held against gpt/model.p
   norms agree. transformers' own default is 1e-6: a folder with it is read with a note in `meta["notes"]` (our norm
   cannot take another eps), and any eps above 1e-5 is refused.
 - relu² MLP (hidden_act "relu2", intermediate_size 4·hidden_size), logits softcap 15 (final_logit_softcapping).
-The 2026-07 architecture (gpt/model_2026.py) does not convert: transformers has no class with value embeddings,
-smear, per-layer residual/embedding lambdas, backout, the 1.2 q/k scale, sliding windows or a padded vocab.
+Of the later nanochat forwards (gpt/nanochat/current.py) only f1bf69d's converts (its padded vocab rows are never
+read, so they are cropped): transformers has no class with value embeddings, smear, per-layer residual/embedding
+lambdas, backout, a q/k scale or sliding windows, and the export refuses a model with them, naming them.
 
 Tokenizer: tokenizer.json is a byte-level BPE built from the tiktoken ranks (GPT-2's byte-to-character map; every
 split of every token into two tokens is a merge, ranked by the merged token's rank, so BPE merges in tiktoken's order;
@@ -36,9 +37,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gpt import arch as archs
 from gpt.checkpoint import CheckpointError, LoadedModel, _as_dtype, build_model, config_from_dict, pick_device
-from gpt.model import GPT, ROTARY_BASE, SOFTCAP, GPTConfig
+from gpt import nanochat
+from gpt.nanochat import GPT, GPTConfig
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 MODEL_TYPE = "nanochat"
@@ -55,15 +56,19 @@ REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_l
                  "max_position_embeddings")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # What the 2026 architecture has that transformers' NanoChat (5.24) has no place for.
-NOT_IN_TRANSFORMERS_2026 = [
-    "value embeddings with their gates (value_embeds.*, attn.ve_gate)",
-    "smear (smear_gate, smear_lambda)",
-    "per-layer residual and embedding lambdas (resid_lambdas, x0_lambdas)",
-    "backout (backout_lambda)",
-    "the 1.2 scale on q and k after QK norm",
-    "sliding-window attention (window_pattern)",
-    "a vocab padded to a multiple of 64 with the logits cut back",
-]
+# Switches of gpt/nanochat/features.py that transformers' NanoChat has no place for, and what they are. A padded vocab
+# converts (the padding rows are never read: they are cropped), and so does the softcap's dtype.
+NOT_IN_TRANSFORMERS = {
+    "value_embeds": "value embeddings with their gates (value_embeds.*, attn.ve_gate)",
+    "smear": "smear (smear_gate, smear_lambda)",
+    "lambdas": "per-layer residual and embedding lambdas (resid_lambdas, x0_lambdas)",
+    "backout": "backout (backout_lambda)",
+    "qk_scale": "a scale on q and k after QK norm",
+    "windows": "sliding-window attention (window_pattern)",
+    "softcap": "a softcap other than 15",
+    "rotary_base": "a rotary base other than 10000",
+    "ve_gate_channels": "value-embedding gates over 12 channels",
+}
 # nanochat's chat format (Tokenizer.render_conversation) as a Jinja template: <|bos|>, a leading system message merged
 # into the first user message, user and assistant turns in their markers, <|assistant_start|> to prompt a reply.
 CHAT_TEMPLATE = (
@@ -274,8 +279,8 @@ def hf_config(config: GPTConfig, tokenizer: Tokenizer, dtype: torch.dtype) -> di
         "max_position_embeddings": config.sequence_len,
         "hidden_act": "relu2",
         "rms_norm_eps": NORM_EPS,
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(ROTARY_BASE)},
-        "final_logit_softcapping": SOFTCAP,
+        "rope_parameters": {"rope_type": "default", "rope_theta": nanochat.TUTORIAL.features.rotary_base},
+        "final_logit_softcapping": nanochat.TUTORIAL.features.softcap,
         "attention_bias": False,
         "attention_dropout": 0.0,
         "tie_word_embeddings": False,
@@ -294,19 +299,20 @@ def to_transformers(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, dt
     max_shard_bytes), tokenizer.json, tokenizer_config.json. dtype: stored weights (default: the model's).
     Returns the files written. CheckpointError for the 2026 architecture (transformers has no class for it)."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model
-    arch = getattr(model, "arch", None)
-    if arch == archs.NEW:
-        raise CheckpointError(f"{arch} does not convert to transformers: its NanoChat (the 2025 architecture) has no "
-                              f"place for " + "; ".join(NOT_IN_TRANSFORMERS_2026))
-    if not isinstance(model, GPT) or arch != archs.OLD:
-        raise CheckpointError(f"only a {archs.OLD} GPT converts to transformers, not {type(model).__name__} ({arch})")
+    if not isinstance(model, GPT):
+        raise CheckpointError(f"only a nanochat GPT converts to transformers, not {type(model).__name__}")
+    blocked = [NOT_IN_TRANSFORMERS[name] for name in model.features.changed() if name in NOT_IN_TRANSFORMERS]
+    if blocked:
+        raise CheckpointError(f"nanochat {model.member.name} does not convert to transformers: its NanoChat (the "
+                              f"tutorial's forward) has no place for " + "; ".join(blocked))
     config = model.config
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
                               f"{config.vocab_size}")
     model.check_fused()  # a weight replaced after fuse_qkv() would be written but not be what the model computes
     names = _hf_names(config.n_layer)
-    sd = model.state_dict()
+    V = config.vocab_size  # a padded vocab's extra rows are never read: crop them
+    sd = {k: v[:V] if k in ("transformer.wte.weight", "lm_head.weight") else v for k, v in model.state_dict().items()}
     dtype = dtype or sd["lm_head.weight"].dtype
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype {dtype} cannot be stored; use one of {list(_DTYPE_NAMES)}")
@@ -394,7 +400,8 @@ def config_from_hf(hf: dict, where: str = "config.json") -> tuple[GPTConfig, lis
     Hkv = hf.get("num_key_value_heads") if hf.get("num_key_value_heads") is not None else H
     d = {"sequence_len": hf["max_position_embeddings"], "vocab_size": hf["vocab_size"],
          "n_layer": hf["num_hidden_layers"], "n_head": H, "n_kv_head": Hkv, "n_embd": C}
-    config = config_from_dict(d, where, archs.OLD)  # positive integers, or a named error
+    config = config_from_dict(d, where)  # positive integers, or a named error
+    SOFTCAP, ROTARY_BASE = nanochat.TUTORIAL.features.softcap, nanochat.TUTORIAL.features.rotary_base
     problems = []
     if C % H:
         problems.append(f"hidden_size {C} is not a multiple of num_attention_heads {H}")
@@ -529,11 +536,11 @@ def from_transformers(folder: str | Path, device: torch.device | str | None = No
                               f"{found.config.vocab_size}")
     device = pick_device(device)
     dtype = _as_dtype(dtype, device)
-    model = build_model(found.config, found.state_dict, device, dtype, str(folder))
+    model = build_model(found.config, nanochat.TUTORIAL, found.state_dict, device, dtype, str(folder))
     meta = {"format": "transformers", "transformers_version": found.hf_config.get("transformers_version"),
             "notes": found.notes}
     return LoadedModel(model, tokenizer, f"{folder.name} (transformers)", str(folder), device, dtype, meta)
 
 
 __all__ = ["to_transformers", "from_transformers", "read_transformers", "tokenizer_json", "tokenizer_from_json",
-           "config_from_hf", "hf_config", "TransformersFolder", "NORM_EPS", "NOT_IN_TRANSFORMERS_2026"]
+           "config_from_hf", "hf_config", "TransformersFolder", "NORM_EPS", "NOT_IN_TRANSFORMERS"]

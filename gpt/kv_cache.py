@@ -11,8 +11,8 @@
     attn_mask(Tq, Tk, window) -> Tensor | None
         Which keys each new query may see (bool, True = visible, or additive float), when the cache knows better than
         the causal rule (rows at different positions); None when the keys are one sequence whose last Tq are the new
-        tokens, and the model applies the causal rule (the three regimes of gpt.model.attend). window: the layer's
-        sliding window (keys back besides the query's own; None = the whole context), nanochat 2026 only.
+        tokens, and the model applies the causal rule (the three regimes of gpt.nanochat.ops.attend). window: the layer's
+        sliding window (keys back besides the query's own; None = the whole context), from nanochat fbc1484 on.
     carry_embedding(x) -> Tensor [B, 1, C] | None
         nanochat 2026 only (its smear mixes in the previous token's embedding): the normalized embedding of the token
         before x's first one (None or zeros at the start of a sequence); the cache keeps x's last for the next call.
@@ -45,7 +45,7 @@ class _ModelSized:
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, seq_len: int | None = None):
         """A cache of `batch_size` rows and `seq_len` positions (default: the model's context) for `model` (a GPT of
-        gpt/model.py or gpt/model_2026.py, which import this module), in the dtype of its weights and on their
+        gpt/nanochat/, which imports this module), in the dtype of its weights and on their
         device (and what else that kind of cache needs: `_model_extras`)."""
         c, w = model.config, model.lm_head.weight
         return cls(batch_size, c.n_kv_head, seq_len or c.sequence_len, c.n_embd // c.n_head, c.n_layer, w.device,
@@ -119,8 +119,8 @@ class RowKVCache(_ModelSized):
 
     @classmethod
     def _model_extras(cls, model: torch.nn.Module) -> dict:
-        """Its width (for the carried embedding) and its sliding windows (none on the tutorial's model)."""
-        return dict(embed_dim=model.config.n_embd, windows=tuple(getattr(model, "window_sizes", ())))
+        """Its width (for the carried embedding) and its sliding windows (None: the whole context)."""
+        return dict(embed_dim=model.config.n_embd, windows=tuple(w for w in model.window_sizes if w is not None))
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, embed_dim: int = 0,

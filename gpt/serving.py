@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 
 from gpt.fast import MIN_SPAN, StaticDecoder, width_bucket
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.stream import Reply, SamplingParams, StreamEvent, sampled_vocab, stop_token_ids
 from gpt.tokenizer import Tokenizer
 

@@ -11,14 +11,16 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from rules import chat_markdown
-from explain.generate import forward_flops, generation_flops
+from explain.generate import generation_flops
 from explain.shapes import TUTORIAL_CONFIG
 from text import LANGS, t
-from gpt import arch as archs
+from gpt import nanochat
+from gpt.nanochat import GPT, GPTConfig
 from gpt.stream import SamplingParams
 from gpt.tokenizer import Tokenizer
 
@@ -37,14 +39,16 @@ MAX_PROMPT_CHARS = 20_000  # text is cut to this before it is tokenized
 
 
 class InputError(ValueError):
-    """Bad user input: the registry key of the message and its values."""
+    """Bad user input: the registry key of the message and its values (a value that is itself a (key, values) pair
+    is a phrase of the registry, said in the same language)."""
 
     def __init__(self, key: str, **values: object):
         self.key, self.values = key, values
-        super().__init__(t(key, "en", **values))
+        super().__init__(self.message("en"))
 
     def message(self, lang: str) -> str:
-        return t(self.key, lang, **self.values)
+        said = {k: t(v[0], lang, **v[1]) if isinstance(v, tuple) else v for k, v in self.values.items()}
+        return t(self.key, lang, **said)
 
 
 @dataclass(frozen=True)
@@ -225,46 +229,56 @@ def check_order(messages: list[dict], reply: bool = False) -> None:
 
 
 # ---- a model config typed by hand -----------------------------------------------------------------------------------
-def parse_config(spec: str):
-    """'n_layer=4,n_head=4,n_embd=128' -> a model config (unnamed fields keep the tutorial config's values).
-    'arch=...' picks the architecture (gpt/arch.py); a window_pattern (e.g. SSSL) implies nanochat-2026-07."""
+class ConfigSpec(NamedTuple):
+    config: GPTConfig
+    member: nanochat.Member
+
+
+def parse_config(spec: str) -> ConfigSpec:
+    """'n_layer=4,n_head=4,n_embd=128' -> a model config (unnamed fields keep the tutorial config's values) and the
+    nanochat member it is of. 'arch=...' picks the member (a commit, or nanochat-2025-11 / nanochat-2026-07); a
+    window_pattern (e.g. SSSL) without one implies today's."""
     entries: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, value = part.partition("=")
         if not sep:
-            raise _bad_config(f"{part!r} has no '='", archs.NEW)
+            raise _bad_config("no_equals", part=part)
         entries[key.strip()] = value.strip()
-    arch = entries.pop("arch", archs.NEW if "window_pattern" in entries else archs.OLD)
-    if arch not in archs.ARCHS:
-        raise _bad_config(f"unknown arch {arch!r}", archs.NEW)
-    known = archs.config_keys(arch)
-    values = {**dataclasses.asdict(TUTORIAL_CONFIG), **({"window_pattern": "SSSL"} if arch == archs.NEW else {})}
+    name = entries.pop("arch", nanochat.TODAY.name if "window_pattern" in entries else nanochat.TUTORIAL.name)
+    try:
+        member = nanochat.member(name)
+    except nanochat.FamilyError:
+        raise _bad_config("unknown_arch", arch=name) from None
+    values = {**dataclasses.asdict(TUTORIAL_CONFIG), "window_pattern": "SSSL" if member.features.windows else "L"}
+    known = set(values) - ({"window_pattern"} if not member.features.windows else set())
     for key, value in entries.items():
         if key not in known:
-            raise _bad_config(f"unknown key {key!r}", arch)
+            raise _bad_config("unknown_key", name=key)
         if key == "window_pattern":
             if not value or set(value.upper()) - set("SL"):
-                raise _bad_config(f"window_pattern {value!r} is not made of S and L", arch)
+                raise _bad_config("bad_pattern", value=value)
             values[key] = value
         elif (number := _whole(value)) and number <= 10**7:
             values[key] = number
         else:
-            raise _bad_config(f"{key}={value!r} is not a whole number from 1 to 10000000", arch)
+            raise _bad_config("not_whole", name=key, value=value)
     if "n_kv_head" not in entries:
         values["n_kv_head"] = values["n_head"]
     if values["n_embd"] % values["n_head"] or values["n_head"] % values["n_kv_head"]:
-        raise _bad_config("n_embd must be a multiple of n_head, and n_head a multiple of n_kv_head", arch)
+        raise _bad_config("multiples")
     if (values["n_embd"] // values["n_head"]) % 2:
-        raise _bad_config("the head dim n_embd / n_head must be even (rotary turns pairs of channels)", arch)
-    return archs.config_class(arch)(**values)
+        raise _bad_config("odd_head")
+    return ConfigSpec(GPTConfig(**values), member)
 
 
-def _bad_config(why: str, arch: str) -> InputError:
-    return InputError("ui.bad_config", why=why, keys=", ".join(["arch", *sorted(archs.config_keys(arch))]))
+def _bad_config(why: str, **values) -> InputError:
+    """ui.bad_config, with the reason `why` (ui.config_why.<why>, filled with `values`) in the user's language."""
+    keys = ", ".join(["arch", *(f.name for f in dataclasses.fields(GPTConfig))])
+    return InputError("ui.bad_config", why=("ui.config_why." + why, values), keys=keys)
 
 
 # ---- work budgets ---------------------------------------------------------------------------------------------------
-def recorded_bytes(config, rows: int, T: int) -> int:
+def recorded_bytes(config: GPTConfig, rows: int, T: int) -> int:
     """About what one recorded forward of rows x T tokens keeps (explain.trace_forward: every point of
     gpt.recorder.POINTS, float32): per token, the logits twice (before and after the softcap), 3 residual widths
     (embed, embed_norm, final_norm) and, in every block, 13 (input, q, k, v, y, out, resid_mid, output, mlp.out, and
@@ -272,49 +286,50 @@ def recorded_bytes(config, rows: int, T: int) -> int:
     return rows * T * 4 * (2 * config.vocab_size + (13 * config.n_layer + 3) * config.n_embd)
 
 
-def forward_fits(config, rows: int, T: int) -> bool:
+def forward_fits(model: GPT, rows: int, T: int) -> bool:
     """Whether one recorded forward of rows x T tokens is within FORWARD_FLOPS, LOGIT_BYTES and RECORD_BYTES on this
-    config."""
-    return (rows * forward_flops(config, T) <= FORWARD_FLOPS
+    model (its own count of FLOPs: GPT.forward_flops)."""
+    config = model.config
+    return (rows * model.forward_flops(T) <= FORWARD_FLOPS
             and rows * T * config.vocab_size * 4 <= LOGIT_BYTES
             and recorded_bytes(config, rows, T) <= RECORD_BYTES)
 
 
-def max_forward_tokens(config) -> int:
+def max_forward_tokens(model: GPT) -> int:
     """The longest one-row prompt within the forward budget (at most the context): shown in the UI."""
-    lo, hi = 1, config.sequence_len
+    lo, hi = 1, model.config.sequence_len
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if forward_fits(config, 1, mid) else (lo, mid - 1)
+        lo, hi = (mid, hi) if forward_fits(model, 1, mid) else (lo, mid - 1)
     return lo
 
 
-def check_forward(config, rows: int, T: int) -> None:
+def check_forward(model: GPT, rows: int, T: int) -> None:
     """InputError naming the limit when rows x T tokens are more than one request may cost on this model."""
-    if not forward_fits(config, rows, T):
-        raise InputError("ui.over_forward_budget", rows=rows, T=T, limit=max_forward_tokens(config))
+    if not forward_fits(model, rows, T):
+        raise InputError("ui.over_forward_budget", rows=rows, T=T, limit=max_forward_tokens(model))
 
 
-def generate_cost(config, prompt_len: int, lengths: list[int], cached_too: bool) -> int:
+def generate_cost(model: GPT, prompt_len: int, lengths: list[int], cached_too: bool) -> int:
     """Counted FLOPs of GPT.generate's naive loop for each of `lengths` new tokens after the prompt (and of its
     cached loop too, for the cost comparison, which times both)."""
-    return sum(sum(generation_flops(config, prompt_len, n)[: 2 if cached_too else 1]) for n in lengths)
+    return sum(sum(generation_flops(model, prompt_len, n)[: 2 if cached_too else 1]) for n in lengths)
 
 
-def check_generate(config, prompt_len: int, lengths: list[int], cached_too: bool = False) -> None:
+def check_generate(model: GPT, prompt_len: int, lengths: list[int], cached_too: bool = False) -> None:
     """InputError naming the limit when generating `lengths` tokens after this prompt costs more than
     GENERATE_FLOPS."""
-    if generate_cost(config, prompt_len, lengths, cached_too) > GENERATE_FLOPS:
+    if generate_cost(model, prompt_len, lengths, cached_too) > GENERATE_FLOPS:
         most = max(lengths)
-        while most > 1 and generate_cost(config, prompt_len, [n for n in lengths if n <= most], cached_too) \
+        while most > 1 and generate_cost(model, prompt_len, [n for n in lengths if n <= most], cached_too) \
                 > GENERATE_FLOPS:
             most //= 2
         raise InputError("ui.over_generate_budget", n=max(lengths), P=prompt_len, limit=most)
 
 
-def limits_md(config, lang: str) -> str:
+def limits_md(model: GPT, lang: str) -> str:
     """The limits of one request on this model, for the UI."""
-    return t("ui.limits", lang, tokens=max_forward_tokens(config), rows=MAX_ROWS, chars=MAX_PROMPT_CHARS)
+    return t("ui.limits", lang, tokens=max_forward_tokens(model), rows=MAX_ROWS, chars=MAX_PROMPT_CHARS)
 
 
 def cut_text(text: str | None) -> str:
@@ -383,9 +398,10 @@ def parse_ids(text: str, vocab_size: int) -> Request:
     return Request(rows, prefix if prefix < len(rows[0]) else 0)
 
 
-def forward_request(tokenizer: Tokenizer, config, prompt: str, ids: str, lang: str) -> Request:
-    """The Inside-forward input on a model of `config`: token ids if any were typed, else the tokenized prompt; cut to
+def forward_request(tokenizer: Tokenizer, model: GPT, prompt: str, ids: str, lang: str) -> Request:
+    """The Inside-forward input on `model`: token ids if any were typed, else the tokenized prompt; cut to
     the last sequence_len positions (with a warning); a note on batches; refused past the work budget."""
+    config = model.config
     if (ids or "").strip():
         req = parse_ids(cut_text(ids), config.vocab_size)
     elif (prompt or "").strip() and (encoded := tokenizer.encode(cut_text(prompt))):
@@ -396,7 +412,7 @@ def forward_request(tokenizer: Tokenizer, config, prompt: str, ids: str, lang: s
     if T > ctx:
         req.warnings.append(t("ui.prompt_too_long", lang, n=T, ctx=ctx))
         req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
-    check_forward(config, len(req.ids), len(req.ids[0]))
+    check_forward(model, len(req.ids), len(req.ids[0]))
     if len(req.ids) > 1:
         req.notes.append(t("ui.batch_note", lang, b=len(req.ids)))
     return req

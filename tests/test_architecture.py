@@ -91,4 +91,52 @@ def test_the_checks_can_fail(tmp_path):
     assert edges == {"a": {"b"}, "b": {"a"}} and cycles(edges) == [["a", "b", "a"]]
     assert wrong_way({"gpt.model": {"explain.trace"}, "explain.trace": {"gpt.model"}}) == [("gpt.model",
                                                                                           "explain.trace")]
-    assert "gpt.model" in graph()["gpt.engine"]  # a real arrow of this tree is seen
+    assert "gpt.nanochat" in graph()["gpt.engine"]  # a real arrow of this tree is seen
+
+
+# Outside gpt/nanochat/ only these may name a version of nanochat: the loaders and the command line (what a file or a
+# user names), training
+# (which version to train) and the then-and-now view (which of two is the earlier). Everything else asks the model.
+MAY_NAME_VERSIONS = {"app", "gpt.checkpoint", "gpt.hf_format", "gpt.anywhere", "gpt.training.train",
+                     "explain.then_now"}
+VERSION_MODULES = {"gpt.nanochat.tutorial", "gpt.nanochat.current", "gpt.nanochat.registry", "gpt.nanochat.features"}
+
+
+def version_names() -> set[str]:
+    from gpt import nanochat
+
+    return {m.name for m in nanochat.MEMBERS} | set(nanochat.ALIASES)
+
+
+def names_versions(path: Path, names: set[str]) -> list[str]:
+    """What in this module names a version of nanochat: an import of a version module, a string in code (not a
+    docstring) that is a version's name, or a comparison with a model's member or architecture."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module in VERSION_MODULES or node.module == "gpt.nanochat" and
+                                                 any(f"gpt.nanochat.{a.name}" in VERSION_MODULES for a in node.names)):
+            found.append(f"line {node.lineno}: imports {node.module}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found += [f"line {node.lineno}: {w!r}" for w in names if w in node.value]
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(n, ast.Attribute) and n.attr in ("member", "arch") for s in sides for n in ast.walk(s)):
+                found.append(f"line {node.lineno}: compares a model's version")
+    return found
+
+
+def test_no_version_names_outside_the_family():
+    names = version_names()
+    offenders = {name: hits for name, path in modules().items()
+                 if not name.startswith("gpt.nanochat") and name not in MAY_NAME_VERSIONS
+                 and (hits := names_versions(path, names))}
+    assert offenders == {}
+
+
+def test_the_version_check_can_fail(tmp_path):
+    (tmp_path / "m.py").write_text('"""about 4a87a0d"""\nfrom gpt.nanochat.current import GPT\n'
+                                   'if model.member == x or arch == "nanochat-2026-07":\n    pass\n')
+    hits = names_versions(tmp_path / "m.py", version_names())
+    assert len(hits) == 3 and not any("4a87a0d" in h for h in hits)

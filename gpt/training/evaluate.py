@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from gpt.model import GPT
+from gpt.nanochat import GPT
 from gpt.tokenizer import Tokenizer
 
 

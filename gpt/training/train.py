@@ -1,6 +1,6 @@
 """Pretrain, then chat-fine-tune (SFT), the default model: `python -m gpt.training.train --out out/run`.
 
-As nanochat, in two phases over one model (gpt/model.py's GPT, or gpt/model_2026.py's with --set arch=nanochat-2026-07;
+As nanochat, in two phases over one model (the tutorial's GPT, or another nanochat version's with --set arch=COMMIT;
 its forward computes the loss):
 1. pretrain: random windows of the token streams of every source (documents and rendered chats); every token is a
    target.
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt import arch as archs
+from gpt import nanochat
 from gpt.checkpoint import save_model
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 from gpt.training import evaluate
 from gpt.training import shards as shard_io
@@ -39,9 +39,9 @@ from gpt.training.muon import Muon
 
 @dataclass
 class TrainConfig:
-    # model (the config of gpt/arch.py's architecture `arch`)
-    arch: str = "nanochat-2025-11"  # or "nanochat-2026-07" (gpt/model_2026.py)
-    window_pattern: str = "SSSL"  # nanochat-2026-07 only
+    # model: a member of the nanochat family (gpt/nanochat/registry.py: a commit, or nanochat-2025-11 / -2026-07)
+    arch: str = "nanochat-2025-11"
+    window_pattern: str = "SSSL"  # members with sliding windows only
     sequence_len: int = 512
     vocab_size: int = 8192
     n_layer: int = 8
@@ -75,25 +75,31 @@ class TrainConfig:
     compile: bool = False
 
     def model_config(self) -> GPTConfig:
-        extra = {"window_pattern": self.window_pattern} if self.arch == archs.NEW else {}
-        return archs.config_class(self.arch)(sequence_len=self.sequence_len, vocab_size=self.vocab_size,
-                                             n_layer=self.n_layer, n_head=self.n_head, n_kv_head=self.n_kv_head,
-                                             n_embd=self.n_embd, **extra)
+        pattern = self.window_pattern if nanochat.member(self.arch).features.windows else "L"
+        return GPTConfig(sequence_len=self.sequence_len, vocab_size=self.vocab_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_kv_head=self.n_kv_head, n_embd=self.n_embd, window_pattern=pattern)
+
+    def new_model(self) -> GPT:
+        return nanochat.new_model(self.model_config(), nanochat.member(self.arch))
 
 
 def build_optimizers(model: GPT, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """nanochat's split: embeddings and lm_head by AdamW, the blocks' matrices by Muon (or AdamW). The 2026
-    architecture adds, as nanochat 92d63d4: its value embeddings at half the embedding lr, the per-layer lambdas and
-    the smear/backout scalars by AdamW with lrs of their own."""
+    """nanochat's split: embeddings and lm_head by AdamW, the blocks' matrices by Muon (or AdamW). Later members add,
+    as nanochat 92d63d4: value embeddings at half the embedding lr, the per-layer lambdas and the smear/backout
+    scalars by AdamW with lrs of their own (each where the member has it)."""
     scale = (cfg.n_embd / 768) ** -0.5  # nanochat: AdamW lrs were tuned at width 768
     adam_groups = [{"params": [model.transformer.wte.weight], "lr": cfg.embedding_lr * scale},
                    {"params": [model.lm_head.weight], "lr": cfg.unembedding_lr * scale}]
-    if model.arch == archs.NEW:
-        adam_groups += [
-            {"params": list(model.value_embeds.parameters()), "lr": cfg.embedding_lr * scale * 0.5},
-            {"params": [model.resid_lambdas], "lr": cfg.scalar_lr * 0.01},
-            {"params": [model.x0_lambdas], "lr": cfg.scalar_lr, "betas": (0.96, 0.95)},
-            {"params": [model.smear_gate.weight, model.smear_lambda, model.backout_lambda], "lr": 0.2}]
+    f = model.features
+    if f.value_embeds:
+        adam_groups.append({"params": list(model.value_embeds.parameters()), "lr": cfg.embedding_lr * scale * 0.5})
+    if f.lambdas:
+        adam_groups += [{"params": [model.resid_lambdas], "lr": cfg.scalar_lr * 0.01},
+                        {"params": [model.x0_lambdas], "lr": cfg.scalar_lr, "betas": (0.96, 0.95)}]
+    scalars = ([model.smear_gate.weight, model.smear_lambda] if f.smear else []) + (
+        [model.backout_lambda] if f.backout else [])
+    if scalars:
+        adam_groups.append({"params": scalars, "lr": 0.2})
     matrices = [p for p in model.transformer.h.parameters()]
     fused = model.get_device().type == "cuda"
     if cfg.optimizer == "muon":
@@ -134,7 +140,7 @@ class Trainer:
         self.cfg, self.device, self.out_dir, self.samplers = cfg, device, out_dir, samplers
         torch.manual_seed(cfg.seed)
         with torch.device(device):
-            self.model = archs.new_model(cfg.model_config())
+            self.model = cfg.new_model()
         self.model.init_weights()
         self.opts = build_optimizers(self.model, cfg)
         self.forward = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
@@ -324,7 +330,7 @@ def main() -> None:
     # Evidence for the model card: the final model, the early snapshot and a unigram model, evaluated alike.
     models = {"final": trainer.model.eval()}
     if trainer.snapshot is not None:
-        early = archs.new_model(cfg.model_config()).to(device)
+        early = cfg.new_model().to(device)
         early.load_state_dict(trainer.snapshot)
         models[f"early (step {trainer.state.get('snapshot_step')})"] = early.eval()
     train_ids = [shard_io.load(args.shards / f"{n}.train.npz.xz")["ids"] for n in cfg.pretrain_weights]
