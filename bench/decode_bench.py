@@ -225,13 +225,12 @@ def bf16_check(m32: GPT, m16: GPT, prompt: list[int], continuation: list[int]) -
     seq = prompt + continuation[:-1]
     ref = m32(torch.tensor([seq], device=device))[0, len(prompt) - 1:].float()  # [n, V]
     cache = RowKVCache.for_model(m16, 1)
-    cache.rows, cache.span = torch.zeros(1, dtype=torch.long, device=device), bucket(len(prompt), MIN_SPAN,
-                                                                                      c.sequence_len)
-    got = [m16(torch.tensor([prompt], device=device), kv_cache=cache)[0, -1]]
-    cache.rows, cache.batch = None, 1
+    prefill = cache.step(bucket(len(prompt), MIN_SPAN, c.sequence_len), rows=torch.zeros(1, dtype=torch.long,
+                                                                                         device=device))
+    got = [m16(torch.tensor([prompt], device=device), kv_cache=prefill)[0, -1]]
     for i, token in enumerate(continuation[:-1]):
-        cache.span = bucket(len(prompt) + i + 1, MIN_SPAN, c.sequence_len)
-        got.append(m16(torch.tensor([[token]], device=device), kv_cache=cache)[0, -1])
+        step = cache.step(bucket(len(prompt) + i + 1, MIN_SPAN, c.sequence_len), batch=1)
+        got.append(m16(torch.tensor([[token]], device=device), kv_cache=step)[0, -1])
     got = torch.stack(got).float()
     diff = got - ref
     rel_rms = float(diff.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())

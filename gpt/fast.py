@@ -5,7 +5,7 @@ mostly waits for the CPU. A CUDA graph records the step's kernels once and repla
 (optional) first fuses the small elementwise kernels, so fewer remain. Both need a step whose shapes and memory
 addresses never change and which never asks the CPU for a value: the cache is a RowKVCache (positions live in a
 device tensor, written with index_put), sampling is tensor-only (gpt/sampling.py) and its result is fed back as the
-next input on the device. The forward is still GPT.forward from gpt/model.py; nothing here re-implements it.
+next input on the device. The forward is still the model's own (gpt/nanochat/); nothing here re-implements it.
 
 Graphs are kept per shape key: decode (batch, span, width) and prefill (padded prompt length, span, width), where span
 is the attention window bucket (gpt/kv_cache.py) and width the sampling candidate count (gpt/sampling.py). On CPU,
@@ -84,19 +84,23 @@ class StaticDecoder:
 
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
 
-    def _decode_step(self, b: int, width: int | None) -> torch.Tensor:
+    def _decode_step(self, b: int, span: int, width: int | None) -> torch.Tensor:
         tokens = self.tokens[:b]
-        logits = self.model(tokens[:, None], kv_cache=self.cache)[:, -1, : self.n_sampled]
+        cache = self.cache.step(span, batch=b, mask_free=not self.static_shapes and b == 1)
+        logits = self.model(tokens[:, None], kv_cache=cache)[:, -1, : self.n_sampled]
         # counter = the sampled token's position = the row's position after this step (as in Engine.stream)
         nxt = sample(logits, self.temperature[:b], self.top_k[:b], self.top_p[:b], self.seed[:b],
                      self.cache.pos[:b], width)
         tokens.copy_(nxt)
         return nxt
 
-    def _prefill_step(self, T: int, width: int | None) -> torch.Tensor:
+    def _prefill_step(self, T: int, span: int, width: int | None) -> torch.Tensor:
         row = self.row
         start = self.cache.pos[row]
-        logits = self.model(self.prompt[:, :T], kv_cache=self.cache)[0, :, : self.n_sampled]  # [T, V]
+        # The prompt may be padded to T: its last real token is carried (valid). Eagerly span == T == its length, so
+        # plain causal attention (mask_free).
+        cache = self.cache.step(span, rows=row, mask_free=not self.static_shapes, valid=self.prompt_len)
+        logits = self.model(self.prompt[:, :T], kv_cache=cache)[0, :, : self.n_sampled]  # [T, V]
         last = logits.index_select(0, self.prompt_len - 1)  # the last real (unpadded) prompt position
         end = start + self.prompt_len
         self.cache.pos[row] = end  # padding positions hold garbage, invisible until overwritten
@@ -137,11 +141,9 @@ class StaticDecoder:
         """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
         row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile). Eagerly (no
         graphs, no compile) the decoder narrows span itself to exactly the highest position + 1."""
-        self.cache.rows, self.cache.batch, self.cache.span, self.cache.valid = None, batch, span, None
         if not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys there
-            self.cache.span = int(self.cache.pos[:batch].max()) + 1
-            self.cache.mask_free = batch == 1
-        return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, width))
+            span = int(self.cache.pos[:batch].max()) + 1
+        return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, span, width))
 
     @torch.inference_mode()
     def prefill(self, row: int, prompt_ids: list[int], width: int | None) -> torch.Tensor:
@@ -152,10 +154,8 @@ class StaticDecoder:
         self.row.fill_(row)
         self.prompt_len.fill_(n)
         self.cache.pos[row] = 0
-        self.cache.rows, self.cache.span = self.row, self.size(T, MIN_SPAN, self.seq_len)
-        self.cache.valid = self.prompt_len  # the prompt may be padded to T: its last real token is carried
-        self.cache.mask_free = not self.static_shapes  # then span == T == n: plain causal attention
-        return self._run(("prefill", T, self.cache.span, width), lambda: self._prefill_fn(T, width))
+        span = self.size(T, MIN_SPAN, self.seq_len)
+        return self._run(("prefill", T, span, width), lambda: self._prefill_fn(T, span, width))
 
     def set_row(self, row: int, temperature: float, top_k: int | None, top_p: float, seed: int) -> None:
         """A session's sampling settings for its row (device writes, ordered before the next step)."""

@@ -18,10 +18,12 @@
         before x's first one (None or zeros at the start of a sequence); the cache keeps x's last for the next call.
 
 Without a cache the positions are 0..T-1 and attention is causal. `KVCache` is nanochat's cache (every row at the
-same position); `RowKVCache` gives every row its own position, for a server of unrelated chats.
+same position); `RowKVCache` gives every row its own position, for a server of unrelated chats: its
+`step(span, batch=... | rows=..., ...)` is the cache of one forward, the per-call settings passed as a value.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -104,17 +106,9 @@ class RowKVCache(_ModelSized):
     Row b's next token goes to position pos[b] (a LongTensor [B] on the device). Shapes never change and nothing
     reads a position on the host, so a forward through it can be captured as a CUDA graph and replayed at any
     positions. Per layer, k/v are [B, Hkv, seq_len, hd] (separate tensors, so writes stay in place under
-    torch.compile). Settings the caller chooses before a forward:
-    - rows: None runs the first `batch` rows (views: the server admits sessions into the lowest free rows and runs
-      the smallest batch bucket that holds the highest busy row); a LongTensor [R] runs only those rows (e.g.
-      prefilling one joining session).
-    - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
-      short chat does not pay for reading seq_len positions of keys.
-    - mask_free: the caller guarantees one row whose keys are exactly [0, span) (span = pos + T), so attention needs
-      no mask (the model's causal rule applies, as with KVCache), and with rows None the new keys are written at
-      [span - T, span) of row 0 as a plain slice.
-    Otherwise `attn_mask` is built in `positions`: query t of row b sees key j iff j <= pos[b] + t (the causal rule
-    in absolute positions; stale keys beyond a row's position are never visible).
+    torch.compile). The cache holds storage only: what one forward runs is a value, `RowStep`, given to
+    `cache.step(...)`, which returns the Cache that forward reads (as gpt-fast passes `input_pos` to each call), so no
+    setting of an earlier call can leak into a later one.
     """
 
     @classmethod
@@ -130,61 +124,93 @@ class RowKVCache(_ModelSized):
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(num_layers)]
         self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.seq_len = seq_len
-        self.rows: torch.Tensor | None = None
-        self.batch = batch_size
-        self.span = seq_len
-        self.mask_free = False
-        self.valid: torch.Tensor | None = None  # [1]: real tokens of a padded one-row prefill (None: all T are)
         self.prev = torch.zeros(batch_size, 1, embed_dim, device=device, dtype=dtype)  # each row's last embedding
         # The sliding windows that hide keys (shorter than the context); every other layer sees all its row's keys.
         self.windows = tuple(sorted({w for w in windows if w < seq_len - 1}))
-        self._write_pos: torch.Tensor | None = None  # [R, T], set by positions() for this forward
-        self._masks: dict[int | None, torch.Tensor] = {}  # window -> additive mask [R, 1, T, span], this forward
+
+    def step(self, span: int, batch: int | None = None, rows: torch.Tensor | None = None, mask_free: bool = False,
+             valid: torch.Tensor | None = None) -> "RowForward":
+        """The cache of one forward (see RowStep for the settings; neither batch nor rows: every row)."""
+        batch = (batch or self.pos.size(0)) if rows is None else None
+        return RowForward(self, RowStep(span, batch, rows, mask_free, valid))
+
+
+@dataclass(frozen=True)
+class RowStep:
+    """What one forward through a RowKVCache runs:
+    - span: attention looks at the first `span` positions only (a bucket >= every running row's pos + T), so a
+      short chat does not pay for reading seq_len positions of keys.
+    - batch: the first `batch` rows (the server admits sessions into the lowest free rows and runs the smallest batch
+      bucket that holds the highest busy row); or rows: a LongTensor [R] of exactly these rows (e.g. prefilling one
+      joining session).
+    - mask_free: the caller guarantees one row whose keys are exactly [0, span) (span = pos + T), so attention needs
+      no mask (the model's causal rule applies, as with KVCache), and with `batch` the new keys are written at
+      [span - T, span) of row 0 as a plain slice.
+    - valid: [1], the real tokens of a padded one-row prefill (None: all T are): its last real embedding is carried.
+    Otherwise the attention mask is built in `positions`: query t of row b sees key j iff j <= pos[b] + t (the causal
+    rule in absolute positions; stale keys beyond a row's position are never visible), and, in a windowed layer,
+    j >= pos[b] + t - window."""
+    span: int
+    batch: int | None = None
+    rows: torch.Tensor | None = None
+    mask_free: bool = False
+    valid: torch.Tensor | None = None
+
+
+class RowForward:
+    """The Cache interface of one forward through a RowKVCache, with that forward's RowStep."""
+
+    def __init__(self, cache: RowKVCache, step: RowStep):
+        self.cache, self.s = cache, step
+        self._write_pos: torch.Tensor | None = None  # [R, T], set by positions()
+        self._masks: dict[int | None, torch.Tensor] = {}  # window -> additive mask [R, 1, T, span]
 
     def get_pos(self) -> torch.Tensor:
-        return self.pos[: self.batch] if self.rows is None else self.pos[self.rows]
+        pos = self.cache.pos
+        return pos[: self.s.batch] if self.s.rows is None else pos[self.s.rows]
 
     def positions(self, T: int) -> torch.Tensor:
         # No bounds check here: it would read the positions on the host (a GPU sync); the owner guards the context.
-        self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=self.pos.device)  # [R, T]
-        self._masks = {}
-        if not self.mask_free:
+        c = self.cache
+        self._write_pos = self.get_pos()[:, None] + torch.arange(T, device=c.pos.device)  # [R, T]
+        if not self.s.mask_free:
             query = self._write_pos[:, None, :, None]  # [R, 1, T, 1]
-            behind = query - torch.arange(self.span, device=self.pos.device)  # how far back each key is
-            for window in (None, *self.windows):
+            behind = query - torch.arange(self.s.span, device=c.pos.device)  # how far back each key is
+            for window in (None, *c.windows):
                 hidden = (behind < 0) if window is None else (behind < 0) | (behind > window)
-                self._masks[window] = torch.zeros(hidden.shape, dtype=self.k[0].dtype,
-                                                  device=self.pos.device).masked_fill(hidden, float("-inf"))
+                self._masks[window] = torch.zeros(hidden.shape, dtype=c.k[0].dtype,
+                                                  device=c.pos.device).masked_fill(hidden, float("-inf"))
         return self._write_pos
 
     def attn_mask(self, Tq: int, Tk: int, window: int | None) -> torch.Tensor | None:
-        if self.mask_free:
+        if self.s.mask_free:
             return None  # one row whose keys are [0, span): the model's causal rule (and window) applies
-        return self._masks[window if window in self.windows else None]
+        return self._masks[window if window in self.cache.windows else None]
 
     def carry_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        prev = self.prev[: self.batch] if self.rows is None else self.prev[self.rows]
+        c, rows = self.cache, self.s.rows
+        prev = c.prev[: self.s.batch] if rows is None else c.prev[rows]
         before = prev.masked_fill((self.get_pos() == 0)[:, None, None], 0)  # a row at its start has none before
-        last = x[:, -1:] if self.valid is None else x.index_select(1, self.valid - 1)
-        if self.rows is None:
-            self.prev[: self.batch] = last
+        last = x[:, -1:] if self.s.valid is None else x.index_select(1, self.s.valid - 1)
+        if rows is None:
+            c.prev[: self.s.batch] = last
         else:
-            self.prev[self.rows] = last
+            c.prev[rows] = last
         return before
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        T = k.size(2)
-        last = layer_idx == len(self.k) - 1
-        if self.rows is None and self.mask_free:
+        c, s, T = self.cache, self.s, k.size(2)
+        last = layer_idx == len(c.k) - 1
+        if s.rows is None and s.mask_free:
             # One row whose keys are exactly [0, span): the new ones go to [span - T, span), a plain slice write.
-            self.k[layer_idx][0, :, self.span - T: self.span] = k[0]
-            self.v[layer_idx][0, :, self.span - T: self.span] = v[0]
+            c.k[layer_idx][0, :, s.span - T: s.span] = k[0]
+            c.v[layer_idx][0, :, s.span - T: s.span] = v[0]
             if last:
-                self.pos[:1].add_(T).clamp_(max=self.seq_len - 1)  # (a step launched after the row's end: see below)
-            return self.k[layer_idx][:1, :, : self.span], self.v[layer_idx][:1, :, : self.span]
-        if self.rows is None:
-            b = self.batch
-            k_all, v_all, pos = self.k[layer_idx][:b], self.v[layer_idx][:b], self.pos[:b]
+                c.pos[:1].add_(T).clamp_(max=c.seq_len - 1)  # (a step launched after the row's end: see below)
+            return c.k[layer_idx][:1, :, : s.span], c.v[layer_idx][:1, :, : s.span]
+        if s.rows is None:
+            b = s.batch
+            k_all, v_all, pos = c.k[layer_idx][:b], c.v[layer_idx][:b], c.pos[:b]
             at = torch.arange(k.size(0), device=k.device)[:, None]
             # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
             k_all[at, :, self._write_pos] = k.transpose(1, 2)
@@ -192,11 +218,11 @@ class RowKVCache(_ModelSized):
             if last:
                 # Idle rows of a static batch keep stepping on garbage; the clamp keeps their writes in bounds.
                 # Running rows never get there: their owner stops them at seq_len.
-                pos.add_(T).clamp_(max=self.seq_len - 1)
-            return k_all[:, :, : self.span], v_all[:, :, : self.span]
-        rows = self.rows[:, None]
-        self.k[layer_idx][rows, :, self._write_pos] = k.transpose(1, 2)
-        self.v[layer_idx][rows, :, self._write_pos] = v.transpose(1, 2)
+                pos.add_(T).clamp_(max=c.seq_len - 1)
+            return k_all[:, :, : s.span], v_all[:, :, : s.span]
+        rows = s.rows[:, None]
+        c.k[layer_idx][rows, :, self._write_pos] = k.transpose(1, 2)
+        c.v[layer_idx][rows, :, self._write_pos] = v.transpose(1, 2)
         if last:
-            self.pos[self.rows] = (self.pos[self.rows] + T).clamp(max=self.seq_len - 1)
-        return self.k[layer_idx][self.rows, :, : self.span], self.v[layer_idx][self.rows, :, : self.span]
+            c.pos[s.rows] = (c.pos[s.rows] + T).clamp(max=c.seq_len - 1)
+        return c.k[layer_idx][s.rows, :, : s.span], c.v[layer_idx][s.rows, :, : s.span]

@@ -266,3 +266,22 @@ def test_the_feature_card_lists_what_each_member_adds_in_order():
 def test_an_unknown_version_is_refused_naming_the_known_ones():
     with pytest.raises(nanochat.FamilyError, match="4a87a0d.*a825e63"):
         nanochat.member("nanochat-2027-01")
+
+
+@pytest.mark.parametrize("commit", sorted(set(LOADS_AS.values())))
+def test_the_chat_server_decodes_every_member_as_nanochat(commit):
+    """The batched server's decoder (gpt/fast.py: static per-row cache, tensor-only sampling) on the trees nanochat
+    wrote: two rows at different positions decoded together, greedy, each row's tokens nanochat's own greedy
+    continuation."""
+    from gpt.fast import StaticDecoder
+
+    model = load(FIXTURES / commit, device="cpu", dtype="float32", arch=commit).model
+    ref = reference(commit)
+    decoder = StaticDecoder(model, 2, graphs=False)
+    prompts = [ref["ids"][0, :40].tolist(), ref["ids"][0, :40].tolist()[5:]]  # row 1: another prompt, shorter
+    first = [int(decoder.prefill(row, p, None)) for row, p in enumerate(prompts)]
+    steps = [decoder.decode(2, 0, None).tolist() for _ in range(len(ref["greedy"]) - 1)]
+    row0 = [first[0]] + [s[0] for s in steps]
+    assert row0 == ref["greedy"].tolist()
+    row1 = [first[1]] + [s[1] for s in steps]
+    assert row1 == list(model.generate(prompts[1], len(row1), temperature=0))

@@ -59,18 +59,16 @@ def test_row_positions_match_full_forward_for_32_steps(model):
     seqs = [torch.randint(V, (n,), generator=g).tolist() for n in (3, 17, 100)]
     cache = RowKVCache(3, c.n_kv_head, SEQ, c.n_embd // c.n_head, c.n_layer)
     for r, s in enumerate(seqs):
-        cache.rows, cache.span = torch.tensor([r]), SEQ
-        model(torch.tensor([s]), kv_cache=cache)
+        model(torch.tensor([s]), kv_cache=cache.step(SEQ, rows=torch.tensor([r])))
     assert cache.pos.tolist() == [3, 17, 100]
-    cache.rows = None
-    steps = []
+    steps, spans = [], []
     for _ in range(34):
         nxt = torch.randint(V, (3,), generator=g)
-        cache.span = bucket(int(cache.pos.max()) + 1, MIN_SPAN, SEQ)
-        steps.append(model(nxt[:, None], kv_cache=cache)[:, -1])
+        spans.append(bucket(int(cache.pos.max()) + 1, MIN_SPAN, SEQ))
+        steps.append(model(nxt[:, None], kv_cache=cache.step(spans[-1]))[:, -1])
         for r, s in enumerate(seqs):
             s.append(int(nxt[r]))
-    assert cache.span == SEQ  # the last steps crossed from the 128-window to the full cache
+    assert spans[-1] == SEQ  # the last steps crossed from the 128-window to the full cache
     for r, s in enumerate(seqs):
         full = model(torch.tensor([s]))[0, -34:]  # position t predicts token t + 1: the 34 decode steps
         torch.testing.assert_close(torch.stack([step[r] for step in steps]), full, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,4 @@
-"""gpt/model_2026.py (nanochat 92d63d4, July 2026) against computations written here from nanochat's spec.
+"""Today's forward (gpt/nanochat/current.py as member a825e63, which nanochat 92d63d4 computes the same) against computations written here from nanochat's spec.
 
 - A float64 reference forward written from nanochat 92d63d4's gpt.py / flash_attention.py (explicit attention with an
   explicit sliding-window causal mask, smear, per-layer lambdas, value embeddings, rotary base 1e5, QK norm x1.2,
@@ -7,7 +7,7 @@
 - Cached decoding (KVCache; RowKVCache driven the way gpt/fast.py's StaticDecoder drives it) against the full forward,
   across the short window's boundary.
 - Causality and the loss identities; the recorder's points and identities between them.
-- Checkpoints written the way nanochat 92d63d4 writes them; architecture detection, refusal, forcing and patching;
+- Checkpoints written the way nanochat 92d63d4 writes them; member detection, refusal, forcing and patching;
   our own format.
 - Serving: Engine (plain loop and BatchServer) against the naive generate loop.
 """
@@ -22,14 +22,14 @@ import pytest
 import torch
 
 from conftest import TINY_CORPUS, make_tiny_model
-from gpt import model_2026
+from gpt.nanochat import GPT, TODAY, TUTORIAL, GPTConfig, new_model
 from gpt.checkpoint import CheckpointError, load_model, load_nanochat, random_model, save_model
 from gpt.engine import Engine, SamplingParams
 from gpt.kv_cache import KVCache, RowKVCache
-from gpt.recorder import Recorder, point_names
+from gpt.recorder import Recorder
 from gpt.tokenizer import Tokenizer
 
-NEW, OLD = "nanochat-2026-07", "nanochat-2025-11"
+NEW, OLD = TODAY.name, TUTORIAL.name  # a825e63 (computes as 92d63d4), 4a87a0d (the tutorial)
 
 # Configs: sequence_len 512 -> S = ceil(512/4/128)*128 = 128; 640 -> S = 256. vocab 300 -> padded to 320.
 MHA = dict(sequence_len=512, vocab_size=300, n_layer=4, n_head=4, n_kv_head=4, n_embd=48, window_pattern="SSSL")
@@ -48,11 +48,11 @@ def one_torch_thread():
 
 # ---- the model under test, with non-trivial weights ------------------------------------------------------------------
 
-def make_model(seed: int = 0, dtype: torch.dtype = torch.float64, **config) -> model_2026.GPT:
+def make_model(seed: int = 0, dtype: torch.dtype = torch.float64, **config) -> GPT:
     """nanochat's init (init_weights), then seeded noise on every parameter (nanochat's init zeroes the output
     projections, smear_lambda and more, which would hide whole stages), in `dtype`."""
     torch.manual_seed(seed)
-    model = model_2026.GPT(model_2026.GPTConfig(**config))
+    model = new_model(GPTConfig(**config), TODAY)
     model.init_weights()
     g = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
@@ -231,26 +231,26 @@ def test_forward_equals_float64_reference(cfg, T):
                          ids=["mha", "gqa", "one-layer", "deep"])
 def test_state_dict_names_shapes_and_windows_are_nanochats(cfg):
     with torch.device("meta"):
-        model = model_2026.GPT(model_2026.GPTConfig(**cfg))
+        model = new_model(GPTConfig(**cfg), TODAY)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected_state_dict_shapes(cfg)
     assert model.window_sizes == ref_windows(cfg)
     assert model.window_sizes[-1] == cfg["sequence_len"]  # the last layer is always L
-    assert model.arch == NEW
+    assert model.member.name == NEW
 
 
 def test_windows_with_sequence_len_not_a_multiple_of_512():
     # S = ceil(L/4/128)*128: 600 -> 256 (not 150), 100 -> 128 (more than the context: hides nothing)
     for L, S in [(600, 256), (100, 128), (2048, 512), (2049, 640)]:
         with torch.device("meta"):
-            model = model_2026.GPT(model_2026.GPTConfig(sequence_len=L, vocab_size=64, n_layer=3, n_head=2,
-                                                        n_kv_head=2, n_embd=32, window_pattern="SSL"))
+            model = new_model(GPTConfig(sequence_len=L, vocab_size=64, n_layer=3, n_head=2, n_kv_head=2, n_embd=32,
+                                        window_pattern="SSL"), TODAY)
         assert model.window_sizes == [S, S, L]
 
 
 def test_init_weights_is_nanochats():
     cfg = dict(MHA, n_embd=96, n_head=4, n_kv_head=4)
     torch.manual_seed(0)
-    model = model_2026.GPT(model_2026.GPTConfig(**cfg))
+    model = new_model(GPTConfig(**cfg), TODAY)
     model.init_weights()
     L, C = cfg["n_layer"], cfg["n_embd"]
     s = math.sqrt(3) / math.sqrt(C)
@@ -305,30 +305,28 @@ def test_row_cache_two_rows_at_different_positions_equal_full_forward():
     cache = RowKVCache.for_model(model, 3)  # a third row stays idle
     with torch.no_grad():
         # row 0: 270 real tokens, exact length, no mask (what the eager prefill does)
-        cache.rows, cache.span, cache.valid, cache.mask_free = torch.tensor([0]), 270, torch.tensor([270]), True
         cache.pos[0] = 0
         r = Recorder({"final_norm"})
-        out = model(a[:, :270], kv_cache=cache, recorder=r)
+        step = cache.step(270, rows=torch.tensor([0]), mask_free=True, valid=torch.tensor([270]))
+        out = model(a[:, :270], kv_cache=step, recorder=r)
         assert_logits_close(out, full_a[:, :270])
         assert_hidden_close(r["final_norm"], rec_a["final_norm"][:, :270])
         cache.pos[0] = 270
         # row 1: 240 real tokens padded to 256 with junk, span 320, masks (what a captured prefill does)
         padded = torch.cat([b[:, :240], a[:, :16]], 1)
-        cache.rows, cache.span, cache.valid, cache.mask_free = torch.tensor([1]), 320, torch.tensor([240]), False
         cache.pos[1] = 0
         r = Recorder({"final_norm"})
-        out = model(padded, kv_cache=cache, recorder=r)
+        out = model(padded, kv_cache=cache.step(320, rows=torch.tensor([1]), valid=torch.tensor([240])), recorder=r)
         assert_logits_close(out[:, :240], full_b[:, :240])
         assert_hidden_close(r["final_norm"][:, :240], rec_b["final_norm"][:, :240])
         cache.pos[1] = 240
         # both rows, one token each per step: row 0 from 270, row 1 from 240 (its queries cross 257 = S + 1)
-        cache.rows, cache.batch, cache.valid, cache.mask_free = None, 2, None, False
         for s in range(40):
             pa, pb = 270 + s, 240 + s
-            cache.span = min(-(-(pa + 1) // 64) * 64, cfg["sequence_len"])  # a bucket: stale keys beyond
+            span = min(-(-(pa + 1) // 64) * 64, cfg["sequence_len"])  # a bucket: stale keys beyond
             step = torch.tensor([[a[0, pa]], [b[0, pb]]])
             r = Recorder({"final_norm"})
-            out = model(step, kv_cache=cache, recorder=r)
+            out = model(step, kv_cache=cache.step(span, batch=2), recorder=r)
             assert_logits_close(out[0, 0], full_a[0, pa])
             assert_logits_close(out[1, 0], full_b[0, pb])
             assert_hidden_close(r["final_norm"][0, 0], rec_a["final_norm"][0, pa])
@@ -383,7 +381,7 @@ def test_recorder_points_and_identities():
     B, T = 2, 180
     idx = random_ids(T, cfg["vocab_size"], batch=B, seed=8)
     logits, rec = run_recorded(model, idx)
-    names = point_names(model)
+    names = model.recording_points()
     assert list(rec) == names  # every point recorded, once each, in forward order
     L, C, H, Hkv = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["n_kv_head"]
     hd = C // H
@@ -484,7 +482,7 @@ def test_nanochat_2026_checkpoint_loads_and_reproduces_logits(tiny_tokenizer, tm
     writer = make_model(seed=3, dtype=torch.float32, **cfg)
     write_nanochat(tmp_path, tiny_tokenizer, writer)
     loaded = load_nanochat(tmp_path, device="cpu", dtype="float32")
-    assert loaded.arch == NEW and loaded.model.arch == NEW
+    assert loaded.arch == NEW and loaded.model.member.name == NEW
     assert loaded.meta["val_bpb"] == 0.81 and "d3" in loaded.name and "000650" in loaded.name
     assert loaded.model.config.window_pattern == "SL" and loaded.model.window_sizes == [128, 512, 512]
     idx = random_ids(200, cfg["vocab_size"], seed=9)  # past the short window
@@ -542,15 +540,17 @@ def _drop(*keys):
 
 
 @pytest.mark.parametrize("edit_sd, message", [
-    # some of the new keys but not all: neither architecture (a nanochat from between the two), the missing named
-    (_drop("smear_lambda"), r"neither .* lacks smear_lambda"),
-    (_drop("backout_lambda", "smear_gate.weight"), r"neither .* lacks smear_gate\.weight.*backout_lambda"),
+    # some of today's keys but not all: no member of the family, the closest one and what does not fit it named
+    (_drop("smear_lambda"), r"fits no forward .* closest is a825e63 .* no smear_lambda"),
+    # without smear_gate and backout_lambda the closest is the member before smear and backout (6ed7d1d), which has
+    # no smear_lambda either
+    (_drop("backout_lambda", "smear_gate.weight"), r"fits no forward .* closest is 6ed7d1d .* unexpected smear_lambda"),
     (lambda sd: sd.update({"_orig_mod.smear_gate.weight": torch.zeros(1, 12)}),
-     r"shape mismatch for smear_gate\.weight.*\(1, 12\).*\(1, 24\)"),
+     r"closest is a825e63 .* smear_gate\.weight is \[1, 12\], not \[1, 24\]"),
     (lambda sd: sd.update({"_orig_mod.value_embeds.2.weight": torch.zeros(512, 32)}),
-     r"shape mismatch for value_embeds\.2\.weight.*\(512, 32\).*\(512, 16\)"),
+     r"closest is a825e63 .* value_embeds\.2\.weight is \[512, 32\], not \[512, 16\]"),
     (lambda sd: sd.update({"_orig_mod.value_embeds.1.weight": torch.zeros(512, 16)}),
-     r"unexpected key.*value_embeds\.1\.weight"),
+     r"closest is a825e63 .* unexpected value_embeds\.1\.weight"),
 ], ids=["no-smear_lambda", "no-backout-no-gate", "smear-gate-shape", "value-embeds-shape", "value-embeds-layer"])
 def test_broken_2026_checkpoints_are_refused_naming_the_key(tiny_tokenizer, tmp_path, edit_sd, message):
     writer = make_model(dtype=torch.float32, **tok_cfg(tiny_tokenizer))
@@ -561,12 +561,12 @@ def test_broken_2026_checkpoints_are_refused_naming_the_key(tiny_tokenizer, tmp_
 
 def test_forced_2026_arch_patches_like_nanochats_loader(tiny_tokenizer, tmp_path):
     """A checkpoint from before window_pattern, resid_lambdas and x0_lambdas (but with the other new weights):
-    detected as neither; forced to 2026 it gets nanochat's patches: window "L", resid 1, x0 0."""
+    fits no member; forced to today's (a825e63) it gets nanochat's patches: window "L", resid 1, x0 0."""
     cfg = tok_cfg(tiny_tokenizer)
     writer = make_model(seed=5, dtype=torch.float32, **cfg)
     config = {k: v for k, v in cfg.items() if k != "window_pattern"}
     write_nanochat(tmp_path, tiny_tokenizer, writer, config=config, edit_sd=_drop("resid_lambdas", "x0_lambdas"))
-    with pytest.raises(CheckpointError, match=r"resid_lambdas"):
+    with pytest.raises(CheckpointError, match=r"closest is a825e63 .*no config key 'window_pattern'.*no resid_lambdas"):
         load_nanochat(tmp_path, device="cpu", dtype="float32")
     loaded = load_nanochat(tmp_path, device="cpu", dtype="float32", arch=NEW)
     m = loaded.model
@@ -598,9 +598,9 @@ def test_own_format_round_trip(tiny_tokenizer, tmp_path):
 
 
 def test_random_model_of_a_2026_config(tiny_tokenizer):
-    config = model_2026.GPTConfig(**tok_cfg(tiny_tokenizer))
-    a = random_model(config, tiny_tokenizer, seed=1, device="cpu")
-    b = random_model(config, tiny_tokenizer, seed=1, device="cpu")
+    config = GPTConfig(**tok_cfg(tiny_tokenizer))
+    a = random_model(config, tiny_tokenizer, seed=1, device="cpu", member=TODAY)
+    b = random_model(config, tiny_tokenizer, seed=1, device="cpu", member=TODAY)
     assert a.arch == NEW and a.model.window_sizes == [128, 512, 512]
     assert {k: tuple(v.shape) for k, v in a.model.state_dict().items()} == expected_state_dict_shapes(
         dataclasses.asdict(config))
