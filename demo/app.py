@@ -186,9 +186,9 @@ def build_demo(models: Models) -> gr.Blocks:
             ins, gen = args[:n_inside], args[n_inside:]
             inside_out = [gr.update()] * len(inside_ui.outputs)
             gen_out = [gr.update()] * len(gen_ui.show_outputs)
-            if tab == "inside" and (ins[1] or ins[2]):
+            if tab == "inside" and inside_ui.has_input(ins):
                 inside_out = inside_ui.show_fn(*ins, request)
-            if tab == "generate" and gen[5]:
+            if tab == "generate" and gen_ui.has_steps(gen):
                 gen_out = gen_ui.state_fn(*gen)
             return [*inside_out, *gen_out]
 

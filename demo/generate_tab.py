@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from demo.gpu import paced_seconds
+from gpt.torch_thread import module_pause_points, work_clock
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
@@ -43,6 +44,10 @@ class GenerateTab:
     def link_parts(self) -> dict:
         return {"gprompt": self.prompt, "gtemp": self.temperature, "gtopk": self.top_k, "gseed": self.seed,
                 "gsteps": self.steps, "gstep": self.step}
+
+    def has_steps(self, values: list) -> bool:
+        """Whether values of show_inputs (in that order) show generated tokens (a link to a step after the first)."""
+        return bool(dict(zip(map(id, self.show_inputs), values))[id(self.step)])
 
     def show_event(self) -> dict:
         return dict(fn=self.show_fn, inputs=self.show_inputs, outputs=self.show_outputs, api_name=False)
@@ -151,7 +156,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         ids = prompt_ids(prompt_text, lang)
         lengths = tuple(n for n in (4, 8, 16, 32, 64, 128, 256) if n <= int(max_len))
         check_generate(models.main.model, len(ids), list(lengths), cached_too=True)
-        view = generate_time_view(models.main.model, ids, lengths, lang=lang)
+        view = generate_time_view(models.main.model, ids, lengths, lang=lang, clock=work_clock,
+                                  timed=module_pause_points)
         return view.fig, f"### {view.title}\n\n{view.text}"
 
     cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]

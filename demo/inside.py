@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import html
-import io
-import zipfile
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -14,12 +12,14 @@ from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
-from explain.common import APP_WIDTH, csv_text
+from explain.common import APP_WIDTH
+from rules.downloads import views_zip, write_csv
 from rules.png import PngError, figure_png, unavailable as png_unavailable
 from explain.then_now import then_now_view
 from rules.inputs import forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
 from gpt import nanochat as family
+from gpt.torch_thread import pause_point
 
 
 class Preset(NamedTuple):
@@ -83,6 +83,11 @@ class InsideTab:
     def link_parts(self) -> dict:
         return {"preset": self.preset, "model": self.model, "prompt": self.prompt, "ids": self.ids,
                 "layer": self.layer, "head": self.head, "pos": self.position, "focus": self.focus}
+
+    def has_input(self, values: list) -> bool:
+        """Whether values of `inputs` (in that order) ask for a forward: a prompt or token ids."""
+        named = dict(zip(map(id, self.inputs), values))
+        return bool(named[id(self.prompt)] or named[id(self.ids)])
 
     def run_event(self) -> dict:
         """kwargs for .then(**...) that rerun the views with the current inputs."""
@@ -203,7 +208,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                 views = [then_now_view(loaded.model, models.counterpart(which).model, tokenizer, req.ids, lang)]
             else:
                 views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
-                                       position=pos_v, cached=req.prefix,
+                                       position=pos_v, cached=req.prefix, between=pause_point,
                                        views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
             raise gr.Error(html.escape(str(e), quote=False)) from None
@@ -217,8 +222,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         for i in range(len(slots)):
             if i < len(views):
                 v = views[i]
-                path = tmp / f"{i:02d}-{v.name}.csv"
-                path.write_text(csv_text(v.df), encoding="utf-8", newline="")  # the table shows the names in lang
+                path = write_csv(v, tmp / f"{i:02d}-{v.name}.csv")  # the table shows the names in lang
                 out += [gr.update(visible=True), v.fig, f"### {v.title}\n\n{v.text}", headers(v.df.head(500), lang),
                         str(path), no_png]
             else:
@@ -266,24 +270,8 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
     def export_zip(views, lang, request: gr.Request = None):
         if not views:
             raise gr.Error(t("ui.empty_prompt", lang))
-        tmp = scratch.run_folder(request, "export")
-        path = tmp / "inside-forward.zip"
-        no_png, pngs = png_unavailable(), 0  # after the first PNG that fails, no more are tried: the zip comes soon
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-            for i, v in enumerate(views):
-                z.writestr(f"{i:02d}-{v.name}.csv", csv_text(v.df))
-                page = io.StringIO()
-                v.fig.write_html(page, include_plotlyjs="directory", full_html=True)
-                z.writestr(f"{i:02d}-{v.name}.html", page.getvalue())
-                if no_png is None:
-                    try:
-                        z.writestr(f"{i:02d}-{v.name}.png", figure_png(v.fig, scale=PNG_SCALE))
-                        pngs += 1
-                    except PngError as e:
-                        no_png = e
-            import plotly.offline
-
-            z.writestr("plotly.min.js", plotly.offline.get_plotlyjs())
+        path = scratch.run_folder(request, "export") / "inside-forward.zip"
+        pngs, no_png = views_zip(views, path, PNG_SCALE)
         if no_png is not None:
             gr.Warning(html.escape(t("ui.zip_pngs", lang, n=pngs, total=len(views), why=no_png.message(lang)),
                                    quote=False))

@@ -1,6 +1,8 @@
 """build_all: one call that records a forward and builds every view (what the UI calls)."""
 from __future__ import annotations
 
+from typing import Callable
+
 from explain.attention import attention_view
 from explain.causality import causality_view
 from explain.common import ViewResult
@@ -15,7 +17,6 @@ from explain.softcap import softcap_view
 from explain.trace import Trace, trace_forward
 from explain.training import training_view
 from gpt.nanochat import GPT
-from gpt.torch_thread import pause_point
 
 VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
          "kv_cache", "generate")
@@ -24,8 +25,10 @@ VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "trai
 def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
                 j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
                 gen_tokens: int = 4, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
-                views: tuple[str, ...] | None = None, cached: int = 0) -> dict[str, ViewResult]:
-    """Every view (or only `views`) of an existing trace, in VIEWS order.
+                views: tuple[str, ...] | None = None, cached: int = 0,
+                between: Callable[[], None] = lambda: None) -> dict[str, ViewResult]:
+    """Every view (or only `views`) of an existing trace, in VIEWS order. `between()` runs before each view (the app
+    passes gpt.torch_thread.pause_point: a chat waiting for its next tokens gets them between two views).
 
     cached: the first `cached` positions are already in a KV cache (the tutorial's "[100, 200, 300] then [400]"):
     the shapes and rotary views show the call that feeds the other T - cached tokens at T0 = cached, and the KV-cache
@@ -58,7 +61,7 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
     views = {}
     for name in VIEWS:
         if name in wanted:
-            pause_point()  # a chat waiting for its next tokens gets them between two views (gpt/torch_thread.py)
+            between()
             views[name] = makers[name]()
     return views
 

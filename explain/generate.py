@@ -6,6 +6,10 @@ from the config alone) and wall time measured on the actual model (`generate_tim
 """
 from __future__ import annotations
 
+import contextlib
+import time
+from typing import Callable, ContextManager
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,7 +22,6 @@ from text import t
 from explain.trace import next_labels, sequence_labels
 from gpt.detok import StreamDecoder
 from gpt.nanochat import GPT, GPTConfig
-from gpt.torch_thread import module_pause_points, work_clock
 
 
 @torch.inference_mode()
@@ -192,10 +195,13 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
 
 
 def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] = (4, 8, 16, 32),
-                       lang: str = "en") -> ViewResult:
+                       lang: str = "en", clock: Callable[[], float] = time.perf_counter,
+                       timed: Callable[[], ContextManager] = contextlib.nullcontext) -> ViewResult:
     """Measured time (on this machine and model) of GPT.generate without and with its KV cache, both greedy, for
-    growing numbers of new tokens; with their counted FLOPs alongside. The clock is gpt.torch_thread.work_clock: the
-    time other users' chats take in between (at the torch thread's pause points) is not counted."""
+    growing numbers of new tokens; with their counted FLOPs alongside. `clock` reads the time and `timed()` is
+    entered around each measurement: the app passes gpt.torch_thread's work_clock (the time other users' chats take
+    in between is not counted) and module_pause_points (the cheaper pause points, so that their cost is not what is
+    measured)."""
     if not tokens:
         raise ValueError("timing needs a prompt of at least one token")
     room = model.config.sequence_len - len(tokens)
@@ -205,12 +211,12 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
     list(model.generate(tokens, 1, temperature=0, use_cache=True))  # warm-up (first call allocates)
     rows = []
     for n in lengths:
-        with module_pause_points():  # the cheaper pause points, so that their cost is not what is measured
-            t0 = work_clock()
+        with timed():
+            t0 = clock()
             naive_out = list(model.generate(tokens, n, temperature=0))
-            t1 = work_clock()
+            t1 = clock()
             cached_out = list(model.generate(tokens, n, temperature=0, use_cache=True))
-            t2 = work_clock()
+            t2 = clock()
         f_naive, f_cached = generation_flops(model, len(tokens), n)
         rows.append(dict(n_new=n, naive_s=t1 - t0, cached_s=t2 - t1, speedup=(t1 - t0) / max(t2 - t1, 1e-9),
                          naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))

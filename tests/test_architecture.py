@@ -140,3 +140,10 @@ def test_the_version_check_can_fail(tmp_path):
                                    'if model.member == x or arch == "nanochat-2026-07":\n    pass\n')
     hits = names_versions(tmp_path / "m.py", version_names())
     assert len(hits) == 3 and not any("4a87a0d" in h for h in hits)
+
+
+def test_explain_draws_and_does_not_schedule():
+    """explain/ records forwards and draws them; when model work yields to chats is the app's business (demo passes
+    gpt.torch_thread's pause points and clock in)."""
+    assert sorted((a, b) for a, targets in graph().items() if a.startswith("explain") for b in targets
+                  if b == "gpt.torch_thread") == []
