@@ -20,9 +20,9 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
                shape_table(config, member, B, T, T0, dtype) -> DataFrame;  TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
  2 rotary      rotary_view(model, T, T0=0)                            cos/sin tables and the slice [T0:T0+T]
  3 mask        mask_view(labels, chunk=None, windows=None, context=None) the three causal-mask regimes (+ the
-               S layers' sliding-window band over the whole prompt, for a 2026 model and a prompt longer than it)
+               S layers' sliding-window band over the whole prompt, for a model with windows and a prompt longer than them)
  4 attention   attention_view(trace, layer, head, row=0, position=-1) weights from recorded q, k (and the layer's
-               window: S or L in a 2026 model)
+               window: S or L in a model with windows)
                attention_weights(trace, layer) -> [B, H, Tq, Tk] tensor
  5 softcap     softcap_view(trace, position=-1, row=0)                15·tanh(x/15), raw vs capped
  6 next_token  next_token_view(trace, position=-1, row=0, k=10)       top-k per position, entropy, real next token
@@ -30,7 +30,7 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
  7 training    training_view(trace, row=0)                            per-position CE, mean == forward(idx, targets)
  8 causality   causality_view(trace, j=None, new_token=None, row=0)   change token j: exactly 0 change before j
  9 logit_lens  logit_lens_view(trace, row=0, position=-1)             every layer read through GPT.head (with the
-               backout after block backout_layer in a 2026 model)
+               backout after block backout_layer in a model with one)
                lens_logits(trace, layer, row) -> [T, V] tensor
 10 kv_cache    kv_cache_view(trace, steps=None)                       incremental == full, how the cache fills
                incremental_logits(model, idx, steps)
@@ -39,14 +39,16 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
                generation_flops(model, prompt_len, n_new) (GPT.flops_per_token counts); generate_time_view(model, tokens, lengths=(4, 8, 16, 32))
                measures naive vs cached wall time (call it on request: it runs the model many times).
 12 then_now    then_now_view(model_a, model_b, tokenizer, text_or_ids, lang="en", row=0)  not in VIEWS: it needs
-               a model of each architecture (nanochat-2025-11 and -2026-07, either order); the same prompt through
-               both, stage by stage: every recorded name of each forward aligned by name (shape, RMS, same / changed /
-               new in 2026), the residual stream's RMS and each layer's keys read (windows), what changed in words.
+               two different nanochat versions (either order); the same prompt through both, stage by stage: every
+               recorded name of each forward aligned by name (shape, RMS, same / changed / new in the later one), the
+               residual stream's RMS and each layer's keys read (windows), what the later version adds, in words.
                then_now_from_traces(trace_a, trace_b, row=0, lang="en") for two traces you already have;
-               then_now_table(trace_2025, trace_2026, row, lang) -> DataFrame.
+               then_now_table(trace_then, trace_now, row, lang) -> DataFrame.
+13 family      feature_card_md(config, member, lang) (explain/family.py): which nanochat a model is, and what it adds.
 
 Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
-own functions and answers (forward, head, causal_mask_for, window_sizes, softcap); the one derived quantity is the attention weights,
+own functions and answers (forward, head, causal_mask_for, window_sizes, softcap); the one derived quantity is the
+attention weights,
 softmax(q·kᵀ/√hd + mask) from recorded q, k. Top-k and other reductions run on the model's device: full [T, V] logits
 never leave it. Long prompts are windowed (the last positions up to `position`) or aggregated, and titles say so.
 All text lives in text/: one TOML file per language, read through text.t(key, lang).

@@ -1,7 +1,7 @@
 """View 4 — attention weights per layer and head, from the recorded q and k (after rotary and QK norm).
 
 The weights are the one derived quantity explain/ computes itself: softmax(q·kᵀ/√hd + mask), with the model's own
-causal_mask_for (and, in a 2026 model, the layer's own sliding window: an S layer hides the keys further back than its
+causal_mask_for (and, in a model with windows, the layer's own sliding window: an S layer hides the keys further back than its
 window). scaled_dot_product_attention never materialises them; a test checks weights·v == recorded attn.y.
 """
 from __future__ import annotations

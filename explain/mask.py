@@ -35,7 +35,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
     last `chunk` tokens (a chunk after a cached prefix). Only the last `window` positions are drawn and tabulated
     (every earlier key is visible to every drawn query, whatever the regime).
 
-    windows: each layer's sliding window (keys back besides the query's own; None = no window, the 2025 model), with
+    windows: each layer's sliding window (keys back besides the query's own; None = no window, a version before fbc1484), with
     `context` (the model's sequence_len) telling S layers (window < context) from L layers. When an S window is
     shorter than the prompt reaches back (window < T - 1), a fourth panel draws the S layers' mask (no cache) over
     the whole prompt, on a grid of at most about `band_cells` positions per side (regime "window" in the table).

@@ -14,8 +14,8 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     """cos and sin (positions x channel pairs) around the slice [T0, T0+T); the slice is outlined.
 
     Shows positions 0 .. T0+T+4 when that fits in `max_rows`, else the last `max_rows` positions up to the end of the
-    slice (the title says so). The numbers are the model's own tables (model.cos / model.sin: bf16-rounded values in
-    the 2025 model, float32 with base 100000 in the 2026 one; the text says which).
+    slice (the title says so). The numbers are the model's own tables (model.cos / model.sin, with the model's base and
+    precision: bf16-rounded before 1076f97, base 100000 from 6ed7d1d; the text says which).
     """
     n_pos = model.cos.size(1)
     if T < 1 or T0 < 0 or T0 + T > n_pos:

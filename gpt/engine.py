@@ -1,7 +1,7 @@
 """The inference engine: prefill the prompt once into a KV cache, then decode one token at a time, streaming text.
 
 Three generation loops exist in gpt/, each a different algorithm:
-- `GPT.generate` (gpt/model.py): the teaching loop. No cache: it re-reads the whole prefix for every token, and
+- `GPT.generate` (gpt/nanochat/base.py): the teaching loop. No cache: it re-reads the whole prefix for every token, and
   samples with torch.multinomial, exactly as the tutorial writes it.
 - `Engine.stream` below, the plain cached loop: one row, each new token costs one forward over a single position,
   because the keys/values of every earlier position are already in the cache.

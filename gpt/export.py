@@ -4,7 +4,7 @@
 
 SOURCE is anything gpt.anywhere.load reads (a Hub repo id, a nanochat folder, this project's, transformers'). `transformers` writes a
 folder that `AutoModelForCausalLM.from_pretrained(OUT_DIR)` and `AutoTokenizer.from_pretrained(OUT_DIR)` load
-(gpt/hf_format.py: what converts, and how closely the logits agree). The 2026 architecture does not convert.
+(gpt/hf_format.py: what converts, and how closely the logits agree). Later nanochat versions (windows, value embeddings, ...) do not convert.
 """
 from __future__ import annotations
 

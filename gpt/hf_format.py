@@ -3,7 +3,7 @@
 `from_transformers` reads such a folder (ours, or one written by transformers' own `save_pretrained`) back into our
 GPT. transformers itself is never imported here: the folder is plain JSON and safetensors.
 
-What transformers' NanoChatForCausalLM (5.24) computes, held against gpt/model.py (the 2025-11 architecture):
+What transformers' NanoChatForCausalLM (5.24) computes, held against gpt/nanochat/tutorial.py (the tutorial's nanochat, 4a87a0d):
 - Same parameters under other names (`_HF_NAMES`), no learnable norm weights on either side, untied lm_head.
 - Rotary: the same half-split pairs and the same direction. Its `rotate_half` is [x2, -x1], so
   q·cos + rotate_half(q)·sin gives y1 = x1·cos + x2·sin, y2 = x2·cos - x1·sin: exactly nanochat's rotation. No weight
@@ -55,7 +55,6 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                  "max_position_embeddings")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-# What the 2026 architecture has that transformers' NanoChat (5.24) has no place for.
 # Switches of gpt/nanochat/features.py that transformers' NanoChat has no place for, and what they are. A padded vocab
 # converts (the padding rows are never read: they are cropped), and so does the softcap's dtype.
 NOT_IN_TRANSFORMERS = {
@@ -294,10 +293,10 @@ def hf_config(config: GPTConfig, tokenizer: Tokenizer, dtype: torch.dtype) -> di
 
 def to_transformers(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, dtype: torch.dtype | None = None,
                     max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
-    """Write `model` (2025-11 architecture) and `tokenizer` as a transformers NanoChat folder: config.json,
+    """Write `model` (the tutorial's forward, or f1bf69d's, cropped) and `tokenizer` as a transformers NanoChat folder: config.json,
     generation_config.json, model.safetensors (or shards + model.safetensors.index.json when larger than
     max_shard_bytes), tokenizer.json, tokenizer_config.json. dtype: stored weights (default: the model's).
-    Returns the files written. CheckpointError for the 2026 architecture (transformers has no class for it)."""
+    Returns the files written. CheckpointError for a later member, naming what transformers has no place for."""
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model
     if not isinstance(model, GPT):
         raise CheckpointError(f"only a nanochat GPT converts to transformers, not {type(model).__name__}")

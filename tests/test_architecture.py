@@ -147,3 +147,15 @@ def test_explain_draws_and_does_not_schedule():
     gpt.torch_thread's pause points and clock in)."""
     assert sorted((a, b) for a, targets in graph().items() if a.startswith("explain") for b in targets
                   if b == "gpt.torch_thread") == []
+
+
+def test_architecture_md_names_every_module_of_gpt_and_every_cache_method():
+    """ARCHITECTURE.md stays true of gpt/: each of its modules (and the family's) is named there, and so is every
+    method of the model-cache interface."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    files = [p.name for p in (ROOT / "gpt").glob("*.py")] + [p.name for p in (ROOT / "gpt" / "nanochat").glob("*.py")]
+    assert [f for f in files if f != "__init__.py" and f not in text] == []
+    from gpt.kv_cache import Cache
+
+    methods = [m for m in vars(Cache) if not m.startswith("_")]
+    assert len(methods) == 4 and [m for m in methods if f"`{m}`" not in text] == []

@@ -83,7 +83,7 @@ def _fits(which: Member, config: dict, shapes: dict[str, tuple[int, ...]]) -> li
         with torch.device("meta"):
             model = new_model(GPTConfig(**{k: v for k, v in config.items() if k in known}), which)
     except Exception:  # values no model can be built from (config_from_dict names them)
-        return problems + ["a config no model can be built from"]
+        return problems or ["a config no model can be built from"]
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems += [f"no {k}" for k in sorted(set(expected) - set(shapes))]
     problems += [f"unexpected {k}" for k in sorted(set(shapes) - set(expected))]

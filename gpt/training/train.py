@@ -54,7 +54,7 @@ class TrainConfig:
     embedding_lr: float = 0.2
     unembedding_lr: float = 0.004
     adamw_matrix_lr: float = 0.003  # only with optimizer="adamw"
-    scalar_lr: float = 0.5  # nanochat-2026-07's per-layer lambdas
+    scalar_lr: float = 0.5  # the per-layer lambdas (members that have them)
     warmdown_frac: float = 0.2
     sft_lr_frac: float = 0.1  # SFT starts at this fraction of the pretraining lrs
     batch_size: int = 128
