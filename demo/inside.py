@@ -208,13 +208,15 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                 views = [then_now_view(loaded.model, models.counterpart(which).model, tokenizer, req.ids, lang)]
             else:
                 views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
-                                       position=pos_v, cached=req.prefix, between=pause_point,
+                                       position=pos_v, cached=req.prefix, next_ids=req.next_ids,
+                                       between=pause_point,
                                        views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
             raise gr.Error(html.escape(str(e), quote=False)) from None
         tmp = scratch.run_folder(request, "views")  # the session's own, cleared of older runs
         # A slider gets its value back only when it was clamped: one moved while this ran keeps its new value.
-        out = [gr.update(value="\n\n".join(req.notes))] + [
+        notes = req.notes + ([t("ui.random_everywhere", lang)] if loaded.source == "random-init" else [])
+        out = [gr.update(value="\n\n".join(notes))] + [
             gr.update(maximum=hi, value=v) if v != a else gr.update(maximum=hi)
             for hi, v, a in zip((max(c.n_layer - 1, 1), max(c.n_head - 1, 1), max(T - 1, 1)),
                                 (layer_v, head_v, pos_v), asked)]

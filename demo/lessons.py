@@ -41,14 +41,15 @@ class LessonsTab:
 
 
 def lesson_values(lesson: Lesson) -> dict[str, int]:
-    """The numbers a lesson's text quotes ({B}, {T}, {n}), read from the token ids of the example it opens, so that
-    the text says what the view shows: B rows of T ids and n = B × (T − 1) training examples. None without ids."""
+    """The numbers a lesson's text quotes ({B}, {T}, {T1}, {n}), read from the token ids of the example it opens, so
+    that the text says what the view shows: B rows of T ids and n training examples (B × T when the rows were drawn
+    as nanochat's loader fetches them, T + 1 tokens a row: rules.inputs.parse_ids). None without ids."""
     preset = PRESETS.get(lesson.settings.get("preset", ""))
     if preset is None or not preset.ids:
         return {}
-    ids = parse_ids(preset.ids, TUTORIAL_CONFIG.vocab_size).ids  # the ids presets run the tutorial model
-    B, T = len(ids), len(ids[0])
-    return dict(B=B, T=T, n=training_examples(B, T))
+    req = parse_ids(preset.ids, TUTORIAL_CONFIG.vocab_size)  # the ids presets run the tutorial model
+    B, T = len(req.ids), len(req.ids[0])
+    return dict(B=B, T=T, T1=T + 1, n=training_examples(B, T, loader=req.next_ids is not None))
 
 
 def lesson_md(lesson: Lesson, i: int, lang: str) -> str:

@@ -26,13 +26,15 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
                 j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
                 gen_tokens: int = 4, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
                 views: tuple[str, ...] | None = None, cached: int = 0,
+                next_ids: list[int] | None = None,
                 between: Callable[[], None] = lambda: None) -> dict[str, ViewResult]:
     """Every view (or only `views`) of an existing trace, in VIEWS order. `between()` runs before each view (the app
     passes gpt.torch_thread.pause_point: a chat waiting for its next tokens gets them between two views).
 
     cached: the first `cached` positions are already in a KV cache (the tutorial's "[100, 200, 300] then [400]"):
     the shapes and rotary views show the call that feeds the other T - cached tokens at T0 = cached, and the KV-cache
-    view feeds the prompt in those two pieces (unless kv_steps says otherwise)."""
+    view feeds the prompt in those two pieces (unless kv_steps says otherwise). next_ids: the token after each row (as
+    nanochat's loader fetches T + 1 a row): the training view then trains all B × T positions."""
     wanted = VIEWS if views is None else tuple(views)
     unknown = set(wanted) - set(VIEWS)
     if unknown:
@@ -51,7 +53,7 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "attention": lambda: attention_view(trace, layer, head, row, position, lang=lang),
         "softcap": lambda: softcap_view(trace, position, row, lang=lang),
         "next_token": lambda: next_token_view(trace, position, row, lang=lang),
-        "training": lambda: training_view(trace, row, lang=lang),
+        "training": lambda: training_view(trace, row, lang=lang, next_ids=next_ids),
         "causality": lambda: causality_view(trace, j, new_token, row, lang=lang),
         "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
         "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),

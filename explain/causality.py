@@ -6,7 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots, window
+from explain.common import (ViewResult, base_layout, bytes_note, constant_logits, fit_titles, hover, position_axis,
+                            subplots, window)
 from text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder, residual_points
@@ -81,4 +82,8 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
     fit_titles(fig)
     text = t("view.causality.body", lang, j=j, old=labels[j], new=new_label, leak=leak,
              after=float(d[-1, j:].max()), n_before=j)
+    if constant_logits(trace.logits):  # no position moves on such a model, whatever the mask: not shown as proof
+        title = t("plot.vacuous_title", lang)
+        fig.update_layout(title_text=title)
+        text = t("plot.vacuous", lang) + "\n\n" + text
     return ViewResult("causality", title, df, fig, text + bytes_note(df, fig, lang))

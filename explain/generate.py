@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from explain.common import (ViewResult, base_layout, bytes_note, fit_label, fit_titles, hover, np32, rank_and_ties,
-                            rank_text, subplots, text_units)
+                            rank_text, subplots, text_units, wrap)
 from text import t
 from explain.trace import next_labels, sequence_labels
 from gpt.detok import StreamDecoder
@@ -116,7 +116,8 @@ def specials_note(tokenizer, ids: list[int], lang: str) -> str:
     return "\n\n" + t("view.generate.specials", lang) + "\n\n" + lines
 
 
-LABEL_UNITS = 34  # a step's row label at most (text_units): the heatmap keeps most of a 600-px figure
+LABEL_UNITS = 34  # a line of a step's row label at most (text_units): the heatmap keeps most of a 600-px figure
+HEAT_PX = 310  # the heatmap's height in a figure 760 px high
 
 
 def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int = 8, temperature: float = 1.0,
@@ -156,15 +157,19 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     fig = subplots(rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.18,
                    subplot_titles=[t("view.generate.heat", lang), t("view.generate.cost", lang, P=len(tokens))])
     left = 130  # margin for the step labels
+    height = 760
     if steps:
         z = np.stack([s["top_p"] for s in steps])
         cell = np.array([[fit_label(name, 8) for name in c] for c in candidates], dtype=object)
         # a sampled token not among the shown top (below them, or tied with more than are shown) gets no red box:
         # its row label says where it was
-        y = [fit_label(t("view.generate.step", lang, s=s["step"], token=chosen_names[k]) + (
+        y = ["<br>".join(wrap(t("view.generate.step", lang, s=s["step"], token=fit_label(chosen_names[k], 12)) + (
             t("view.generate.below", lang, where=rank_text(s["rank"], s["tied"], model.config.vocab_size, lang),
-              p=s["p_token"]) if s["token"] not in s["top_ids"] else ""), LABEL_UNITS) for k, s in enumerate(steps)]
-        left = max(left, 7 * max(map(text_units, y)) + 16)  # 7 px a Latin glyph at 12 px, a CJK one 14: none cut
+              p=s["p_token"]) if s["token"] not in s["top_ids"] else ""), LABEL_UNITS)) for k, s in enumerate(steps)]
+        lines = [label.split("<br>") for label in y]
+        left = max(left, 7 * max(text_units(line) for label in lines for line in label) + 16)  # 7 px a Latin glyph
+        # at 12 px, a CJK one 14: no label cut; and 16 px a line of every label: none overlaps the next
+        height += max(0, 16 * sum(map(len, lines)) - HEAT_PX) / (0.62 * 0.82)
         fig.add_trace(go.Heatmap(z=z, x=np.arange(1, z.shape[1] + 1), y=y, text=cell, texttemplate="%{text}",
                                  textfont=dict(size=9), colorscale="Oranges", zmin=0, zmax=1,
                                  colorbar=dict(len=0.55, y=0.75),
@@ -181,7 +186,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
                                  name=t(f"view.generate.{key}", lang), line=dict(color=color)), row=2, col=1)
     fig.update_xaxes(title_text=t("view.generate.n_new", lang), row=2, col=1)
     fig.update_yaxes(title_text="GFLOP", row=2, col=1)
-    fig.update_layout(base_layout(title, height=760, legend=dict(orientation="h", y=-0.1),
+    fig.update_layout(base_layout(title, height=int(height), legend=dict(orientation="h", y=-0.1),
                                   margin=dict(l=left, r=20, t=70, b=80)))
     fit_titles(fig)
     n_last = lengths[-1]

@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, position_axis, subplots
+from explain.common import (ViewResult, base_layout, bytes_note, constant_logits, fit_titles, hover, position_axis,
+                            subplots)
 from text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
@@ -84,4 +85,9 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
     fit_titles(fig)
     text = t("view.kv_cache.body", lang, T=T, steps=" + ".join(map(str, steps)), diff=max_diff, L=cfg.n_layer,
              B=trace.B, Hkv=cfg.n_kv_head, hd=hd, kib=cache_bytes / 1024)
-    return ViewResult("kv_cache", title, df, fig, text + bytes_note(df, fig, lang))
+    if constant_logits(trace.logits):  # the check passes on such a model whatever the cache does: not shown as proof
+        title = t("plot.vacuous_title", lang)
+        fig.update_layout(title_text=title)
+        text = t("plot.vacuous", lang) + "\n\n" + text
+    return ViewResult("kv_cache", title, df, fig, text + bytes_note(df, fig, lang, trace.labels[0],
+                                                                    (trace.raw_labels or [None])[0]))

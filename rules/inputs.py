@@ -347,6 +347,8 @@ class Request:
     show with the views and warnings to raise (both already in the user's language)."""
     ids: list[list[int]]
     prefix: int = 0
+    next_ids: list[int] | None = None  # the token after each row ("random BxT": drawn as nanochat's loader fetches
+    # every row, T + 1 tokens), so that training has a target at the last position too
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -360,7 +362,8 @@ def _whole(text: str) -> int | None:
 
 def parse_ids(text: str, vocab_size: int) -> Request:
     """'1, 2, 3 | 4; 5, 6, 7 | 8' (rows split by ';', a '|' ends the cached prefix) or 'random 2x128' (B rows of T
-    ids drawn with seed 0, the tutorial's torch.randint) -> Request."""
+    ids drawn with seed 0, the tutorial's torch.randint; each row drawn as T + 1 ids, as nanochat's loader fetches
+    it: the last is the row's next_ids, its training target) -> Request."""
     text = text.strip()
     if text.lower().startswith("random"):
         dims = [_whole(d) for d in text[6:].strip().lower().replace("×", "x").split("x")]
@@ -370,7 +373,8 @@ def parse_ids(text: str, vocab_size: int) -> Request:
         if rows > MAX_ROWS or T > MAX_RANDOM_T:
             raise InputError("ui.too_big", rows=MAX_ROWS, T=MAX_RANDOM_T)
         gen = torch.Generator().manual_seed(0)
-        return Request(torch.randint(0, vocab_size, (rows, T), generator=gen).tolist())
+        drawn = torch.randint(0, vocab_size, (rows, T + 1), generator=gen)  # T + 1 a row, as nanochat's loader
+        return Request(drawn[:, :T].tolist(), next_ids=drawn[:, T].tolist())
     rows, prefixes, bad = [], set(), []
     for row_text in filter(str.strip, text.split(";")):
         parts = row_text.split("|")
@@ -411,7 +415,7 @@ def forward_request(tokenizer: Tokenizer, model: GPT, prompt: str, ids: str, lan
     T, ctx = len(req.ids[0]), config.sequence_len
     if T > ctx:
         req.warnings.append(t("ui.prompt_too_long", lang, n=T, ctx=ctx))
-        req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0
+        req.ids, req.prefix = [r[-ctx:] for r in req.ids], 0  # next_ids still follow each row
     check_forward(model, len(req.ids), len(req.ids[0]))
     if len(req.ids) > 1:
         req.notes.append(t("ui.batch_note", lang, b=len(req.ids)))

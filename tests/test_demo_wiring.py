@@ -59,8 +59,9 @@ def test_a_sessions_stop_flag_goes_with_the_session(demo: gr.Blocks):
 def test_parse_ids():
     req = parse_ids("1, 2, 3 | 4; 5 6 7 | 8", 100)
     assert req.ids == [[1, 2, 3, 4], [5, 6, 7, 8]] and req.prefix == 3
-    assert parse_ids("random 2x3", 50).ids == torch.randint(0, 50, (2, 3), generator=torch.Generator().manual_seed(0)
-                                                            ).tolist()
+    drawn = torch.randint(0, 50, (2, 4), generator=torch.Generator().manual_seed(0))  # T + 1 a row, as nanochat's loader
+    req = parse_ids("random 2x3", 50)
+    assert req.ids == drawn[:, :3].tolist() and req.next_ids == drawn[:, 3].tolist()
     for bad, key in (("1, 2; 3", "ui.ragged_ids"), ("1, 100", "ui.bad_ids"), ("²", "ui.bad_ids"),
                      ("9" * 5000, "ui.bad_ids"), ("", "ui.empty_prompt"), ("random 9x2", "ui.too_big"),
                      ("random 0x2", "ui.bad_ids"), ("; ".join(["1"] * (MAX_ROWS + 1)), "ui.too_big")):
