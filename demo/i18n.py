@@ -10,6 +10,7 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
+from explain.common import shown_table
 from rules.inputs import Setting
 from text import LANGS, lang_code, t
 
@@ -17,9 +18,9 @@ __all__ = ["LANGS", "Relabel", "headers", "lang_code", "t"]
 
 
 def headers(df: pd.DataFrame, lang: str) -> pd.DataFrame:
-    """`df` with its column names in `lang` (text keys column.<name>), for the UI's tables; CSV downloads keep the
-    names themselves."""
-    return df.rename(columns=lambda name: t(f"column.{name}", lang))
+    """`df` as the UI's tables show it: its column names in `lang` (text keys column.<name>) and its floats at a
+    sensible precision (explain.common.shown_table); CSV downloads keep the names themselves and every digit."""
+    return shown_table(df).rename(columns=lambda name: t(f"column.{name}", lang))
 
 
 class Relabel:

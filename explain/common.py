@@ -38,6 +38,24 @@ def _inert(cell):
     return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
+SHOWN_DIGITS = 4  # a table on screen: 4 decimals, or 4 significant digits for a number below 1 (0.0001234)
+
+
+def shown_table(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` as a table on screen shows it: float columns at a sensible precision (0.5216000080108643 -> 0.5216,
+    10.823412 -> 10.8234, 1.2345678e-07 -> 1.235e-07); the CSV (csv_text) keeps every digit."""
+    out = df.copy()
+    for i in range(out.shape[1]):
+        column = out.iloc[:, i]
+        if pd.api.types.is_float_dtype(column):
+            x = column.to_numpy(dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                exponent = np.floor(np.log10(np.abs(x)))
+            decimals = np.where(np.isfinite(exponent) & (exponent < 0), SHOWN_DIGITS - 1 - exponent, SHOWN_DIGITS)
+            out.isetitem(i, [float(np.round(v, int(d))) if np.isfinite(v) else v for v, d in zip(x, decimals)])
+    return out
+
+
 def csv_text(df: pd.DataFrame) -> str:
     """The table as the CSV every download of the app carries (no index). A text cell (or column name) that a
     spreadsheet would run as a formula, one starting with = + - @ or a tab or CR (e.g. the token "=cmd|' /C calc'!A0"
