@@ -95,10 +95,7 @@ def random_weights(config: GPTConfig, device: torch.device | str, dtype: torch.d
     with torch.device(device):
         model = nanochat.new_model(config, member)
         model.init_weights()
-    zeroed = [model.lm_head.weight] + [w for b in model.transformer.h for w in (b.attn.c_proj.weight,
-                                                                                b.mlp.c_proj.weight)]
-    for w in zeroed:
-        w.normal_(0.0, 1.0 / math.sqrt(w.size(1)))
+        model.draw_zeros(seed)
     return build_model(config, member, model.state_dict(), torch.device(device), dtype, "random_weights")
 
 

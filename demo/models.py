@@ -196,41 +196,10 @@ def chat_rows(model: GPT, device: torch.device) -> int:
 
 def untrained(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0,
               member: family.Member = family.TUTORIAL) -> LoadedModel:
-    """An untrained model of `config` (the tutorial's random-init model, --random-config, the fallback): nanochat's
-    init (`nanochat_init`), then random everywhere (`random_everywhere`): nanochat starts lm_head and every block's
-    output projections at zero, which makes every logit exactly 0 and every block the identity, so that nothing a
-    view shows would depend on the input (a KV-cache check would pass for that reason alone)."""
-    loaded = nanochat_init(config, tokenizer, device, seed, member)
-    random_everywhere(loaded.model, seed)
-    return loaded
-
-
-def random_everywhere(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every weight matrix that nanochat's init left at zero (lm_head, attention's and the MLP's c_proj, and any
-    zero-initialised gate) drawn from N(0, 1/fan_in), with its own generator seeded `seed` (the same weights on
-    every device); the shapes stay nanochat's, and the other weights stay as its init drew them."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2 and not p.any():
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
-    return model
-
-
-def nanochat_init(config: GPTConfig, tokenizer: Tokenizer, device: torch.device, seed: int = 0,
-                  member: family.Member = family.TUTORIAL) -> LoadedModel:
-    """nanochat's init of any config. Unlike gpt.checkpoint.random_model it accepts a vocab larger than the
-    tokenizer's (the tutorial's 50304 is such a padded vocab; ids past the tokenizer are labelled "#id")."""
-    if config.vocab_size == tokenizer.vocab_size:
-        return random_model(config, tokenizer, seed=seed, device=device, member=member)
-    if config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
-    torch.manual_seed(seed)
-    model = family.new_model(config, member)
-    model.init_weights()
-    dims = f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, vocab={config.vocab_size}"
-    return LoadedModel(model.to(device).eval(), tokenizer, f"random-init ({dims})", "random-init", device,
-                       torch.float32, {"seed": seed})
+    """An untrained model of `config` (the tutorial's random-init model, --random-config, the fallback): random
+    everywhere (gpt.checkpoint.random_model), so that what a view shows depends on the input (with nanochat's zero
+    lm_head every logit is 0, and a KV-cache check would pass for that reason alone)."""
+    return random_model(config, tokenizer, seed=seed, device=device, member=member, everywhere=True)
 
 
 def n_params(model: torch.nn.Module) -> int:

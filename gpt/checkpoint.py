@@ -365,14 +365,20 @@ def load_default(device: torch.device | str | None = None, dtype: torch.dtype | 
 
 
 def random_model(config: GPTConfig, tokenizer: Tokenizer, seed: int = 0, device: torch.device | str | None = None,
-                 member: nanochat.Member = nanochat.TUTORIAL) -> LoadedModel:
-    """An untrained model with nanochat's init (lm_head is zero, so every next token is equally likely)."""
-    _check_vocab(config, tokenizer, "random_model")
+                 member: nanochat.Member = nanochat.TUTORIAL, everywhere: bool = False) -> LoadedModel:
+    """An untrained model with nanochat's init (lm_head is zero, so every next token is equally likely), or, with
+    `everywhere`, nanochat's init and then what it leaves at zero drawn too (GPT.draw_zeros). The vocab may be larger
+    than the tokenizer's (the tutorial's 50304 is such a padded vocab; ids past the tokenizer have no text)."""
+    if config.vocab_size < tokenizer.vocab_size:
+        raise CheckpointError(f"random_model: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+                              f"{tokenizer.vocab_size}")
     device = pick_device(device)
     dtype = default_dtype(device)
     torch.manual_seed(seed)
     model = nanochat.new_model(config, member)
     model.init_weights()  # on CPU in fp32, so a seed gives the same weights on every device
+    if everywhere:
+        model.draw_zeros(seed)
     model = build_model(config, member, model.state_dict(), device, dtype, "random_model")
     return LoadedModel(model, tokenizer, f"random-init d{config.n_layer} (seed {seed})", "random-init", device, dtype,
                        {"seed": seed})

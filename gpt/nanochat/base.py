@@ -132,6 +132,17 @@ class GPT(nn.Module):
         changed = self.features.changed()
         return [(name, commit, changed[name]) for name, commit in CARD if name in changed]
 
+    @torch.no_grad()
+    def draw_zeros(self, seed: int = 0) -> None:
+        """After init_weights: every weight matrix the init left at zero (nanochat starts lm_head and the blocks'
+        output projections there, which makes every logit exactly 0 and every block the identity) drawn from
+        N(0, 1/fan_in) with its own CPU generator (the same weights on every device). Shapes stay nanochat's; a random
+        model that shows something about its input."""
+        gen = torch.Generator().manual_seed(seed + 1)
+        for p in self.parameters():
+            if p.ndim == 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+
     # ---- shared machinery -----------------------------------------------------------------------------------------
     def rotary_tables(self, dtype: torch.dtype, device: torch.device | str | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
