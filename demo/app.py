@@ -177,7 +177,7 @@ def build_demo(models: Models) -> gr.Blocks:
             tab = state.get("tab", "chat")
             # the link's language wins; else the browser's (a Chinese browser lands in Chinese)
             lang = state.get("lang") or browser_language(request.headers.get("accept-language") if request else None)
-            return [*updates_for(state, tab), LANGS[lang], tab]
+            return [*updates_for(state, tab), LANGS[lang], tab, lang]
 
         @models.handler
         def open_view(request: gr.Request, tab: str, lang: str, *args):
@@ -192,7 +192,10 @@ def build_demo(models: Models) -> gr.Blocks:
                 gen_out = gen_ui.state_fn(*gen)
             return [*inside_out, *gen_out]
 
-        demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab], queue=False, api_name=False) \
+        # lang_state too, not only the radio: the radio's change event (which sets lang_state) may land after open_view
+        # has read it, and its redraw finds no views yet, so a Chinese link drew English views
+        demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab, lang_state], queue=False,
+                  api_name=False) \
             .then(open_view, [link_tab, lang_state, *inside_ui.inputs, *gen_ui.show_inputs],
                   [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
         demo.unload(chat_ui.forget)
