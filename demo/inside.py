@@ -39,7 +39,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
-THEN_NOW = "then_now"  # shown alone (it runs a second model, of the other architecture): not part of "all"
+THEN_NOW = "then_now"  # shown alone (it runs a second model, of another nanochat version): not part of "all"
+# then and now beside a chosen version: "then_now@<commit>" (THEN_NOW alone: the tutorial's, or today's)
+THEN_NOW_VS = tuple(f"{THEN_NOW}@{m.name}" for m in family.MEMBERS)
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
 PNG_SCALE = 2  # a view's PNG has twice its figure's pixels (sharp on a high-density screen; no slower to draw)
@@ -54,7 +56,7 @@ def _size(value, lo: int) -> int:
     return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
-    Field("focus", "all", choices=("all", *VIEWS, THEN_NOW)),
+    Field("focus", "all", choices=("all", *VIEWS, THEN_NOW, *THEN_NOW_VS)),
     Field("preset", "custom", choices=tuple(PRESETS)),
     Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
@@ -103,7 +105,8 @@ def model_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def focus_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, THEN_NOW)]
+    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, THEN_NOW)] + [
+        (t("ui.view_then_now_vs", lang, member=m.name, date=m.date), v) for m, v in zip(family.MEMBERS, THEN_NOW_VS)]
 
 
 def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
@@ -204,8 +207,12 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
         tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
         try:
-            if focus_v == THEN_NOW:
-                views = [then_now_view(loaded.model, models.counterpart(which).model, tokenizer, req.ids, lang)]
+            if focus_v.startswith(THEN_NOW):  # "then_now", or "then_now@<commit>": beside that version
+                versus = family.member(focus_v.partition("@")[2]) if "@" in focus_v else None
+                if versus is not None and versus.features == loaded.model.features:  # nothing to compare
+                    raise gr.Error(t("ui.same_version", lang, member=versus.name))
+                views = [then_now_view(loaded.model, models.counterpart(which, versus).model, tokenizer, req.ids,
+                                       lang)]
             else:
                 views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
                                        position=pos_v, cached=req.prefix, next_ids=req.next_ids,

@@ -66,13 +66,17 @@ class Models:
                                                         self.main.device, member=member)
             return self._tutorial[member.name]
 
-    def counterpart(self, which: str) -> LoadedModel:
+    def counterpart(self, which: str, other: family.Member | None = None) -> LoadedModel:
         """A model of another nanochat version to put beside `pick(which)` (then and now): the other tutorial model,
         or, beside the served model, an untrained one of the tutorial's size with its vocab, context and tokenizer,
-        of today's nanochat (of the tutorial's, beside a model with any later feature)."""
-        if which in ("tutorial", "tutorial_2026"):
+        of today's nanochat (of the tutorial's, beside a model with any later feature). `other` asks for a version:
+        an untrained model of it, the tutorial's size (with the served model's vocab and context beside that)."""
+        if other is None and which in ("tutorial", "tutorial_2026"):
             return self.pick("tutorial_2026" if which == "tutorial" else "tutorial")
-        other = family.TUTORIAL if self.main.model.features.changed() else family.TODAY
+        if other is None:
+            other = family.TUTORIAL if self.main.model.features.changed() else family.TODAY
+        if which != "loaded":
+            return self.tutorial(other)
         key = f"beside-main-{other.name}"
         with self._lock:
             if key not in self._tutorial:

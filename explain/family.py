@@ -14,6 +14,12 @@ def feature_values(config: GPTConfig, f: Features) -> dict:
                 mid=f.backout_layer(config.n_layer))
 
 
+def feature_line(name: str, commit: str, values: dict, lang: str) -> str:
+    """One feature as a Markdown list item: its title, the commit that introduced it, what it does (with `values`)."""
+    return t("family.item", lang, name=t(f"feature_title.{name}", lang), commit=commit,
+             what=t(f"feature.{name}", lang, **values))
+
+
 def feature_card_md(config: GPTConfig, member: Member, lang: str = "en", same_files: tuple[str, ...] = ()) -> str:
     """Markdown: the member and date, then one line per feature it adds (with this config's numbers), and, when other
     members write identical files, which ones and that `--arch` picks."""
@@ -22,8 +28,7 @@ def feature_card_md(config: GPTConfig, member: Member, lang: str = "en", same_fi
     card = f.changed()
     intro = t("family.intro_later" if card else "family.intro_tutorial", lang)
     lines = [t("family.heading", lang, member=member.name, date=member.date, intro=intro)]
-    lines += [t("family.item", lang, name=name, commit=commit, what=t(f"feature.{name}", lang, **values))
-              for name, commit in CARD if name in card]
+    lines += [feature_line(name, commit, values, lang) for name, commit in CARD if name in card]
     if same_files:
         which = "; ".join(f"{m}: {member_named(m).title}" for m in same_files)
         lines.append(t("family.same_files", lang, others=", ".join(same_files), which=which, member=member.name))

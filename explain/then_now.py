@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import torch
 
 from explain.common import ViewResult, base_layout, fit_titles, hover, subplots, window_kind
-from explain.family import feature_values
+from explain.family import feature_line, feature_values
 from explain.shapes import point_code
 from text import t
 from explain.trace import Trace, trace_forward
@@ -186,7 +186,7 @@ def then_now_from_traces(trace_a: Trace, trace_b: Trace, row: int = 0, lang: str
                   **{f"n_{k}": v for k, v in n_status.items()})
     text = t("view.then_now.body", lang, **values)
     numbers = feature_values(cn, mn.features)
-    text += "".join("\n" + t("family.item", lang, name=name, commit=commit, what=t(f"feature.{name}", lang, **numbers))
+    text += "".join("\n" + feature_line(name, commit, numbers, lang)
                     for name, commit in CARD if getattr(mt.features, name) != getattr(mn.features, name))
     windows = mn.window_sizes
     s_layers = [i for i, w in enumerate(windows) if window_kind(w, cn.sequence_len) == "S"]

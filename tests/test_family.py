@@ -310,3 +310,23 @@ def test_the_export_to_transformers_converts_what_it_can_and_names_what_it_canno
     assert back.model.padded_vocab == 300  # cropped
     # transformers' format keeps no bf16 rounding of the rotary tables: read back, the tutorial's rounding is redone
     assert relative_error(logits, ref["logits"]) < 1e-4
+
+
+@pytest.mark.parametrize("which", nanochat.MEMBERS[1:], ids=lambda m: m.name)
+def test_then_and_now_compares_the_tutorial_with_any_member(which):
+    """Either order; the table's "new" rows are exactly the recording points the later member's features add, and
+    the text names each feature that differs, in both languages."""
+    from explain.then_now import then_now_view
+    from text import t
+
+    old, new = family_model(nanochat.TUTORIAL).float(), family_model(which).float()
+    ids = [[5, 9, 13, 2, 7, 1]]
+    for lang in ("en", "zh"):
+        view = then_now_view(new, old, None, ids, lang)  # either order: the earlier member is "then"
+        new_rows = set(view.df.loc[view.df["status"] == t("view.then_now.status.new", lang), "name"])
+        assert new_rows == set(new.recording_points()) - set(old.recording_points())
+        for name, _ in nanochat.CARD:  # the card's switches (a gate's scale goes with its channels, ...)
+            if name in which.features.changed():
+                assert t(f"feature_title.{name}", lang) in view.text
+    with pytest.raises(ValueError, match="two different"):
+        then_now_view(new, family_model(which, seed=1).float(), None, ids)
