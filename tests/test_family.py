@@ -330,3 +330,23 @@ def test_then_and_now_compares_the_tutorial_with_any_member(which):
                 assert t(f"feature_title.{name}", lang) in view.text
     with pytest.raises(ValueError, match="two different"):
         then_now_view(new, family_model(which, seed=1).float(), None, ids)
+
+
+@pytest.mark.parametrize("commit", ["4a87a0d", "aba30cb", "92d63d4"])
+def test_the_app_serves_a_tree_and_its_card_says_which_nanochat(commit):
+    """What `python app.py --model TREE [--arch COMMIT]` does (demo.models.load): the tree is served, not the
+    fallback, and the header and the model card name the version and its features; files several versions write
+    alike are flagged on the card."""
+    from demo.models import describe, load as app_load, model_card
+    from text import t
+
+    models = app_load(model=str(FIXTURES / commit), device="cpu")
+    assert models.notice == "" and models.main.source.startswith(str(FIXTURES / commit))
+    member = nanochat.member(LOADS_AS[commit])
+    assert f"`{member.name}` ({member.date})" in describe(models.main, "zh")
+    card = model_card(models.main, "zh")
+    for name, _ in nanochat.CARD:
+        assert (t(f"feature_title.{name}", "zh") in card) == (name in member.features.changed())
+    assert ("--arch" in card) == (commit == "aba30cb")
+    forced = app_load(model=str(FIXTURES / commit), device="cpu", arch=commit)
+    assert forced.main.arch == nanochat.member(commit).name
