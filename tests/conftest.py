@@ -6,7 +6,7 @@
 - `tiny_model` (per test, fresh): GPT(tiny config, vocab = tiny_tokenizer.vocab_size), nanochat init, then every
   weight perturbed with a fixed seed. nanochat's init zeroes lm_head and the output projections, which makes every
   logit exactly 0 (and every block the identity); the perturbation makes outputs depend on the input.
-- `make_tiny_model(vocab_size, seed=0, **config)` builds the same thing for other sizes/seeds.
+- `make_tiny_model(vocab_size, seed=0, member=TUTORIAL, **config)` builds the same thing for other sizes/seeds.
 - `live_app` (session): the real app served on a free local port for the browser and API tests (see live_app.py).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import pytest
 import torch
 
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, TUTORIAL, GPTConfig, Member, new_model
 from gpt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -53,10 +53,11 @@ def tiny_tokenizer() -> Tokenizer:
     return Tokenizer.train(TINY_CORPUS, TINY_VOCAB)
 
 
-def make_tiny_model(vocab_size: int, seed: int = 0, **config) -> GPT:
-    """Tiny GPT on CPU in fp32: nanochat init, then N(0, 1/fan_in) noise added to every weight (seeded)."""
+def make_tiny_model(vocab_size: int, seed: int = 0, member: Member = TUTORIAL, **config) -> GPT:
+    """Tiny GPT of `member` (default the tutorial's) on CPU in fp32: nanochat init, then N(0, 1/fan_in) noise added
+    to every weight (seeded)."""
     torch.manual_seed(seed)
-    return perturbed(GPT(GPTConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **config})), seed)
+    return perturbed(new_model(GPTConfig(vocab_size=vocab_size, **{**TINY_CONFIG, **config}), member), seed)
 
 
 def perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -18,10 +18,11 @@ from gradio_client.exceptions import AppError
 
 from demo.i18n import t
 from gpt.engine import Engine, SamplingParams
-from gpt.model import GPT
+from gpt.nanochat import current, tutorial
 from live_app import LiveApp
 
 MESSAGE = "What is a transformer?"
+FORWARDS = (tutorial.GPT, current.GPT)  # every member's forward is one of these two classes' (gpt/nanochat/)
 PROMPT = "Once upon a time"
 SLOT = 4  # /inside returns the notes and the three sliders, then (plot, text, table, csv) for each view shown
 
@@ -128,17 +129,19 @@ def test_cost_comparison_times_both_loops(client: Client, live_app: LiveApp, mon
     """The plot times the naive loop and the cached one at the lengths asked for. The view's clock is replaced by one
     that advances 1 ms per token position a forward reads, so each plotted time is that loop's work, known here:
     the naive loop re-reads its prefix each step, the cached one reads the prompt once, then one position a step."""
-    import explain.generate
+    import demo.generate_tab
 
     positions = [0]
-    forward = GPT.forward
 
-    def counting(self, idx, *args, **kwargs):
-        positions[0] += idx.shape[1]
-        return forward(self, idx, *args, **kwargs)
+    def counting(forward):
+        def count(self, idx, *args, **kwargs):
+            positions[0] += idx.shape[1]
+            return forward(self, idx, *args, **kwargs)
+        return count
 
-    monkeypatch.setattr(GPT, "forward", counting)
-    monkeypatch.setattr(explain.generate, "work_clock", lambda: positions[0] / 1000)
+    for cls in FORWARDS:
+        monkeypatch.setattr(cls, "forward", counting(cls.forward))
+    monkeypatch.setattr(demo.generate_tab, "work_clock", lambda: positions[0] / 1000)  # the clock it passes the view
     plot, _ = client.predict(PROMPT, 32, api_name="/generate_cost")
     traces = json.loads(plot["plot"])["data"]
     assert len(traces) == 2  # the naive loop and the cached engine
@@ -195,13 +198,15 @@ def test_all_model_work_runs_on_the_one_torch_thread(client: Client, live_app: L
     if not live_app.models.worker.enabled:
         pytest.skip("the model is not on a CPU")
     threads = []
-    forward = GPT.forward
 
-    def spy(self, *args, **kwargs):
-        threads.append(threading.current_thread().name)
-        return forward(self, *args, **kwargs)
+    def spying(forward):
+        def spy(self, *args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return forward(self, *args, **kwargs)
+        return spy
 
-    monkeypatch.setattr(GPT, "forward", spy)
+    for cls in FORWARDS:
+        monkeypatch.setattr(cls, "forward", spying(cls.forward))
     client.predict(user(MESSAGE), 0.0, 0, 1.0, 4, "0", api_name="/respond")
     client.predict("loaded", MESSAGE, "", 0, 0, -1, "attention", api_name="/inside")
     client.predict("tutorial", "", "random 1x5", 0, 0, -1, "shapes", api_name="/inside")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from bench import common, decode_bench, explain_bench  # noqa: E402
 from explain.build import VIEWS  # noqa: E402
 from gpt.checkpoint import LoadedModel  # noqa: E402
-from gpt.model import GPT, GPTConfig  # noqa: E402
+from gpt.nanochat import GPTConfig, new_model  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS  # noqa: E402
 
 SMALL = GPTConfig(sequence_len=64, vocab_size=600, n_layer=2, n_head=2, n_kv_head=1, n_embd=32)
@@ -40,7 +40,7 @@ def test_synthetic_tokenizer_rejects_too_small_vocab():
 
 
 def test_weight_bytes_per_token_counts_one_embedding_row():
-    model = GPT(SMALL)
+    model = new_model(SMALL)  # the tutorial's forward (4a87a0d)
     C, V, L = SMALL.n_embd, SMALL.vocab_size, SMALL.n_layer
     kv = SMALL.n_kv_head * (C // SMALL.n_head)
     per_layer = C * C + 2 * C * kv + C * C + 8 * C * C  # c_q, c_k, c_v, c_proj, mlp
@@ -71,7 +71,7 @@ def test_model_under_test_falls_back_to_a_labelled_standin(monkeypatch):
 
 def test_model_under_test_uses_the_default_model_when_it_loads(monkeypatch):
     tok = common.synthetic_tokenizer(SMALL.vocab_size)
-    model = GPT(SMALL)
+    model = new_model(SMALL)  # the tutorial's forward (4a87a0d)
     loaded = LoadedModel(model, tok, "d2 test", "dir", torch.device("cpu"), torch.float32)
     monkeypatch.setattr(common, "load_default", lambda **_: loaded)
     mut = common.model_under_test(torch.device("cpu"), torch.float32)

@@ -11,9 +11,9 @@ import torch
 from conftest import make_tiny_model
 from payloads import RunsShell
 from gpt import checkpoint
-from gpt.checkpoint import (CheckpointError, load_default, load_model, load_nanochat, pick_device, random_model,
-                            save_model)
-from gpt.model import GPT
+from gpt.checkpoint import (CheckpointError, build_model, load_default, load_model, load_nanochat, pick_device,
+                            random_model, save_model)
+from gpt.nanochat import GPT, TUTORIAL, new_model
 from gpt.tokenizer import UnsafePickleError
 
 
@@ -31,6 +31,8 @@ def write_nanochat(base, tokenizer, model, source_dir="chatsft_checkpoints", tag
         edit_sd(sd)
     torch.save(sd, model_dir / f"model_{step:06d}.pt")
     config = dataclasses.asdict(model.config)
+    if not model.features.windows:  # nanochat wrote window_pattern from fbc1484 on; the tutorial's config lacks it
+        del config["window_pattern"]
     if edit_config:
         edit_config(config)
     meta = {"step": step, "val_bpb": 1.23, "model_config": config, "user_config": {}}
@@ -106,30 +108,53 @@ def test_base_dir_from_environment(tiny_tokenizer, tiny_model, tmp_path, monkeyp
         load_nanochat(source="mid")
 
 
-@pytest.mark.parametrize("edit_sd, message", [
-    (lambda sd: sd.pop("_orig_mod.lm_head.weight"), r"missing key.*lm_head\.weight"),
+@pytest.mark.parametrize("edit_sd, message, strict", [
+    (lambda sd: sd.pop("_orig_mod.lm_head.weight"), r"closest is 4a87a0d .* no lm_head\.weight",
+     r"missing key.*lm_head\.weight"),
     (lambda sd: sd.update({"_orig_mod.transformer.h.0.attn.gate.weight": torch.zeros(4, 4)}),
+     r"closest is 4a87a0d .* unexpected transformer\.h\.0\.attn\.gate\.weight",
      r"unexpected key.*transformer\.h\.0\.attn\.gate\.weight"),
     (lambda sd: sd.update({"_orig_mod.transformer.h.1.mlp.c_fc.weight": torch.zeros(64, 32)}),
+     r"closest is 4a87a0d .* transformer\.h\.1\.mlp\.c_fc\.weight is \[64, 32\], not \[128, 32\]",
      r"shape mismatch for transformer\.h\.1\.mlp\.c_fc\.weight.*\(64, 32\).*\(128, 32\)"),
 ])
-def test_strict_state_dict_errors_name_the_key(tiny_tokenizer, tiny_model, tmp_path, edit_sd, message):
+def test_strict_state_dict_errors_name_the_key(tiny_tokenizer, tiny_model, tmp_path, edit_sd, message, strict):
+    """Files that fit no member are refused by the detection, naming the key; build_model itself (what every loader
+    ends in, the member given) is strict the same way."""
     write_nanochat(tmp_path, tiny_tokenizer, tiny_model, edit_sd=edit_sd)
     with pytest.raises(CheckpointError, match=message):
         load_nanochat(tmp_path)
+    sd = {"_orig_mod." + k: v.clone() for k, v in tiny_model.state_dict().items()}
+    edit_sd(sd)
+    with pytest.raises(CheckpointError, match=strict):
+        build_model(tiny_model.config, TUTORIAL, sd, torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.parametrize("edit_config, message", [
-    # a 2026 config key on 2025 weights: neither architecture, and the error says what is there and what is missing
-    (lambda c: c.update(window_pattern="SSSL"),
-     r"neither nanochat-2025-11 nor nanochat-2026-07.*window_pattern in the config.*lacks resid_lambdas"),
-    (lambda c: c.update(rope_theta=10000), r"unknown model config key.*rope_theta"),
-    (lambda c: c.pop("n_kv_head"), r"missing key.*n_kv_head"),
-    (lambda c: c.update(vocab_size=c["vocab_size"] + 64), r"tokenizer has 512 tokens.*vocab_size is 576"),
+    # a config key of later members (fbc1484 on) on the tutorial's weights: no member, the closest named with what
+    # does not fit it
+    (lambda c: c.update(window_pattern="SSSL"), r"fits no forward .*closest is 4a87a0d .*config key 'window_pattern'"),
+    (lambda c: c.update(rope_theta=10000), r"fits no forward .*config key 'rope_theta'"),
+    (lambda c: c.pop("n_kv_head"), r"fits no forward .*no config key 'n_kv_head'"),
+    # the config's vocab_size disagrees with the weights' rows: named by the detection
+    (lambda c: c.update(vocab_size=c["vocab_size"] + 64),
+     r"closest is 4a87a0d .*transformer\.wte\.weight is \[512, 32\], not \[576, 32\]"),
 ])
 def test_config_and_vocab_errors(tiny_tokenizer, tiny_model, tmp_path, edit_config, message):
     write_nanochat(tmp_path, tiny_tokenizer, tiny_model, edit_config=edit_config)
     with pytest.raises(CheckpointError, match=message):
+        load_nanochat(tmp_path)
+
+
+def test_config_and_weights_larger_than_the_tokenizer(tiny_tokenizer, tiny_model, tmp_path):
+    """Weights and config agree (576 rows) but the tokenizer has 512 tokens: refused, naming both."""
+    def grow(sd):
+        for k in ("_orig_mod.transformer.wte.weight", "_orig_mod.lm_head.weight"):
+            sd[k] = torch.cat([sd[k], torch.zeros(64, sd[k].size(1), dtype=sd[k].dtype)])
+
+    write_nanochat(tmp_path, tiny_tokenizer, tiny_model, edit_sd=grow,
+                   edit_config=lambda c: c.update(vocab_size=c["vocab_size"] + 64))
+    with pytest.raises(CheckpointError, match=r"tokenizer has 512 tokens.*vocab_size is 576"):
         load_nanochat(tmp_path)
 
 
@@ -210,7 +235,7 @@ def test_load_default(tiny_tokenizer, tiny_model, tmp_path, monkeypatch, ids):
 def test_random_model_is_nanochat_init(tiny_tokenizer, tiny_model, ids):
     loaded = random_model(tiny_model.config, tiny_tokenizer, seed=3, device="cpu")
     torch.manual_seed(3)
-    expected = GPT(tiny_model.config)
+    expected = new_model(tiny_model.config)  # the tutorial's forward, as random_model's default member
     expected.init_weights()
     for k, v in expected.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v), k

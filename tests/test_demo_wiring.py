@@ -14,7 +14,7 @@ from rules.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_con
                             from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
 from text import t
 from gpt.checkpoint import random_model
-from gpt.model import GPTConfig
+from gpt.nanochat import TODAY, TUTORIAL, GPTConfig, member
 
 
 def event_fns(demo: gr.Blocks, name: str) -> list:
@@ -103,17 +103,19 @@ def test_prompts_are_cut_to_fit(tiny_tokenizer):
                                    n_kv_head=2, n_embd=16), tiny_tokenizer).model
     text = "word " * 100
     n = len(tiny_tokenizer.encode(text))
-    req = forward_request(tiny_tokenizer, model.config, text, "", "zh")
+    req = forward_request(tiny_tokenizer, model, text, "", "zh")
     assert len(req.ids[0]) == 80 and req.warnings == [t("ui.prompt_too_long", "zh", n=n, ctx=80)]
     ids, warnings = generation_prompt(tiny_tokenizer, text, 80, "en")
     assert len(ids) == 80 - MAX_GEN_STEPS and warnings == [t("ui.prompt_too_long", "en", n=n, ctx=80 - MAX_GEN_STEPS)]
 
 
 def test_a_config_typed_by_hand():
-    c = parse_config("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,sequence_len=2048")
-    assert (type(c).__module__, c.n_layer, c.n_kv_head, c.window_pattern) == ("gpt.model_2026", 20, 10, "SSSL")
-    assert type(parse_config("n_layer=2")).__module__ == "gpt.model"
-    assert parse_config("window_pattern=SL").window_pattern == "SL"  # a window pattern implies 2026
+    c, m = parse_config("arch=nanochat-2026-07,n_layer=20,n_head=10,n_embd=1280,vocab_size=65536,sequence_len=2048")
+    assert (m, c.n_layer, c.n_kv_head, c.window_pattern) == (TODAY, 20, 10, "SSSL")
+    assert parse_config("n_layer=2").member is TUTORIAL and parse_config("n_layer=2").config.window_pattern == "L"
+    spec = parse_config("window_pattern=SL")  # a window pattern implies today's member (a825e63)
+    assert spec.config.window_pattern == "SL" and spec.member is TODAY
+    assert parse_config("arch=f1bf69d,n_layer=3").member is member("f1bf69d")  # any commit of the family
     for bad in ("n_layer=x", "foo=1", "n_head=3", "window_pattern=SX", "arch=gpt5", "n_layer", "n_layer=0",
                 "n_layer=" + "9" * 30, "n_embd=12,n_head=4"):
         with pytest.raises(InputError) as caught:
@@ -142,7 +144,7 @@ def test_then_and_now_puts_a_model_of_the_other_architecture_beside(demo: gr.Blo
         names = set(table.iloc[:, 0])
         assert {"embed_smear", "backout", "embed_norm", "logits"} <= names, which
         archs_shown = {models.pick(which).arch, models.counterpart(which).arch}
-        assert archs_shown == {"nanochat-2025-11", "nanochat-2026-07"}, which
+        assert archs_shown == {TUTORIAL.name, TODAY.name} == {"4a87a0d", "a825e63"}, which
 
 
 def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models: Models):
@@ -150,17 +152,17 @@ def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models
     9 GB; the cost comparison at 256 tokens 153 s), while the presets still run."""
     from rules import inputs
 
-    tutorial = models.pick("tutorial").model.config
+    tutorial = models.pick("tutorial").model
     # the limits, recomputed here from their definitions
-    V = tutorial.vocab_size
+    V = tutorial.config.vocab_size
     assert 8 * 1024 * V * 4 > inputs.LOGIT_BYTES >= 2 * 128 * V * 4  # random 8x1024 over, the 2x128 preset under
     run = event_fns(demo, "show_views")[0]
     with pytest.raises(gr.Error) as caught:
         run("tutorial", "", "random 8x1024", 0, 0, -1, "all", "en")
     m = inputs.max_forward_tokens(tutorial)
     assert caught.value.message == t("ui.over_forward_budget", "en", rows=8, T=1024, limit=m)
-    assert inputs.forward_fits(tutorial, 1, m) and (m == tutorial.sequence_len or not inputs.forward_fits(tutorial, 1,
-                                                                                                         m + 1))
+    assert inputs.forward_fits(tutorial, 1, m) and (m == tutorial.config.sequence_len
+                                                    or not inputs.forward_fits(tutorial, 1, m + 1))
     out = run("tutorial", "", "random 2x128", 0, 0, -1, "training", "en")  # the tutorial's training example runs
     assert "256" in out[4 + 2] or "254" in out[4 + 2]  # its text counts the examples
     cost = event_fns(demo, "cost")[0]
@@ -168,8 +170,8 @@ def test_work_is_bounded_by_a_budget_scaled_to_the_model(demo: gr.Blocks, models
         cost("Once upon a time", 256, "en")
     P = len(models.main.tokenizer.encode("Once upon a time"))
     lengths = [4, 8, 16, 32, 64, 128, 256]
-    c = models.main.model.config
-    fitting = [n for n in lengths if inputs.generate_cost(c, P, [k for k in lengths if k <= n], True)
+    main = models.main.model
+    fitting = [n for n in lengths if inputs.generate_cost(main, P, [k for k in lengths if k <= n], True)
                <= inputs.GENERATE_FLOPS]
     assert caught.value.message == t("ui.over_generate_budget", "en", n=256, P=P, limit=max(fitting))
     with pytest.raises(InputError) as too_long:

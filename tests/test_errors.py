@@ -229,6 +229,6 @@ def test_one_token_is_singular(demo: gr.Blocks, models: Models) -> None:
     from explain.generate import generate_view
 
     view = generate_view(models.main.model, models.main.tokenizer.encode("Once upon"), models.main.tokenizer, 1)
-    shapes = app.inside.shapes_view(models.main.model.config, 1, 1, 0)
+    shapes = app.inside.shapes_view(models.main.model.config, models.main.model.member, 1, 1, 0)
     for text in (view.text, shapes.text):
         assert not re.search(r"\b1 (new )?(tokens|rows)\b", text), text

@@ -10,8 +10,7 @@ import torch
 from conftest import make_tiny_model
 from explain.attention import attention_weights
 from explain.causality import causality_view
-from explain.generate import (flops_per_token, forward_flops, generate_steps, generate_time_view,
-                              generate_view, generation_flops)
+from explain.generate import generate_steps, generate_time_view, generate_view, generation_flops
 from explain.kvcache import default_steps, incremental_logits, kv_cache_view
 from explain.lens import lens_logits, logit_lens_view
 from explain.mask import mask_view
@@ -22,8 +21,10 @@ from explain.softcap import softcap_view
 from explain.trace import trace_forward
 from explain.training import per_position_ce, training_view
 from gpt.kv_cache import KVCache
-from gpt.model import SOFTCAP, GPT, GPTConfig
+from gpt.nanochat import TUTORIAL, GPTConfig, new_model
 from gpt.recorder import Recorder
+
+SOFTCAP = 15.0  # logits = 15·tanh(raw / 15): nanochat 4a87a0d (the tutorial's forward, the tiny models here)
 
 V = 300
 CONFIGS = {  # (n_head, n_kv_head): MHA, GQA, multi-query
@@ -176,15 +177,17 @@ def test_generate_view_and_greedy_cached_equals_naive(trace):
 
 def test_flop_counts():
     cfg = GPTConfig(sequence_len=64, vocab_size=V, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
-    model = GPT(cfg)
+    model = new_model(cfg)
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    assert flops_per_token(cfg, 1) == 2 * linear + 4 * cfg.n_layer * cfg.n_embd
+    assert model.flops_per_token(1) == 2 * linear + 4 * cfg.n_layer * cfg.n_embd
+    # one token over `context` keys: every layer reads each key twice (q·k, then the weighted v), 2 FLOPs per C
+    assert model.flops_per_token(9) == 2 * linear + 4 * cfg.n_layer * cfg.n_embd * 9
     P = 10
     for n in (1, 2, 7):
-        naive, cached = generation_flops(cfg, P, n)
-        assert naive == sum(forward_flops(cfg, P + s) for s in range(n))
-        assert cached == forward_flops(cfg, P + n - 1)  # a cache processes each token exactly once
-    big = GPTConfig(sequence_len=4096, vocab_size=V, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+        naive, cached = generation_flops(model, P, n)
+        assert naive == sum(model.forward_flops(P + s) for s in range(n))
+        assert cached == model.forward_flops(P + n - 1)  # a cache processes each token exactly once
+    big = new_model(GPTConfig(sequence_len=4096, vocab_size=V, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
     n1, n2 = generation_flops(big, 1, 1000)[0], generation_flops(big, 1, 2000)[0]
     assert n2 / n1 > 3.5  # quadratic in n: doubling n multiplies the naive cost by about 4
 
@@ -203,7 +206,7 @@ def test_shape_table_matches_a_real_forward():
     model = make_tiny_model(V, seed=1, n_head=4, n_kv_head=2)
     rec = Recorder()
     model(torch.zeros(3, 7, dtype=torch.long), recorder=rec)
-    df = shape_table(model.config, B=3, T=7).set_index("name")
+    df = shape_table(model.config, model.member, B=3, T=7).set_index("name")
     for name, x in rec.items():
         key = name.replace("blocks.1.", "blocks.0.")
         if key in df.index:
@@ -212,13 +215,13 @@ def test_shape_table_matches_a_real_forward():
 
 
 def test_shape_table_tutorial_examples():
-    inf = shape_table(TUTORIAL_CONFIG, B=2, T=5).set_index("name")
+    inf = shape_table(TUTORIAL_CONFIG, TUTORIAL, B=2, T=5).set_index("name")
     assert inf.loc["return logits", "concrete"] == "[2, 5, 50304]"
     assert inf.loc["embed", "concrete"] == "[2, 5, 128]"
     assert inf.loc["lm_head.weight", "concrete"] == "[50304, 128]"
-    train = shape_table(TUTORIAL_CONFIG, B=2, T=128).set_index("name")
+    train = shape_table(TUTORIAL_CONFIG, TUTORIAL, B=2, T=128).set_index("name")
     assert train.loc["loss", "concrete"] == "[]" and train.loc["targets", "concrete"] == "[2, 128]"
-    kv = shape_table(TUTORIAL_CONFIG, B=1, T=1, T0=3).set_index("name")
+    kv = shape_table(TUTORIAL_CONFIG, TUTORIAL, B=1, T=1, T0=3).set_index("name")
     assert kv.loc["blocks.0.attn.q", "concrete"] == "[1, 4, 1, 32]"
     assert kv.loc["blocks.0.attn.k", "concrete"] == "[1, 4, 4, 32]"  # 3 cached + 1 new keys
     assert kv.loc["rotary.cos", "concrete"] == "[1, 1, 1, 16]" and kv.loc["rotary.cos", "dtype"] == "bfloat16"

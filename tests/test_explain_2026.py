@@ -1,6 +1,7 @@
-"""explain/ on the July-2026 nanochat (gpt/model_2026.py), every number against an independent computation: attention
-weights on sliding-window layers, the logit lens through the head with its backout, the mask view's band, the flow
-picture's new boxes, every view in both languages, and the then-and-now view of a model of each version."""
+"""explain/ on today's nanochat (member a825e63 of gpt/nanochat/, which 92d63d4 computes the same), every number
+against an independent computation: attention weights on sliding-window layers, the logit lens through the head with
+its backout, the mask view's band, the flow picture's new boxes, every view in both languages, and the then-and-now
+view of a tutorial model beside today's."""
 from __future__ import annotations
 
 import math
@@ -17,8 +18,8 @@ from explain.mask import mask_view
 from text import t
 from explain.then_now import then_now_from_traces
 from explain.trace import trace_forward
-from gpt.model_2026 import GPT, GPTConfig
-from gpt.recorder import POINTS, Recorder, point_names
+from gpt.nanochat import GPT, TODAY, GPTConfig, new_model
+from gpt.recorder import POINTS, Recorder
 from test_explain_views import check_views
 
 V, T = 300, 180
@@ -26,10 +27,10 @@ CONFIG = dict(sequence_len=512, vocab_size=V, n_layer=4, n_head=4, n_kv_head=2, 
 
 
 def make_model_2026(seed: int = 0, **config) -> GPT:
-    """A small 2026 GPT: nanochat's init, then every parameter perturbed with seeded noise (the init zeroes the output
-    projections, and sets smear to 0: outputs would not depend on much)."""
+    """A small GPT of today's member (a825e63): nanochat's init, then every parameter perturbed with seeded noise
+    (the init zeroes the output projections, and sets smear to 0: outputs would not depend on much)."""
     torch.manual_seed(seed)
-    return perturbed(GPT(GPTConfig(**{**CONFIG, **config})), seed)
+    return perturbed(new_model(GPTConfig(**{**CONFIG, **config}), TODAY), seed)
 
 
 def expected_windows(sequence_len: int, pattern: str, n_layer: int) -> list[int]:
@@ -143,7 +144,8 @@ def test_mask_view_draws_the_band(model, trace):
     assert ((k <= q) & ~win["allowed"].to_numpy()).any()  # the band hides past keys somewhere
     assert (win.groupby("query_pos")["allowed"].sum() <= short + 1).all()
     assert {0, T - 1} <= set(q)  # the grid covers the whole prompt
-    band_title = [a.text for a in view.fig.layout.annotations if str(short) in a.text]
+    # (the title is wrapped to fit: <br> where it breaks)
+    band_title = [a.text.replace("<br>", " ") for a in view.fig.layout.annotations if str(short) in a.text]
     assert band_title == [t("view.mask.window", "en", w=short, layers="0, 2")
                           + t("view.mask.window_step", "en", step=2)]
     # The three regimes stay the plain causal ones (the L layers'); a short prompt draws no band.
@@ -167,8 +169,9 @@ def test_the_flow_picture_grows_the_new_stages(model):
     def boxes(view):
         return [a.text.split("<br>")[0] for a in view.fig.layout.annotations if a.text and "<br>" in a.text]
 
-    new = shapes_view(model, 1, 5)
-    old = shapes_view(make_tiny_model(V), 1, 5)
+    new = shapes_view(model.config, model.member, 1, 5)
+    tutorial = make_tiny_model(V)
+    old = shapes_view(tutorial.config, tutorial.member, 1, 5)
     added = [b for b in boxes(new) if b not in boxes(old)]
     assert added == ["<b>smear: x + λ·σ·x[t−1]</b>", "<b>λr·x + λ0·x0</b>", "<b>v += 3σ(gate)·ve</b>",
                      "<b>backout: x − λ·x_mid</b>"]
@@ -194,9 +197,21 @@ def test_every_view_renders_for_a_2026_model(model, ids, lang):
     check_views(views)
     assert list(views) == list(VIEWS)
     assert t("view.attention.kind_s", lang, w=128) in views["attention"].title
-    assert t("view.rotary.note_2026", lang, base=100000) in views["rotary"].text
-    assert views["shapes"].text.endswith(t("view.shapes.body_2026", lang, V=V, Vp=320, base=100000, pattern="SL",
-                                           S=128, L=512, mid=2))
+    # the rotary base 100000 (nanochat 6ed7d1d on), said raised; full-precision tables (1076f97 on): no bf16 note
+    rotary = views["rotary"].text
+    assert t("view.rotary.note_base", lang, base="100000") + t("view.rotary.note_base_raised", lang) in rotary
+    assert t("view.rotary.note_bf16", lang) not in rotary
+    # the shapes text ends with the member's feature card: each switch a825e63 turns on, with the commit that added
+    # it and this config's numbers, written out here (V 300 padded to 320 = 5·64, S = ceil(512/4/128)·128 = 128,
+    # backout after block 4 // 2 = 2, gate 3·σ over 12 channels and q/k x 1.2 from 6ed7d1d/a825e63)
+    numbers = dict(V=V, Vp=320, pattern="SL", S=128, L=512, scale="3", channels=12, base="100000", qk="1.2", mid=2)
+    card = [("pad_vocab_to", "f1bf69d"), ("softcap_fp32", "bffdb2e"), ("lambdas", "aa530cd"), ("windows", "fbc1484"),
+            ("value_embeds", "e85db6b"), ("rotary_bf16", "1076f97"), ("rotary_base", "6ed7d1d"),
+            ("qk_scale", "6ed7d1d"), ("ve_gate_channels", "6ed7d1d"), ("smear", "a825e63"), ("backout", "a825e63")]
+    items = [t("family.item", lang, name=t(f"feature_title.{name}", lang), commit=commit,
+               what=t(f"feature.{name}", lang, **numbers)) for name, commit in card]
+    assert views["shapes"].text.endswith("\n".join(items))
+    assert "a825e63" in views["shapes"].text
     targets = torch.tensor(ids).roll(-1, 1).index_fill(1, torch.tensor([T - 1]), -1)  # the next token; none last
     with torch.no_grad():
         loss = float(model(torch.tensor(ids), targets=targets))
@@ -212,10 +227,11 @@ def test_then_and_now_table_has_every_recorded_name_once(model, old_model, ids):
     prompt = ids[0][:150]
     view = then_now_view(old_model, model, None, prompt)
     df = view.df
-    names_old, names_new = point_names(old_model), point_names(model)
+    names_old, names_new = old_model.recording_points(), model.recording_points()
     assert df["name"].is_unique and set(df["name"]) == set(names_old) | set(names_new)
     # Each model's names in its forward order, each with the shape a forward of its own records.
-    for m, names, column in ((old_model, names_old, "shape_2025"), (model, names_new, "shape_2026")):
+    for m, names, column, rms_column in ((old_model, names_old, "shape_then", "rms_then"),
+                                         (model, names_new, "shape_now", "rms_now")):
         assert df[df[column] != ""]["name"].tolist() == names
         rec = Recorder()
         with torch.no_grad():
@@ -224,21 +240,22 @@ def test_then_and_now_table_has_every_recorded_name_once(model, old_model, ids):
         shapes = df.set_index("name")[column]
         for name in names:
             assert shapes[name] == "[" + ", ".join(map(str, rec[name].shape)) + "]", name
-        rms = df.set_index("name")["rms_" + column[-4:]]
+        rms = df.set_index("name")[rms_column]
         for name in ("embed", "blocks.0.attn.q", "logits"):
             x = rec[name][0].double().numpy()
             assert rms[name] == pytest.approx(np.sqrt((x ** 2).mean()), rel=1e-4, abs=1e-5), name
-    assert {p.name for p in POINTS if p.arch is not None} == {"embed_smear", "blocks.{i}.attn.ve_gate", "backout"}
+    assert {p.name: p.feature for p in POINTS if p.feature is not None} == {
+        "embed_smear": "smear", "blocks.{i}.attn.ve_gate": "value_embeds", "backout": "backout"}
     is_new = df["status"] == t("view.then_now.status.new", "en")
     assert set(df[is_new]["name"]) == {"embed_smear", "blocks.1.attn.ve_gate", "blocks.3.attn.ve_gate", "backout"}
-    assert (df[df["name"].str.startswith("blocks.3.")]["shape_2025"] == "").all()  # the 2025 model has 3 layers
-    only = df[df["status"] == t("view.then_now.status.only_2026", "en")]
+    assert (df[df["name"].str.startswith("blocks.3.")]["shape_then"] == "").all()  # the tutorial model has 3 layers
+    only = df[df["status"] == t("view.then_now.status.only_now", "en")]
     assert set(only["name"]) == {n for n in names_new if n.startswith("blocks.3.") and "ve_gate" not in n}
     changed = set(df[df["status"] == t("view.then_now.status.changed", "en")]["name"])
     assert {"blocks.0.attn.y", "blocks.2.attn.y", "blocks.1.attn.v", "final_norm", "logits_raw"} <= changed
     assert not {"blocks.1.attn.y", "blocks.0.attn.v", "embed", "logits"} & changed
-    assert df.set_index("name").loc["blocks.0.attn.q", "rms_2026"] == pytest.approx(1.2, rel=1e-3)  # q·1.2
-    assert df.set_index("name").loc["blocks.0.attn.q", "rms_2025"] == pytest.approx(1.0, rel=1e-3)
+    assert df.set_index("name").loc["blocks.0.attn.q", "rms_now"] == pytest.approx(1.2, rel=1e-3)  # q·1.2 (a825e63)
+    assert df.set_index("name").loc["blocks.0.attn.q", "rms_then"] == pytest.approx(1.0, rel=1e-3)
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -251,16 +268,14 @@ def test_then_and_now_view_in_both_languages(model, old_model, ids, lang):
     assert "embed_smear" in rms.x and "backout" in rms.x and len(rms.x) == len(view.fig.data[1].y)
     same = then_now_from_traces(trace_forward(model, ids), trace_forward(old_model, ids), row=1, lang=lang)
     assert same.df.equals(view.df) and same.text == view.text
-    with pytest.raises(ValueError, match="one model of each"):
+    with pytest.raises(ValueError, match="two different nanochat versions"):
         then_now_view(model, model, None, ids)
 
 
 def test_flop_counts_follow_the_windows_and_the_padded_vocab(model):
-    from explain.generate import flops_per_token
-
     cfg = model.config
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))  # lm_head: 320 rows
     C = cfg.n_embd
-    assert flops_per_token(cfg, 1) == 2 * linear + 4 * cfg.n_layer * C
+    assert model.flops_per_token(1) == 2 * linear + 4 * cfg.n_layer * C
     keys = [min(300, w + 1) for w in expected_windows(512, "SL", 4)]  # S layers read 129 of 300 keys
-    assert flops_per_token(cfg, 300) == 2 * linear + 4 * C * sum(keys) == 2 * linear + 4 * C * (129 + 300) * 2
+    assert model.flops_per_token(300) == 2 * linear + 4 * C * sum(keys) == 2 * linear + 4 * C * (129 + 300) * 2

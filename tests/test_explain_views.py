@@ -12,7 +12,7 @@ import torch
 
 from explain import VIEWS, ViewResult, build_all, shapes_view
 from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES
-from gpt.model import GPT
+from gpt.nanochat import GPT, TUTORIAL, new_model
 
 
 def check_views(views: dict[str, ViewResult]) -> None:
@@ -42,7 +42,7 @@ def test_all_views_tiny_model_with_tokenizer(tiny_model, tiny_tokenizer, lang):
 @pytest.fixture(scope="module")
 def tutorial_model() -> GPT:
     torch.manual_seed(0)
-    model = GPT(TUTORIAL_CONFIG)
+    model = new_model(TUTORIAL_CONFIG)  # the tutorial's forward (4a87a0d)
     model.init_weights()  # nanochat's init: lm_head is zero, so every logit is exactly 0 (uniform predictions)
     return model
 
@@ -80,13 +80,13 @@ def tutorial_boxes(B: int, T: int, T0: int) -> list[str]:
 
 def test_tutorial_examples_as_views():
     for name, (B, T, T0) in TUTORIAL_EXAMPLES.items():
-        view = shapes_view(TUTORIAL_CONFIG, B, T, T0, lang="zh")
+        view = shapes_view(TUTORIAL_CONFIG, TUTORIAL, B, T, T0, lang="zh")
         boxes = [a for a in view.fig.layout.annotations if a.text and "<br>" in a.text]  # '<b>label</b><br>shape'
         assert sorted(a.text.split("<br>")[1] for a in boxes) == sorted(tutorial_boxes(B, T, T0)), name
         centres = {((r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2) for r in view.fig.layout.shapes if r.type == "rect"}
         for a in boxes:  # each shape is written in the middle of a drawn box
             assert any(abs(x - a.x) < 1e-9 and abs(y - a.y) < 1e-9 for x, y in centres), (name, a.text)
-    train = shapes_view(TUTORIAL_CONFIG, 2, 128).df.set_index("name")
+    train = shapes_view(TUTORIAL_CONFIG, TUTORIAL, 2, 128).df.set_index("name")
     assert train.loc["loss", "concrete"] == "[]" and train.loc["logits", "concrete"] == "[2, 128, 50304]"
 
 

@@ -14,11 +14,12 @@ import math
 import pytest
 import torch
 
-from conftest import make_tiny_model
-from gpt import model_2026
+from conftest import TINY_CORPUS, make_tiny_model
 from gpt.checkpoint import CheckpointError, build_model, load_model, save_model
 from gpt.export import main as export_main
 from gpt.hf_format import NORM_EPS, from_transformers, to_transformers, tokenizer_from_json, tokenizer_json
+from gpt.nanochat import TODAY, TUTORIAL, GPTConfig, member, new_model
+from gpt.tokenizer import Tokenizer
 
 MIXED = "Hello 世界 🚀, the model reads 3.14159 and 42! 老师打开笔记本 👍🏽 🇨🇳 mixed 中文 and English.\n  tabs\tend"
 WITH_SPECIALS = "<|bos|><|user_start|>你好 🎉<|user_end|><|assistant_start|>Hi!<|assistant_end|>"
@@ -112,8 +113,9 @@ def test_transformers_with_nanochats_rotary_rounding_agrees_to_float_rounding(ex
 
 def test_round_trip_gives_our_logits_exactly(exported, source, ids, tiny_tokenizer):
     loaded = from_transformers(exported, "cpu", torch.float32)
-    assert loaded.arch == source.arch and loaded.meta["notes"] == [] and loaded.dtype == torch.float32
-    reference = build_model(source.config, {k: v.clone() for k, v in source.state_dict().items()},
+    assert loaded.arch == source.member.name == TUTORIAL.name
+    assert loaded.meta["notes"] == [] and loaded.dtype == torch.float32
+    reference = build_model(source.config, source.member, {k: v.clone() for k, v in source.state_dict().items()},
                             torch.device("cpu"), torch.float32)  # fused, as every loaded model
     with torch.no_grad():
         assert torch.equal(loaded.model(ids), reference(ids))
@@ -324,15 +326,44 @@ def test_our_own_format_gets_a_hint(source, tiny_tokenizer, tmp_path):
         from_transformers(tmp_path, "cpu")
 
 
-def test_2026_architecture_is_refused_naming_what_transformers_lacks(tiny_tokenizer, tmp_path):
-    config = model_2026.GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=2, n_head=4,
-                                  n_kv_head=2, n_embd=32, window_pattern="SL")
-    model = model_2026.GPT(config)
-    with pytest.raises(CheckpointError, match=r"nanochat-2026-07 does not convert") as e:
+def test_todays_forward_is_refused_naming_what_transformers_lacks(tiny_tokenizer, tmp_path):
+    config = GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=2, n_head=4, n_kv_head=2,
+                       n_embd=32, window_pattern="SL")
+    model = new_model(config, TODAY)
+    with pytest.raises(CheckpointError, match=r"nanochat a825e63 does not convert") as e:
         to_transformers(model, tiny_tokenizer, tmp_path)
-    for feature in ("value embeddings", "smear", "resid_lambdas", "backout", "1.2 scale", "sliding-window", "padded"):
+    # what a825e63 adds that transformers' NanoChat has no place for: value embeddings (e85db6b), smear and backout
+    # (a825e63), resid/x0 lambdas (aa530cd), the q/k scale (1.2), sliding windows (fbc1484), rotary base 100000
+    for feature in ("value embeddings", "smear", "resid_lambdas", "backout", "scale on q and k", "sliding-window",
+                    "rotary base"):
         assert feature in str(e.value)
+    assert "padded" not in str(e.value)  # a padded vocab converts (its extra rows are cropped)
     assert not any(tmp_path.iterdir())
+
+
+def test_padded_vocab_member_converts_cropped(tmp_path, rounded_rotary):
+    """f1bf69d (vocab padded to a multiple of 64, softcap in float32) is the tutorial's forward on V of its rows:
+    the export crops wte and lm_head to V, and transformers and the round trip compute its logits."""
+    from safetensors.torch import load_file
+
+    tokenizer = Tokenizer.train(TINY_CORPUS, 300)
+    V = tokenizer.vocab_size
+    assert V % 64 != 0  # so the padding is exercised
+    padded = make_tiny_model(V, seed=4, member=member("f1bf69d"))
+    assert padded.transformer.wte.weight.shape[0] == padded.lm_head.weight.shape[0] == -(-V // 64) * 64
+    to_transformers(padded, tokenizer, tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(weights["model.embed_tokens.weight"], padded.transformer.wte.weight[:V])
+    assert torch.equal(weights["lm_head.weight"], padded.lm_head.weight[:V])
+    assert json.loads((tmp_path / "config.json").read_text())["vocab_size"] == V
+    ids = torch.tensor([tokenizer.encode(MIXED * 2)[:50]])
+    with torch.no_grad():
+        ours = padded(ids)
+        assert ours.shape == (1, 50, V)
+        torch.testing.assert_close(hf_model(tmp_path)(ids).logits, ours, atol=EXACT_ATOL, rtol=0)
+        loaded = from_transformers(tmp_path, "cpu", torch.float32)
+        assert loaded.arch == TUTORIAL.name  # read back as the tutorial's forward: the same function on V rows
+        torch.testing.assert_close(loaded.model(ids), ours, atol=EXACT_ATOL, rtol=0)
 
 
 # ---- the command line ---------------------------------------------------------------------------------------------

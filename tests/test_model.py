@@ -1,5 +1,6 @@
-"""gpt/model.py against independent computations: a float64 reference forward written from the spec, the cached
-path against one full forward, causality, the loss identity, nanochat's init and the naive generate loop."""
+"""The tutorial's forward (gpt/nanochat/tutorial.py, nanochat 4a87a0d) against independent computations: a float64
+reference forward written from the spec, the cached path against one full forward, causality, the loss identity,
+nanochat's init and the naive generate loop."""
 import math
 from dataclasses import replace
 import weakref
@@ -10,7 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from gpt import GPT, GPTConfig, KVCache, Recorder
-from gpt.model import SOFTCAP, causal_mask_for
+from gpt.nanochat import causal_mask_for, new_model
+
+SOFTCAP = 15.0  # logits = 15·tanh(raw / 15): nanochat 4a87a0d's gpt.py (the tutorial's forward)
 
 CONFIGS = {
     "mha": GPTConfig(sequence_len=32, vocab_size=97, n_layer=2, n_head=4, n_kv_head=4, n_embd=32),
@@ -22,7 +25,7 @@ CONFIGS = {
 def make_model(config: GPTConfig, dtype=torch.float64, seed: int = 0) -> GPT:
     """nanochat init, then every weight perturbed: zero-init lm_head/c_proj would make all logits equal."""
     torch.manual_seed(seed)
-    model = GPT(config)
+    model = new_model(config)  # the tutorial's forward
     model.init_weights()
     with torch.no_grad():
         for p in model.parameters():
@@ -31,7 +34,7 @@ def make_model(config: GPTConfig, dtype=torch.float64, seed: int = 0) -> GPT:
 
 
 def reference_forward(sd: dict, config: GPTConfig, idx: torch.Tensor) -> torch.Tensor:
-    """nanochat's forward written out from the spec in float64 with explicit attention, independent of gpt/model.py."""
+    """nanochat's forward written out from the spec in float64 with explicit attention, independent of gpt/nanochat/."""
     C, H, Hkv = config.n_embd, config.n_head, config.n_kv_head
     hd = C // H
     B, T = idx.shape
@@ -79,7 +82,7 @@ def test_forward_matches_float64_reference(name):
 
 def test_state_dict_names_and_shapes_are_nanochats():
     c = GPTConfig(sequence_len=16, vocab_size=50, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
-    sd = GPT(c).state_dict()
+    sd = new_model(c).state_dict()
     hd = c.n_embd // c.n_head
     expected = {"transformer.wte.weight": (50, 32), "lm_head.weight": (50, 32)}
     for i in range(2):
@@ -159,7 +162,7 @@ def test_loss_is_mean_of_per_position_losses_and_honours_ignore_index():
 def test_nanochat_init():
     torch.manual_seed(0)
     c = GPTConfig(sequence_len=16, vocab_size=500, n_layer=2, n_head=4, n_kv_head=4, n_embd=64)
-    model = GPT(c)
+    model = new_model(c)
     model.init_weights()
     assert torch.all(model.lm_head.weight == 0)
     for block in model.transformer.h:
@@ -264,7 +267,8 @@ def test_recorder_costs_nothing_when_off_and_records_every_point():
     assert set(rec) == expected
     assert sorted(calls) == sorted(expected)
     assert rec["blocks.0.attn.q"].shape == (2, 4, 6, 8) and rec["blocks.0.attn.k"].shape == (2, 2, 6, 8)
-    torch.testing.assert_close(rec["logits"], SOFTCAP * torch.tanh(rec["logits_raw"] / SOFTCAP))
+    # 4a87a0d softcaps in the compute dtype (here float64), then casts the logits to float32
+    torch.testing.assert_close(rec["logits"], (SOFTCAP * torch.tanh(rec["logits_raw"] / SOFTCAP)).float())
     # the residual stream is the sum of what each sublayer wrote
     torch.testing.assert_close(rec["blocks.1.output"],
                                rec["blocks.1.input"] + rec["blocks.1.attn.out"] + rec["blocks.1.mlp.out"])

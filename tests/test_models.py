@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from demo.models import chat_rows
-from gpt.model import GPT, GPTConfig
+from gpt.nanochat import GPT, GPTConfig, new_model
 
 D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
 SMALL = GPTConfig(sequence_len=512, vocab_size=8192, n_layer=8, n_head=5, n_kv_head=5, n_embd=320)
@@ -12,7 +12,7 @@ SMALL = GPTConfig(sequence_len=512, vocab_size=8192, n_layer=8, n_head=5, n_kv_h
 
 def on_meta(config: GPTConfig, dtype: torch.dtype) -> GPT:
     with torch.device("meta"):  # shapes and dtypes only: no memory
-        return GPT(config).to(dtype)
+        return new_model(config).to(dtype)
 
 
 def test_chat_rows_fit_the_cpu_kv_budget():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gpt.nanochat import TODAY
 from gpt.training.shards import PretrainStream, SFTBatches, encode_items
 from gpt.training.train import TrainConfig, Trainer
 
@@ -56,7 +57,7 @@ def test_tiny_pretraining_of_the_2026_architecture_lowers_the_loss():
     parameter exactly once (value embeddings, lambdas and smear/backout scalars included)."""
     cfg = dataclasses.replace(TINY, pretrain_steps=60, arch="nanochat-2026-07", window_pattern="SL")
     trainer = Trainer(cfg, torch.device("cpu"))
-    assert trainer.model.arch == "nanochat-2026-07"
+    assert trainer.model.member is TODAY and TODAY.name == "a825e63"  # the alias names today's member
     held = [id(p) for opt in trainer.opts for group in opt.param_groups for p in group["params"]]
     assert sorted(held) == sorted(id(p) for p in trainer.model.parameters())
     before = held_out_loss(trainer.model)

@@ -17,7 +17,7 @@ from explain.shapes import TUTORIAL_CONFIG
 from text import t, t_count
 from explain.trace import trace_forward
 from explain.training import training_view
-from gpt.model import GPT
+from gpt.nanochat import GPT, new_model
 
 LANGS = ("en", "zh")
 STORY = "Once upon a time, there was a little"  # the presets of the Inside tab (demo/inside.py)
@@ -27,7 +27,7 @@ CHINESE = "今天天气不错，我们一起去"
 @pytest.fixture(scope="module")
 def tutorial_model() -> GPT:
     torch.manual_seed(0)
-    model = GPT(TUTORIAL_CONFIG)
+    model = new_model(TUTORIAL_CONFIG)  # the tutorial's forward (4a87a0d)
     model.init_weights()  # nanochat's init: lm_head is zero, so every logit is exactly 0
     return model.eval()
 

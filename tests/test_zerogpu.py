@@ -29,7 +29,7 @@ from demo.gpu import (BASE_S, DEFAULT_S, MAX_S, MIN_S, VIEW_S, FileFlag, chat_se
                       paced_seconds)
 from demo.models import Models, untrained
 from gpt.checkpoint import LoadedModel
-from gpt.model import GPTConfig
+from gpt.nanochat import GPTConfig
 
 
 class FakeSpaces(types.ModuleType):
