@@ -13,11 +13,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (ViewResult, base_layout, bytes_note, hover, np32, position_axis,
-                            resolve_position, window, window_kind)
+from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, fit_titles, hover,
+                            np32, position_axis, resolve_position, window, window_kind)
 from text import t
 from explain.trace import Trace
 from gpt.nanochat import causal_mask_for
+
+
+HEIGHT = 560  # px
+MARGIN = dict(l=90, r=20, t=60, b=130)  # the bottom holds the summed column's label, turned by 60°
+LABEL_UNITS = 10  # a tick label, at most (text_units; the table keeps every token whole)
 
 
 def attention_mask(trace: Trace, layer: int) -> torch.Tensor:
@@ -71,7 +76,8 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
                        "key_pos": np.broadcast_to(key_pos, kk.shape)[visible], "weight": z[visible]})
     df["query_token"] = [labels[p] for p in df["query_pos"]]
     df["key_token"] = [labels[p] if p >= 0 else earlier_label for p in df["key_pos"]]
-    axis_labels = {int(p): (labels[p] if p >= lo else earlier_label) for p in x}
+    axis_labels = {int(p): fit_label(labels[p], LABEL_UNITS) if p >= lo else earlier_label for p in x}
+    query_labels = [fit_label(label, LABEL_UNITS) for label in labels]
 
     z_masked = np.where(visible, z, np.nan).astype(np.float32)  # masked cells blank, not "0"
     title = t("view.attention.title", lang, layer=layer, head=head, kv=head // (H // trace.config.n_kv_head))
@@ -83,10 +89,14 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
         title += t("view.attention.windowed", lang, lo=lo, hi=hi - 1, T=T)
     fig = go.Figure(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
                                hovertemplate=hover("plot.query_key_hover", lang)),
-                    layout=base_layout(title, height=560, margin=dict(l=90, r=20, t=60, b=100)))
-    fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1),
+                    layout=base_layout(title, height=HEIGHT, margin=dict(MARGIN)))
+    fit_titles(fig)  # sets the top margin: the plot's height below is measured with it
+    # no more tick labels than the plot holds at the narrowest width the app draws it (APP_WIDTH)
+    fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1,
+                                   axis_px=axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)),
                      title=t("view.attention.key", lang))
-    fig.update_yaxes(dict(position_axis(list(queries), labels, max_ticks=window_size, angle=0),
+    fig.update_yaxes(dict(position_axis(list(queries), query_labels, max_ticks=window_size, angle=0,
+                                        axis_px=axis_px(HEIGHT, fig.layout.margin.t, MARGIN["b"])),
                           autorange="reversed"), title=t("view.attention.query", lang))
     text = t("view.attention.body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
              hd=trace.config.n_embd // H)

@@ -103,6 +103,8 @@ APP_WIDTH = 600  # px: the narrowest a view's plot is drawn in the app (its colu
 GLYPH_EM = 0.55  # a Latin glyph's average width in em (Arial's lowercase ~0.5, plus slack); a CJK glyph is 1 em
 LINE_EM = 1.3  # a text line's height in em
 TITLE_PAD = 10  # px above the figure's title
+TITLE_LIFT_EM = 0.7  # Plotly lifts a title of two or more lines (yanchor "top") this much above its pad: its first
+# line's top would be cut by the figure's edge (measured in Chromium, plotly.js of plotly 7.1: 10.5 px at 15 px)
 
 
 def base_layout(title: str, height: int = 420, **kw) -> dict:
@@ -167,9 +169,10 @@ def fit_titles(fig: go.Figure, width: int = APP_WIDTH) -> go.Figure:
     if titles:
         top = max(a.y for a in titles)
         lines = max(a.text.count("<br>") + 1 for a in titles if a.y == top)
-    needed = TITLE_PAD + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
+    pad = TITLE_PAD + (math.ceil(TITLE_LIFT_EM * TITLE_SIZE) if title_lines > 1 else 0)  # what Plotly lifts back
+    needed = pad + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
     fig.update_layout(margin_t=max(margin.t or 0, math.ceil(needed)),
-                      title=dict(y=1, yref="container", yanchor="top", pad=dict(t=TITLE_PAD)))
+                      title=dict(y=1, yref="container", yanchor="top", pad=dict(t=pad)))
     return fig
 
 
@@ -190,6 +193,7 @@ def subplots(**kw) -> go.Figure:
 
 
 TICK_FONT_PX = 12  # the layout's font size: a tick label's height
+COLORBAR_PX = 90  # what a heatmap's colour bar takes from the plot's width (its bar, ticks, labels and title)
 TICK_ROTATED_PX = 18  # the least distance between two ticks whose labels are turned by 60° (12 px / sin 60°, + room)
 TICK_LEVEL_PX = 16  # ... between two ticks of a vertical axis whose labels are level (a 12-px line, + room)
 

@@ -13,10 +13,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, bytes_note, hover, np32, position_axis, resolve_position, window
+from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover,
+                            np32, position_axis, resolve_position, window)
 from text import t
-from explain.trace import Trace, token_labels
+from explain.trace import Trace, next_labels
 from gpt.recorder import residual_points
+
+
+MARGIN = dict(l=80, r=20, t=60, b=90)
 
 
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
@@ -64,33 +68,42 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
         p_final.append(p[ar, final])
     top_ids = torch.stack(top_ids).cpu().numpy()
     top_p, p_final = np32(torch.stack(top_p), 4), np32(torch.stack(p_final), 4)
-    uniq = np.unique(np.append(top_ids, final.cpu().numpy())).tolist()
-    names = dict(zip(uniq, token_labels(trace.tokenizer, uniq)))
     final_ids = final.cpu().numpy()
+    ids = trace.ids(row)
+    # each guess labelled after its own prefix, as the next-token view does: a guess that completes a character the
+    # prompt began shows that character ("今(2/2)"), not its bytes
+    names = []  # per position shown: token id -> label
+    for i, p in enumerate(range(lo, hi)):
+        guesses = sorted({int(g) for g in top_ids[:, i]} | {int(final_ids[i])})
+        names.append(dict(zip(guesses, next_labels(trace.tokenizer, ids[:p + 1], guesses))))
     labels = trace.labels[row]
     n_layers, n_pos = top_ids.shape
     df = pd.DataFrame({"layer": np.repeat(shown, n_pos), "position": np.tile(np.arange(lo, hi), n_layers),
                        "top_token_id": top_ids.ravel(), "p_top": top_p.ravel(), "p_final_answer": p_final.ravel(),
                        "final_answer_id": np.tile(final_ids, n_layers)})
     df["input_token"] = [labels[p] for p in df["position"]]
-    df["top_token"] = [names[i] for i in df["top_token_id"]]
-    df["final_answer"] = [names[i] for i in df["final_answer_id"]]
+    df["top_token"] = [names[p - lo][i] for p, i in zip(df["position"], df["top_token_id"])]
+    df["final_answer"] = [names[p - lo][i] for p, i in zip(df["position"], df["final_answer_id"])]
 
     title = t("view.logit_lens.title", lang) + (t("view.logit_lens.windowed", lang, lo=lo, hi=hi - 1, T=T)
                                                if hi - lo < T else "")
-    cell = np.array([[names[i] for i in r] for r in top_ids], dtype=object)
+    cell = np.array([[names[k][int(i)] for k, i in enumerate(r)] for r in top_ids], dtype=object)
     x = np.arange(lo, hi)
     fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}", textfont=dict(size=9),
                                colorscale="Greens", zmin=0, zmax=1,
                                colorbar=dict(title=t("view.logit_lens.colorbar", lang)),
                                hovertemplate=hover("view.logit_lens.hover", lang)),
-                    layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(l=80, r=20, t=60, b=90)))
-    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size), title=t("view.logit_lens.x", lang))
+                    layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(MARGIN)))
+    fit_titles(fig)
+    # no more tick labels than the plot holds at the narrowest width the app draws it (APP_WIDTH)
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size,
+                                   axis_px=axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)),
+                     title=t("view.logit_lens.x", lang))
     fig.update_yaxes(autorange="reversed")
     agree = float((top_ids[-1] == final_ids).mean())
     first = [next((shown[l] for l in range(n_layers) if top_ids[l, i] == final_ids[i]), "-") for i in range(n_pos)]
     text = t("view.logit_lens.body", lang, L=trace.config.n_layer, agree=agree,
-             last=f"{labels[hi - 1]} → {names[int(final_ids[-1])]}", first_layer=first[-1])
+             last=f"{labels[hi - 1]} → {names[-1][int(final_ids[-1])]}", first_layer=first[-1])
     if backout_from(trace) is not None:
         mid = backout_from(trace) - 1
         text += t("view.logit_lens.backout", lang, mid=mid, lam=float(trace.model.backout_lambda.float().item()))
