@@ -13,15 +13,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover,
-                            np32, position_axis, resolve_position, window)
+from explain.common import (APP_WIDTH, COLORBAR_PX, GLYPH_EM, ViewResult, axis_px, base_layout, bytes_note,
+                            fit_label, fit_titles, hover, np32, position_axis, resolve_position, window)
 from text import t
 from explain.trace import Trace, next_labels
 from gpt.recorder import residual_points
 
 
 MARGIN = dict(l=80, r=20, t=60, b=90)
-
+CELL_FONT_PX = 9  # a cell's text
 
 def lens_inputs(trace: Trace) -> tuple[list[str], list[str]]:
     """(names shown, recorded names) of the residual stream read by the lens: embedding, then each block's output."""
@@ -50,10 +50,11 @@ def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice
 
 
 @torch.inference_mode()
-def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size: int = 32,
+def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size: int = 16,
                     lang: str = "en") -> ViewResult:
     """Layers x positions: each layer's top token (cell text) and the probability it already gives to the model's
-    final top token (colour). Computed for a window of `window_size` positions ending at `position`."""
+    final top token (colour). Computed for a window of `window_size` positions ending at `position`. A cell's text
+    is cut ("…") to what its width holds at the narrowest the app draws the plot; the table keeps labels whole."""
     T = trace.T
     lo, hi = window(T, resolve_position(position, T), window_size)
     shown, _ = lens_inputs(trace)
@@ -87,17 +88,19 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
 
     title = t("view.logit_lens.title", lang) + (t("view.logit_lens.windowed", lang, lo=lo, hi=hi - 1, T=T)
                                                if hi - lo < T else "")
-    cell = np.array([[names[k][int(i)] for k, i in enumerate(r)] for r in top_ids], dtype=object)
+    x_px = axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)
+    units = max(2, int(x_px / n_pos / (CELL_FONT_PX * GLYPH_EM)))  # Latin glyphs one cell holds
+    cell = np.array([[fit_label(names[k][int(i)], units) for k, i in enumerate(r)] for r in top_ids], dtype=object)
     x = np.arange(lo, hi)
-    fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}", textfont=dict(size=9),
+    fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}",
+                               textfont=dict(size=CELL_FONT_PX),
                                colorscale="Greens", zmin=0, zmax=1,
                                colorbar=dict(title=t("view.logit_lens.colorbar", lang)),
                                hovertemplate=hover("view.logit_lens.hover", lang)),
                     layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(MARGIN)))
     fit_titles(fig)
     # no more tick labels than the plot holds at the narrowest width the app draws it (APP_WIDTH)
-    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size,
-                                   axis_px=axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)),
+    fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size, axis_px=x_px),
                      title=t("view.logit_lens.x", lang))
     fig.update_yaxes(autorange="reversed")
     agree = float((top_ids[-1] == final_ids).mean())

@@ -102,6 +102,17 @@ def test_logit_lens_gets_no_more_tick_labels_than_fit(long_trace):
     assert_ticks_fit(logit_lens_view(long_trace, lang="zh").fig)
 
 
+@pytest.mark.parametrize("window_size", [8, 16, 32])
+def test_logit_lens_cells_hold_their_text_at_the_narrowest_width(long_trace, window_size):
+    """Each cell's text fits its cell (9 px glyphs, a CJK one twice a Latin one's 0.55 em) at 600 px."""
+    from explain.common import text_units
+
+    fig = logit_lens_view(long_trace, window_size=window_size, lang="zh").fig
+    cell_px = (600 - fig.layout.margin.l - fig.layout.margin.r - 90) / window_size
+    widest = max(text_units(c) for row in fig.data[0].text for c in row)
+    assert widest * 9 * 0.55 <= cell_px
+
+
 def completes_a_character(tokenizer, context: list[int], guess: int) -> bool:
     """True when `guess` ends a character whose first bytes are the context's last tokens (UTF-8, decoded here)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -119,18 +130,19 @@ def completes_a_character(tokenizer, context: list[int], guess: int) -> bool:
 def test_logit_lens_shows_a_completed_character_not_its_bytes(shipped, lang):
     tok = shipped.tokenizer
     ids = tok.encode(CHINESE * 2)
-    view = logit_lens_view(trace_forward(shipped.model, ids, tok), window_size=len(ids), lang=lang)
-    cells = view.fig.data[0].text
-    df = view.df
+    trace = trace_forward(shipped.model, ids, tok)
     completing = 0
-    for (layer, position), guess in zip(zip(df["layer"], df["position"]), df["top_token_id"]):
-        if completes_a_character(tok, ids[:position + 1], int(guess)):
-            completing += 1
-            row = list(view.fig.data[0].y).index(layer)
-            shown = cells[row][position]
-            assert "\\x" not in shown and shown == df.loc[(df["layer"] == layer) & (df["position"] == position),
-                                                          "top_token"].item(), (layer, position, shown)
-            assert "(" in shown and "/" in shown, shown  # the character with its part: 气(2/2)
+    for end in range(11, len(ids), 12):  # the prompt in windows of 12 positions, as the app shows it
+        view = logit_lens_view(trace, position=end, window_size=12, lang=lang)
+        cells, df = view.fig.data[0].text, view.df
+        for (layer, position), guess in zip(zip(df["layer"], df["position"]), df["top_token_id"]):
+            if completes_a_character(tok, ids[:position + 1], int(guess)):
+                completing += 1
+                row = list(view.fig.data[0].y).index(layer)
+                shown = cells[row][position - df["position"].min()]
+                whole = df.loc[(df["layer"] == layer) & (df["position"] == position), "top_token"].item()
+                assert "\\x" not in shown and "(" in whole and "/" in whole, whole  # the character, its part: 气(2/2)
+                assert whole.startswith(shown.removesuffix("…")) and whole[0] == shown[0], (whole, shown)  # cut only
     assert completing >= 5  # the check ran: the model does complete the characters the prompt begins
 
 
