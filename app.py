@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "4a87a0d, the tutorial's; a825e63, today's; nanochat-2025-11 and nanochat-2026-07 name those "
                         "two; default: read off the checkpoint, and where several versions wrote identical files, the "
                         "first; forcing a later one patches missing entries as nanochat's own loader does)")
+    p.add_argument("--compare", default=None, metavar="SOURCE",
+                   help="a second model to put beside the served one in the Inside tab's compare view (anything "
+                        "--model takes; it must share the served model's vocabulary)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bfloat16 on CUDA, float32 on a CPU (there a seeded reply does not change with who "
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     models = load(model=model, nanochat=args.nanochat, source=args.source, model_tag=args.model_tag,
                   step=args.step, random_config=args.random_config,
                   device=None if args.device == "auto" else args.device, dtype=args.dtype, compile=args.compile,
-                  arch=args.arch)
+                  arch=args.arch, compare=args.compare)
     if models.notice:
         print(f"warning: {models.notice}")
     print(f"model: {models.main.name} ({models.main.arch}) on {models.main.device} ({models.main.dtype})")

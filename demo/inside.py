@@ -15,8 +15,10 @@ from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.common import APP_WIDTH
 from rules.downloads import views_zip, write_csv
 from rules.png import PngError, figure_png, unavailable as png_unavailable
+from explain.compare import compare_view
 from explain.then_now import then_now_view
-from rules.inputs import forward_request, limits_md, parse_config
+from explain.trace import trace_forward
+from rules.inputs import check_forward, forward_request, limits_md, parse_config
 from explain.shapes import shapes_view
 from gpt import nanochat as family
 from gpt.torch_thread import pause_point
@@ -42,6 +44,7 @@ VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its
 THEN_NOW = "then_now"  # shown alone (it runs a second model, of another nanochat version): not part of "all"
 # then and now beside a chosen version: "then_now@<commit>" (THEN_NOW alone: the tutorial's, or today's)
 THEN_NOW_VS = tuple(f"{THEN_NOW}@{m.name}" for m in family.MEMBERS)
+COMPARE = "compare"  # shown alone too: the model beside the second one (--compare), or another version's
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
 PNG_SCALE = 2  # a view's PNG has twice its figure's pixels (sharp on a high-density screen; no slower to draw)
@@ -56,7 +59,7 @@ def _size(value, lo: int) -> int:
     return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
-    Field("focus", "all", choices=("all", *VIEWS, THEN_NOW, *THEN_NOW_VS)),
+    Field("focus", "all", choices=("all", *VIEWS, COMPARE, THEN_NOW, *THEN_NOW_VS)),
     Field("preset", "custom", choices=tuple(PRESETS)),
     Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
@@ -105,7 +108,7 @@ def model_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def focus_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, THEN_NOW)] + [
+    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, COMPARE, THEN_NOW)] + [
         (t("ui.view_then_now_vs", lang, member=m.name, date=m.date), v) for m, v in zip(family.MEMBERS, THEN_NOW_VS)]
 
 
@@ -207,7 +210,15 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
         tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
         try:
-            if focus_v.startswith(THEN_NOW):  # "then_now", or "then_now@<commit>": beside that version
+            if focus_v == COMPARE:
+                other = models.beside(which)
+                if other.model.config.vocab_size != loaded.model.config.vocab_size:
+                    raise gr.Error(t("ui.compare_vocab", lang, a=other.model.config.vocab_size,
+                                     b=loaded.model.config.vocab_size))
+                check_forward(other.model, len(req.ids), len(req.ids[0]))
+                traces = [trace_forward(m.model, req.ids, tokenizer) for m in (loaded, other)]
+                views = [compare_view(*traces, loaded.name, other.name, pos_v, lang=lang)]
+            elif focus_v.startswith(THEN_NOW):  # "then_now", or "then_now@<commit>": beside that version
                 versus = family.member(focus_v.partition("@")[2]) if "@" in focus_v else None
                 if versus is not None and versus.features == loaded.model.features:  # nothing to compare
                     raise gr.Error(t("ui.same_version", lang, member=versus.name))

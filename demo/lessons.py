@@ -31,6 +31,7 @@ LESSONS: list[Lesson] = [
     Lesson("forward_vs_generate", "generate", {"gprompt": "Once upon a time", "gcost": True}),
     Lesson("kv_position", "inside", {"preset": "tutorial_kv", "focus": "kv_cache"}),
     Lesson("then_and_now", "inside", {"preset": "story", "focus": "then_now"}),
+    Lesson("when_decide", "inside", {"preset": "story", "focus": "commitment"}),
 ]
 
 

@@ -44,6 +44,7 @@ class Models:
     worker: TorchThread | None = None  # default: model_thread(main.device)
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
     zerogpu: bool = False  # on ZeroGPU hardware: each model handler is one GPU call, in a fork (demo/gpu.py)
+    second: LoadedModel | None = None  # --compare: a second model to put beside the served one (compare view)
     _tutorial: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -85,6 +86,11 @@ class Models:
                                              sequence_len=c.sequence_len)
                 self._tutorial[key] = untrained(config, self.main.tokenizer, self.main.device, member=other)
             return self._tutorial[key]
+
+    def beside(self, which: str) -> LoadedModel:
+        """The model the compare view puts beside `pick(which)`: the second model (--compare) beside the served one,
+        else the other version's untrained model (counterpart)."""
+        return self.second if which == "loaded" and self.second is not None else self.counterpart(which)
 
     def pick(self, which: str) -> LoadedModel:
         """"loaded" (the served model), "tutorial" (the tutorial's random-init model, 2025) or "tutorial_2026"."""
@@ -239,7 +245,8 @@ def fallback_tokenizer() -> Tokenizer:
 
 def load(model: str | None = None, nanochat: bool = False, source: str | None = None, model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
-         dtype: str | None = None, compile: bool = False, arch: str | None = None) -> Models:
+         dtype: str | None = None, compile: bool = False, arch: str | None = None,
+         compare: str | None = None) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     device_notice = ""
@@ -258,6 +265,11 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile, zerogpu=zerogpu)
     models = worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
+    if compare:  # a second model for the compare view: any source --model takes; on failure, a notice
+        try:
+            models.second = worker.run(load_any, compare, dev, _torch_dtype(dtype, dev))
+        except Exception as e:  # noqa: BLE001 - reported in the header, the app serves on
+            device_notice = "; ".join(filter(None, [device_notice, f"--compare {compare}: {type(e).__name__}: {e}"]))
     if device_notice:
         models.notice = "; ".join(filter(None, [device_notice, models.notice]))
     return models
@@ -266,7 +278,7 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
 def _load(model: str | None, nanochat: bool, source: str | None, model_tag: str | None, step: int | None,
           random_config: str | None, dev: torch.device, dtype: str | None, serve: Callable[..., Models],
           arch: str | None = None) -> Models:
-    torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
+    torch_dtype = _torch_dtype(dtype, dev)
     notice = ""
     try:
         if random_config is not None:
@@ -285,6 +297,11 @@ def _load(model: str | None, nanochat: bool, source: str | None, model_tag: str 
     except FileNotFoundError as e:
         notice = notice or f"no trained model yet ({e})"
     return serve(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
+
+
+def _torch_dtype(dtype: str | None, dev: torch.device) -> torch.dtype:
+    """--dtype's name, or "auto"/None: the device's default (gpt.checkpoint.default_dtype)."""
+    return getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
 
 
 def _default_tokenizer() -> Tokenizer:

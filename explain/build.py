@@ -5,6 +5,7 @@ from typing import Callable
 
 from explain.attention import attention_view
 from explain.causality import causality_view
+from explain.commitment import commitment_view
 from explain.common import ViewResult
 from explain.generate import generate_view
 from explain.kvcache import kv_cache_view
@@ -19,7 +20,7 @@ from explain.training import training_view
 from gpt.nanochat import GPT
 
 VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
-         "kv_cache", "generate")
+         "commitment", "kv_cache", "generate")
 
 
 def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
@@ -56,6 +57,7 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "training": lambda: training_view(trace, row, lang=lang, next_ids=next_ids),
         "causality": lambda: causality_view(trace, j, new_token, row, lang=lang),
         "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
+        "commitment": lambda: commitment_view(trace, row, lang=lang),
         "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),
         "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
                                           seed, lang=lang),

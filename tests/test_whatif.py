@@ -1,0 +1,90 @@
+"""Issue 21's when and what if, against computations written out here: commitment against a logit lens computed in
+the test from the recorded residual streams, KL against float64, and the views in both languages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model
+from explain.commitment import commitment, commitment_view
+from explain.compare import compare_models, compare_view
+from explain.trace import trace_forward
+from gpt import nanochat
+from gpt.recorder import Recorder
+
+
+def lens_tops(model, ids: list[int]) -> torch.Tensor:
+    """[L + 1, T] the logit lens's top-1 at every layer, computed here: each recorded residual (where the stream
+    starts, then each block's output) through norm, lm_head and softcap, with the backout where the model has one."""
+    rec = Recorder()
+    with torch.no_grad():
+        model(torch.tensor([ids]), recorder=rec)
+        L, f = model.config.n_layer, model.features
+        names = [model.residual_start] + [f"blocks.{i}.output" for i in range(L)]
+        tops = []
+        for layer, name in enumerate(names):
+            x = rec[name][0].double()
+            if f.backout and layer >= L // 2 + 1:
+                x = x - model.backout_lambda.double() * rec[f"blocks.{L // 2}.output"][0].double()
+            x = x / x.pow(2).mean(-1, keepdim=True).add(torch.finfo(torch.float32).eps).sqrt()
+            raw = (x @ model.lm_head.weight.double().T)[:, : model.config.vocab_size]
+            tops.append((f.softcap * torch.tanh(raw / f.softcap)).argmax(-1))
+    return torch.stack(tops)
+
+
+@pytest.mark.parametrize("which", [nanochat.TUTORIAL, nanochat.TODAY], ids=lambda m: m.name)
+def test_commitment_is_the_first_layer_from_which_the_lens_keeps_the_answer(which, tiny_tokenizer):
+    torch.manual_seed(0)
+    config = nanochat.GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=4, n_head=2,
+                                n_kv_head=2, n_embd=32, window_pattern="SSSL")
+    model = nanochat.new_model(config, which)
+    model.init_weights()
+    model.draw_zeros(1)
+    model.eval()
+    ids = torch.randint(0, config.vocab_size, (40,), generator=torch.Generator().manual_seed(2)).tolist()
+    df = commitment(model, ids)
+    tops = lens_tops(model, ids)
+    L = config.n_layer
+    assert (df["top1"].to_numpy() == tops[L].numpy()).all()  # the lens's last layer is the model's own output
+    for p in range(len(ids)):
+        same = (tops[:, p] == tops[L, p]).tolist()
+        expected = next(layer for layer in range(L + 1) if all(same[layer:]))
+        assert df["first_layer"][p] == expected
+    assert df["first_layer"].nunique() > 1  # not vacuous: positions decide at different layers
+
+
+def test_kl_against_float64(tiny_tokenizer):
+    V = tiny_tokenizer.vocab_size
+    a, b = make_tiny_model(V, seed=1), make_tiny_model(V, seed=2)
+    ids = list(range(3, 23))
+    df = compare_models(a, b, ids)
+    with torch.no_grad():
+        la = a(torch.tensor([ids]))[0].double().log_softmax(-1)
+        lb = b(torch.tensor([ids]))[0].double().log_softmax(-1)
+    kl = (la.exp() * (la - lb)).sum(-1).numpy()
+    np.testing.assert_allclose(df["kl"].to_numpy(), kl, rtol=1e-4, atol=1e-5)
+    assert (df["agree"] == (la.argmax(-1) == lb.argmax(-1)).numpy()).all()
+    assert compare_models(a, a, ids)["kl"].abs().max() < 1e-5 and compare_models(a, a, ids)["agree"].all()
+
+
+def test_models_with_different_vocabularies_are_refused(tiny_tokenizer):
+    V = tiny_tokenizer.vocab_size
+    with pytest.raises(ValueError, match="different vocabularies"):
+        compare_models(make_tiny_model(V), make_tiny_model(V + 64), [1, 2, 3])
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_the_views_in_both_languages(tiny_tokenizer, lang):
+    from text import t
+
+    V = tiny_tokenizer.vocab_size
+    a, b = make_tiny_model(V, seed=1), make_tiny_model(V, seed=2)
+    ids = tiny_tokenizer.encode("hello there, general")
+    ta, tb = trace_forward(a, [ids], tiny_tokenizer), trace_forward(b, [ids], tiny_tokenizer)
+    view = commitment_view(ta, lang=lang)
+    assert list(view.fig.data[0].y) == [t(f"view.commitment.{v}", lang) for v in
+                                       ("first_layer", "first_layer_top3", "first_layer_p50")]
+    assert str(len(ids)) in view.title
+    cv = compare_view(ta, tb, "A", "B", lang=lang)
+    assert f"{cv.df['kl'].mean():.3f}" in cv.text
