@@ -45,6 +45,10 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
                then_now_from_traces(trace_a, trace_b, row=0, lang="en") for two traces you already have;
                then_now_table(trace_then, trace_now, row, lang) -> DataFrame.
 13 family      feature_card_md(config, member, lang) (explain/family.py): which nanochat a model is, and what it adds.
+14 commitment  commitment(model, ids) -> DataFrame; commitment_view(trace, row=0): the first lens layer from which
+               each position's answer is settled (top-1, top-3, p > 0.5), a strip over the text (in VIEWS)
+15 compare     compare_models(model_a, model_b, ids) -> DataFrame (top-1 of each, KL(p_a || p_b), agree);
+               compare_view(trace_a, trace_b, name_a, name_b, position=-1): KL per position, both top-k at one
 
 Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
 own functions and answers (forward, head, causal_mask_for, window_sizes, softcap); the one derived quantity is the
@@ -56,6 +60,8 @@ All text lives in text/: one TOML file per language, read through text.t(key, la
 from explain.attention import attention_view, attention_weights
 from explain.build import VIEWS, build_all, build_views
 from explain.causality import causality_view
+from explain.commitment import commitment, commitment_view
+from explain.compare import compare_models, compare_view
 from explain.common import ViewResult
 from explain.generate import (generate_steps, generate_time_view, generate_view, generation_flops)
 from explain.kvcache import incremental_logits, kv_cache_view
@@ -70,7 +76,7 @@ from explain.trace import Trace, trace_forward
 from explain.training import training_view
 
 __all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "build_all", "build_views",
-           "causality_view", "generate_steps", "generate_time_view", "generate_view",
+           "causality_view", "commitment", "commitment_view", "compare_models", "compare_view", "generate_steps", "generate_time_view", "generate_view",
            "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
            "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",
            "then_now_from_traces", "then_now_table", "then_now_view", "trace_forward", "training_view",
