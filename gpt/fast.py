@@ -120,21 +120,27 @@ class StaticDecoder:
         return out
 
     def _capture(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        # Warm-up runs (compilation, cuBLAS workspaces) really execute: they write K/V at the rows' current
-        # positions (harmless: the next real step overwrites them) and move positions and tokens (restored).
-        saved = self.cache.pos.clone(), self.tokens.clone()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                fn()
-                self.cache.pos.copy_(saved[0])
-                self.tokens.copy_(saved[1])
+            self.warm_up(fn)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             out = fn()
         return graph, out
+
+    def warm_up(self, fn: Callable[[], torch.Tensor], runs: int = 2) -> None:
+        """Run a step `runs` times and leave no trace of it (before a capture: compilation, cuBLAS workspaces). The
+        runs really execute: they write K/V at the rows' current positions (harmless: the next real step overwrites
+        them) and move what a step reads back: positions, tokens and each row's carried embedding (the smear's
+        previous token), all restored."""
+        state = (self.cache.pos, self.tokens, self.cache.prev)
+        saved = [x.clone() for x in state]
+        for _ in range(runs):
+            fn()
+            for x, before in zip(state, saved):
+                x.copy_(before)
 
     @torch.inference_mode()
     def decode(self, batch: int, span: int, width: int | None) -> torch.Tensor:

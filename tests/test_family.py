@@ -350,3 +350,28 @@ def test_the_app_serves_a_tree_and_its_card_says_which_nanochat(commit):
     assert ("--arch" in card) == (commit == "aba30cb")
     forced = app_load(model=str(FIXTURES / commit), device="cpu", arch=commit)
     assert forced.main.arch == nanochat.member(commit).name
+
+
+@pytest.mark.parametrize("commit", ["e85db6b", "a825e63"])
+def test_a_warm_up_before_a_capture_leaves_no_trace(commit):
+    """On a GPU every new step shape is run twice before it is captured as a CUDA graph (StaticDecoder.warm_up).
+    Those runs must leave nothing behind: here each decode step is warmed up first, and the tokens must be those of
+    a decoder that never warms up. (The smear's carried embedding once stayed overwritten: today's member then
+    decoded wrong tokens under CUDA graphs only.)"""
+    from gpt.fast import StaticDecoder
+
+    model = load(FIXTURES / commit, device="cpu", dtype="float32", arch=commit).model
+    ids = reference(commit)["ids"][0]
+    plain, warmed = StaticDecoder(model, 2, graphs=False), StaticDecoder(model, 2, graphs=False)
+    out = {}
+    for name, decoder in (("plain", plain), ("warmed", warmed)):
+        for row, prompt in enumerate((ids[:40].tolist(), ids[5:40].tolist())):
+            decoder.prefill(row, prompt, None)
+        steps = []
+        for _ in range(12):
+            if decoder is warmed:
+                span = int(decoder.cache.pos[:2].max()) + 1
+                decoder.warm_up(lambda: decoder._decode_fn(2, span, None))
+            steps.append(decoder.decode(2, 0, None).tolist())
+        out[name] = steps
+    assert out["warmed"] == out["plain"]
