@@ -400,7 +400,7 @@ def config_from_hf(hf: dict, where: str = "config.json") -> tuple[GPTConfig, lis
     d = {"sequence_len": hf["max_position_embeddings"], "vocab_size": hf["vocab_size"],
          "n_layer": hf["num_hidden_layers"], "n_head": H, "n_kv_head": Hkv, "n_embd": C}
     config = config_from_dict(d, where)  # positive integers, or a named error
-    SOFTCAP, ROTARY_BASE = nanochat.TUTORIAL.features.softcap, nanochat.TUTORIAL.features.rotary_base
+    ours = nanochat.TUTORIAL.features  # a transformers NanoChat folder is read as the tutorial's forward
     problems = []
     if C % H:
         problems.append(f"hidden_size {C} is not a multiple of num_attention_heads {H}")
@@ -416,15 +416,15 @@ def config_from_hf(hf: dict, where: str = "config.json") -> tuple[GPTConfig, lis
         problems.append(f"hidden_act {hf['hidden_act']!r} (ours is relu2)")
     if hf.get("attention_bias", False) or hf.get("mlp_bias", False):
         problems.append("biases (attention_bias / mlp_bias; ours has none)")
-    if hf.get("final_logit_softcapping", SOFTCAP) != SOFTCAP:
-        problems.append(f"final_logit_softcapping {hf['final_logit_softcapping']} (ours is {SOFTCAP})")
+    if hf.get("final_logit_softcapping", ours.softcap) != ours.softcap:
+        problems.append(f"final_logit_softcapping {hf['final_logit_softcapping']} (ours is {ours.softcap:g})")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else rope
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0)) if isinstance(rope, dict) else None
     if rope_type != "default":
         problems.append(f"rope type {rope_type!r} (ours is the default rotary)")
-    elif theta != ROTARY_BASE:
-        problems.append(f"rope_theta {theta} (ours is {ROTARY_BASE})")
+    elif theta != ours.rotary_base:
+        problems.append(f"rope_theta {theta} (ours is {ours.rotary_base:g})")
     for key in ("quantization_config", "sliding_window", "layer_types"):
         if hf.get(key):
             problems.append(f"{key} {hf[key]!r} (ours has no such option)")
