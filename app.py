@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
                   arch=args.arch, compare=args.compare)
     if models.notice:
         print(f"warning: {models.notice}")
-    print(f"model: {models.main.name} ({models.main.arch}) on {models.main.device} ({models.main.dtype})")
+    print(f"model: {models.main.name} (nanochat {models.main.arch}) on {models.main.device} ({models.main.dtype})")
+    if models.main.same_files:
+        print(f"note: nanochat {', '.join(models.main.same_files)} wrote files exactly like these but computes "
+              f"differently; --arch picks one")
     demo = build_demo(models)
     demo.queue(default_concurrency_limit=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
