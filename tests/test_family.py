@@ -375,3 +375,21 @@ def test_a_warm_up_before_a_capture_leaves_no_trace(commit):
             steps.append(decoder.decode(2, 0, None).tolist())
         out[name] = steps
     assert out["warmed"] == out["plain"]
+
+
+@pytest.mark.parametrize("which", nanochat.MEMBERS, ids=lambda m: m.name)
+def test_every_view_builds_for_every_member(which):
+    """The Inside tab's views (and generate) on a model of each version, with a cached prefix: each is made, and the
+    views that read the recorded stream see this version's own points (smear, backout, value-embedding gates)."""
+    from explain import build_all
+
+    model = family_model(which).float()
+    ids = torch.randint(0, SMALL.vocab_size, (1, 60), generator=torch.Generator().manual_seed(5)).tolist()
+    views = build_all(model, None, ids, "zh", layer=1, head=1, cached=20, gen_tokens=3)
+    from explain.build import VIEWS
+
+    assert list(views) == list(VIEWS)
+    shapes = views["shapes"].df["name"].tolist()
+    # (the shapes walk shows one block for all: a value-embedding gate when the version has them on any layer)
+    for point, feature in (("embed_smear", "smear"), ("backout", "backout"), ("blocks.0.attn.ve_gate", "value_embeds")):
+        assert (point in shapes) == model.has_point(feature), point
