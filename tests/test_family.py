@@ -393,3 +393,11 @@ def test_every_view_builds_for_every_member(which):
     # (the shapes walk shows one block for all: a value-embedding gate when the version has them on any layer)
     for point, feature in (("embed_smear", "smear"), ("backout", "backout"), ("blocks.0.attn.ve_gate", "value_embeds")):
         assert (point in shapes) == model.has_point(feature), point
+
+
+@pytest.mark.parametrize("which", [nanochat.TUTORIAL, nanochat.member("fbc1484")], ids=lambda m: m.name)
+def test_forward_flops_is_the_sum_over_its_tokens(which):
+    """The closed form the budgets use equals flops_per_token summed token by token, inside and past the windows."""
+    model = family_model(which).float()
+    for T, T0 in ((1, 0), (30, 0), (70, 0), (5, 40), (60, 45), (1, 200)):
+        assert model.forward_flops(T, T0) == sum(model.flops_per_token(T0 + i + 1) for i in range(T))

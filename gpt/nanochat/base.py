@@ -39,6 +39,13 @@ class GPTConfig:
     window_pattern: str = "L"  # tiled over the layers, the last always L; L = the whole context, S = a short window
 
 
+def _sum_capped(lo: int, hi: int, cap: int | None) -> int:
+    """sum of min(k, cap) for k = lo .. hi (cap None: no cap): the keys read by the queries at those positions."""
+    top = hi if cap is None else min(hi, cap)
+    below = (lo + top) * (top - lo + 1) // 2 if top >= lo else 0
+    return below + (0 if cap is None else cap * max(0, hi - max(cap, lo - 1)))
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig, member: Member):
         super().__init__()
@@ -117,8 +124,10 @@ class GPT(nn.Module):
         return 2 * self.num_matmul_params() + 4 * self.config.n_embd * keys
 
     def forward_flops(self, T: int, T0: int = 0) -> int:
-        """FLOPs of one forward of T new tokens after T0 cached ones (causal: token i attends over T0+i+1 keys)."""
-        return sum(self.flops_per_token(T0 + i + 1) for i in range(T))
+        """FLOPs of one forward of T new tokens after T0 cached ones (causal: token i attends over T0+i+1 keys): the
+        sum of flops_per_token over them, in closed form (the work budgets ask this for every step of a generation)."""
+        keys = sum(_sum_capped(T0 + 1, T0 + T, None if w is None else w + 1) for w in self.window_sizes)
+        return 2 * self.num_matmul_params() * T + 4 * self.config.n_embd * keys
 
     def kv_bytes_per_token(self, dtype: torch.dtype | None = None) -> int:
         """Bytes of KV cache one position takes: keys and values of every layer (in `dtype`, default the model's)."""
