@@ -29,6 +29,7 @@ _STAGE_CODE = {
     "embed_norm": (2, "norm(x)"),
     "embed_smear": (2, "x + smear_lambda·σ(smear_gate(x[:24]))·x[t-1]"),
     "blocks.{i}.input": (2, None),  # view.shapes.code.block_input
+    "blocks.{i}.attn.ve": (2, "value_embeds[i](idx)"),
     "blocks.{i}.attn.ve_gate": (2, "{ve_scale:g}·σ(ve_gate(x[..., :{ve_channels}]))"),
     "blocks.{i}.attn.q": (2, "norm(rotary(c_q(norm(x))))"),
     "blocks.{i}.attn.k": (2, "norm(rotary(c_k(norm(x)))) (+ cache)"),

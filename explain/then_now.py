@@ -39,7 +39,8 @@ _CHANGED = {"rotary.cos": (("rotary_base", "rotary_bf16"), "rotary"), "rotary.si
             "blocks.{i}.input": (("lambdas",), "x0_mix"), "blocks.{i}.attn.q": (("qk_scale",), "qk_scale"),
             "blocks.{i}.attn.k": (("qk_scale",), "qk_scale"), "final_norm": (("backout",), "after_backout"),
             "logits_raw": (("pad_vocab_to", "softcap_fp32"), "padded_vocab"), "logits": (("softcap",), "softcap")}
-_NEW_NOTE = {"embed_smear": "smear", "blocks.{i}.attn.ve_gate": "ve_gate", "backout": "backout"}
+_NEW_NOTE = {"embed_smear": "smear", "blocks.{i}.attn.ve": "ve", "blocks.{i}.attn.ve_gate": "ve_gate",
+             "backout": "backout"}
 
 
 def point_of(name: str) -> tuple[str, int | None]:

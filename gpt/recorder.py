@@ -8,7 +8,12 @@ device: the caller decides what (if anything) leaves it.
 `POINTS` is the one table of names, what produces them, their shapes (B batch, T new tokens, Tk = T0 + T keys incl.
 cached ones, C width, H query heads, Hkv kv heads, hd head dim, V vocab) and the feature that adds them (a field of
 gpt/nanochat/features.py; None: every nanochat forward records it). Block points exist once per block i. A model says
-which points it records: `GPT.recording_points()` (ve_gate only on its value-embedding layers).
+which points it records: `GPT.recording_points()` (ve and ve_gate only on its value-embedding layers).
+
+A tap may also write into the tensor it is given, in place: the forward taps every point before it reads that tensor
+again, so what the tap wrote is what the rest of that forward computes with. Like a recorder, such a tap belongs to
+the one forward it is passed to, never to the model (explain's activation patching writes a clean run's attention or
+MLP output into a corrupt run this way, and its saliency the embeddings along a path).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ POINTS: tuple[Point, ...] = (
     Point("embed_norm", "norm(wte(idx)), the residual stream start", "[B, T, C]"),
     Point("embed_smear", "embed_norm + gated share of the previous token's", "[B, T, C]", "smear"),
     Point("blocks.{i}.input", "residual stream entering block i (after the resid/x0 mix, with lambdas)", "[B, T, C]"),
+    Point("blocks.{i}.attn.ve", "value_embeds[i](idx), value-embedding layers", "[B, T, Hkv·hd]", "value_embeds"),
     Point("blocks.{i}.attn.ve_gate", "s·sigmoid(ve_gate(x[..., :c])), value-embedding layers", "[B, T, Hkv]",
           "value_embeds"),
     Point("blocks.{i}.attn.q", "queries after rotary and QK norm", "[B, H, T, hd]"),

@@ -245,12 +245,14 @@ def test_then_and_now_table_has_every_recorded_name_once(model, old_model, ids):
             x = rec[name][0].double().numpy()
             assert rms[name] == pytest.approx(np.sqrt((x ** 2).mean()), rel=1e-4, abs=1e-5), name
     assert {p.name: p.feature for p in POINTS if p.feature is not None} == {
-        "embed_smear": "smear", "blocks.{i}.attn.ve_gate": "value_embeds", "backout": "backout"}
+        "embed_smear": "smear", "blocks.{i}.attn.ve": "value_embeds", "blocks.{i}.attn.ve_gate": "value_embeds",
+        "backout": "backout"}
     is_new = df["status"] == t("view.then_now.status.new", "en")
-    assert set(df[is_new]["name"]) == {"embed_smear", "blocks.1.attn.ve_gate", "blocks.3.attn.ve_gate", "backout"}
+    assert set(df[is_new]["name"]) == {"embed_smear", "blocks.1.attn.ve", "blocks.1.attn.ve_gate", "blocks.3.attn.ve",
+                                       "blocks.3.attn.ve_gate", "backout"}
     assert (df[df["name"].str.startswith("blocks.3.")]["shape_then"] == "").all()  # the tutorial model has 3 layers
     only = df[df["status"] == t("view.then_now.status.only_now", "en")]
-    assert set(only["name"]) == {n for n in names_new if n.startswith("blocks.3.") and "ve_gate" not in n}
+    assert set(only["name"]) == {n for n in names_new if n.startswith("blocks.3.") and ".ve" not in n}
     changed = set(df[df["status"] == t("view.then_now.status.changed", "en")]["name"])
     assert {"blocks.0.attn.y", "blocks.2.attn.y", "blocks.1.attn.v", "final_norm", "logits_raw"} <= changed
     assert not {"blocks.1.attn.y", "blocks.0.attn.v", "embed", "logits"} & changed

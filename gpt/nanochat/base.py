@@ -88,6 +88,11 @@ class GPT(nn.Module):
     def rotary_base(self) -> float:
         return self.features.rotary_base
 
+    def mix(self, i: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What block i reads of the residual stream x (x0: where the stream started): x itself, unless a member
+        mixes x0 back in (gpt/nanochat/current.py). Linear: explain applies it to the weights of the stream's parts."""
+        return x
+
     def has_value_embedding(self, layer: int) -> bool:
         """Whether block `layer` mixes in a value embedding (Features.has_value_embedding)."""
         return self.features.has_value_embedding(layer, self.config.n_layer)

@@ -52,6 +52,7 @@ class CausalSelfAttention(QKV):
         qk, v = self.project(x)
         # Value residual (ResFormer): mix in this layer's embedding of the token ids, one gate in (0, s) per kv head.
         if ve is not None:
+            tap(self.names["attn.ve"], ve)
             gate = self.ve_gate_scale * torch.sigmoid(self.ve_gate(x[..., : self.ve_gate_channels]))  # [B, T, Hkv]
             tap(self.names["attn.ve_gate"], gate)
             v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
@@ -143,26 +144,12 @@ class GPT(base.GPT):
                 loss_reduction: str = "mean", recorder: Tap | None = None) -> torch.Tensor:
         """idx [B, T] -> logits [B, T, V] (float32, softcapped), or the cross-entropy loss when targets are given."""
         tap = no_tap if recorder is None else recorder
-        f = self.features
         # Stage 1: the rotary angles at exactly these positions.
         factors = self.rotary_at(idx.size(1), kv_cache, tap)
 
-        # Stage 2: the trunk. The embedding, normalized (then smeared with the previous token's).
-        x = self.transformer.wte(idx)
-        tap("embed", x)
-        x = norm(x)
-        tap("embed_norm", x)
-        if f.smear:
-            x = self.smear(x, None if kv_cache is None else kv_cache.carry_embedding(x))
-            tap("embed_smear", x)
-        x0, x_backout = x, None
-        for i, block in enumerate(self.transformer.h):
-            if f.lambdas:
-                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            ve = self.value_embeds[str(i)](idx) if self.has_value_embedding(i) else None
-            x = block(x, ve, factors, kv_cache, tap)
-            if i == self.backout_layer:
-                x_backout = x
+        # Stage 2: the trunk. The embedding, normalized (then smeared with the previous token's), then the blocks.
+        x = self.embed(idx, kv_cache, tap)
+        x, x_backout = self.run_blocks(x, factors, kv_cache, tap, idx=idx)
 
         # Stage 3: logits, softcapped (backout first).
         logits = self.head(x, tap, x_backout)
@@ -170,11 +157,53 @@ class GPT(base.GPT):
         # Stage 4: training returns the loss (every position is an example), inference returns the logits.
         return self.loss_or_logits(logits, targets, loss_reduction)
 
+    def embed(self, idx: torch.Tensor, kv_cache: Cache | None = None, tap: Tap = no_tap) -> torch.Tensor:
+        """Where the residual stream starts (x0) [B, T, C]: the token embedding, normalized, then smeared with the
+        previous token's (the cache carries the one before idx's first)."""
+        x = self.transformer.wte(idx)
+        tap("embed", x)
+        x = norm(x)
+        tap("embed_norm", x)
+        if self.features.smear:
+            x = self.smear(x, None if kv_cache is None else kv_cache.carry_embedding(x))
+            tap("embed_smear", x)
+        return x
+
+    def run_blocks(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
+                   tap: Tap = no_tap, *, start: int = 0, idx: torch.Tensor | None = None,
+                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Blocks start..n_layer-1 -> (the last residual, the residual kept after block backout_layer, or None).
+
+        x: the residual stream before block `start`'s lambdas mix it (where the stream starts for block 0, else block
+        start-1's output); idx: the token ids (the value embeddings read them); x0: where the stream started (default
+        x); x_backout: the residual kept after block backout_layer, when starting past it. forward runs them all;
+        starting later resumes a forward from a residual stream (explain's activation patching)."""
+        x0 = x if x0 is None else x0
+        for i in range(start, self.config.n_layer):
+            x = self.mix(i, x, x0)
+            ve = self.value_embeds[str(i)](idx) if self.has_value_embedding(i) else None
+            x = self.transformer.h[i](x, ve, factors, kv_cache, tap)
+            if i == self.backout_layer:
+                x_backout = x
+        return x, x_backout
+
+    def mix(self, i: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """What block i reads: the residual x scaled and the stream's start x0 mixed back in, λr[i]·x + λ0[i]·x0
+        (without lambdas, x). Linear, so explain applies it to the weights of the stream's parts too."""
+        if not self.features.lambdas:
+            return x
+        return self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+
+    def apply_backout(self, x: torch.Tensor, x_backout: torch.Tensor) -> torch.Tensor:
+        """The residual the final norm reads: x − backout_lambda · (the residual kept after block backout_layer)."""
+        return x - self.backout_lambda * x_backout
+
     def head(self, x: torch.Tensor, tap: Tap = no_tap, x_backout: torch.Tensor | None = None) -> torch.Tensor:
         """The output head on a residual stream x [..., C]: subtract backout_lambda times the residual kept after
         block n_layer // 2 (when given), final norm, lm_head, cut the padded vocab, float32, softcap."""
         if x_backout is not None:
-            x = x - self.backout_lambda * x_backout
+            x = self.apply_backout(x, x_backout)
             tap("backout", x)
         x = norm(x)
         tap("final_norm", x)

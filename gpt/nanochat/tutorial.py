@@ -92,19 +92,36 @@ class GPT(base.GPT):
         # Stage 1: the rotary angles at exactly these positions.
         factors = self.rotary_at(idx.size(1), kv_cache, tap)
 
-        # Stage 2: the trunk.
-        x = self.transformer.wte(idx)
-        tap("embed", x)
-        x = norm(x)
-        tap("embed_norm", x)
-        for block in self.transformer.h:
-            x = block(x, factors, kv_cache, tap)
+        # Stage 2: the trunk: the embedding, normalized, then the blocks.
+        x = self.embed(idx, kv_cache, tap)
+        x, _ = self.run_blocks(x, factors, kv_cache, tap)
 
         # Stage 3: logits, softcapped.
         logits = self.head(x, tap)
 
         # Stage 4: training returns the loss (every position is an example), inference returns the logits.
         return self.loss_or_logits(logits, targets, loss_reduction)
+
+    def embed(self, idx: torch.Tensor, kv_cache: Cache | None = None, tap: Tap = no_tap) -> torch.Tensor:
+        """Where the residual stream starts: the token embedding, normalized [B, T, C] (kv_cache: unused here, a
+        later forward's smear reads it)."""
+        x = self.transformer.wte(idx)
+        tap("embed", x)
+        x = norm(x)
+        tap("embed_norm", x)
+        return x
+
+    def run_blocks(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
+                   tap: Tap = no_tap, *, start: int = 0, idx: torch.Tensor | None = None,
+                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, None]:
+        """Blocks start..n_layer-1 on the residual stream x (what block `start` reads) -> (the last residual, None).
+        forward runs them all; starting later resumes a forward from a residual stream (explain's activation
+        patching). idx, x0 and x_backout are what later forwards also read (value embeddings, lambdas, backout):
+        this one has none of them."""
+        for block in self.transformer.h[start:]:
+            x = block(x, factors, kv_cache, tap)
+        return x, None
 
     def head(self, x: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
         """The output head (stage 3) on any residual stream x [..., C]: final norm, lm_head, softcap 15, then
