@@ -6,6 +6,8 @@
     python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
     python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
 
+Every copy also serves an OpenAI-compatible API on its own port under /v1 (api/), with --api-key to ask for a key.
+
 Hugging Face Spaces runs this file as is (it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT from the environment, and
 INSIDE_FORWARD_MODEL as --model's default).
 """
@@ -19,6 +21,9 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 # The model to serve when --model is not given: how a Space (which runs `python app.py` with no arguments) serves a
 # Hub model, set as a variable in its settings.
 MODEL_ENV = "INSIDE_FORWARD_MODEL"
+# A secret from the environment rather than the command line (which other users of the machine can read): the key the
+# /v1 API asks for.
+API_KEY_ENV = "INSIDE_FORWARD_API_KEY"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also open a temporary public *.gradio.live link (needs internet; off by default)")
     p.add_argument("--concurrency", type=int, default=2,
                    help="requests of one kind that run at the same time (chat replies: as many as decode together)")
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None, metavar="KEY",
+                   help=f"(default: ${API_KEY_ENV}) the key the OpenAI-compatible API under /v1 asks for, as "
+                        "'Authorization: Bearer KEY' (without one it asks for none)")
     return p.parse_args(argv)
 
 
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     from demo.offline import stay_offline_unless_hub
 
     stay_offline_unless_hub(model)
+    from api import OpenAIServer
     from demo.app import build_demo, launch_kwargs
     from demo.models import ARCH_CHOICES, load
 
@@ -87,9 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     if models.main.same_files:
         print(f"note: nanochat {', '.join(models.main.same_files)} wrote files exactly like these but computes "
               f"differently; --arch picks one")
+    routes = []
+    if models.zerogpu:  # each reply is a GPU call of a Gradio event there; the API has none to run in
+        print("note: no /v1 API on ZeroGPU")
+    else:
+        routes.append(OpenAIServer(models.engine, models.main.name, models.chat_rows, args.api_key).mount())
     demo = build_demo(models)
     demo.queue(default_concurrency_limit=args.concurrency)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(routes))
 
 
 if __name__ == "__main__":

@@ -1,44 +1,20 @@
-"""Chat tab: a streaming multi-turn chat in nanochat's format, with Stop / Regenerate / Clear and live stats."""
+"""Chat tab: a streaming multi-turn chat in nanochat's format, with Stop / Regenerate / Clear, live stats, and the
+reply's branches (demo/branches.py)."""
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import gradio as gr
 
-from demo import scratch
-from demo.gpu import FileFlag, chat_seconds
+from demo import branches as branch_panel
+from demo.gpu import chat_seconds
 from demo.i18n import Relabel, t
 from demo.models import Models
+from demo.replies import forget_session, stop_flag, stream_reply
+from rules.branches import Branch, Branches
 from rules.inputs import (SETTINGS, InputError, context_notice, fit_context, from_chatbot, max_tokens_setting,
                            sampling, to_chatbot, to_reply, with_message)
-from text import t_count
-
-UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the model is
-
-
-# Stop flags, one per browser session: the Stop button sets it, the running reply checks it before every token.
-# A session's flag is dropped when the session ends (`forget_session`, on the page's unload). On ZeroGPU the reply runs
-# in a fork of this process, which sees no Event set here after it started: there the flag is a file (demo/gpu.py).
-_STOP: dict[str, threading.Event | FileFlag] = {}
-
-
-def _session(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "api"
-
-
-def _stop_flag(request: gr.Request | None, across_forks: bool = False) -> threading.Event | FileFlag:
-    session = _session(request)
-    if across_forks:  # in the session's scratch folder, which goes with the session too
-        return _STOP.setdefault(session, FileFlag(scratch.session_folder(request) / "stop"))
-    return _STOP.setdefault(session, threading.Event())
-
-
-def forget_session(request: gr.Request = None) -> None:
-    """The page closed: its stop flag goes too."""
-    _STOP.pop(_session(request), None)
 
 
 @dataclass
@@ -54,58 +30,24 @@ class ChatTab:
     forget: object  # for demo.unload: drops the session's state
 
 
-def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed: int, stop_reason: str | None,
-               lang: str) -> str:
-    tps = n / elapsed if elapsed > 0 else 0.0
-    parts = [t_count("ui.stats_tokens", n, lang), f"**{tps:.1f}** {t('ui.stats_tps', lang)}"]
-    if ttft is not None:
-        parts.append(f"{t('ui.stats_ttft', lang)} **{ttft * 1000:.0f} ms**")
-    parts += [f"{t('ui.stats_seed', lang)} `{seed}`", f"`{models.main.device}`", models.main.name]
-    if stop_reason:
-        parts.append(f"{t('ui.stats_stop', lang)}: {t('ui.stop_' + stop_reason, lang)}")
-    return " · ".join(parts)
-
-
 def make_reply(models: Models):
-    """The streaming generator behind Send and Regenerate."""
+    """The streaming generator behind Send and Regenerate: streams the reply, then keeps it as the first branch."""
 
-    # (the engine's decode loop runs its steps on the torch thread itself; on ZeroGPU the GPU call lasts the reply)
     @models.handler(on_thread=False, duration=lambda a: chat_seconds(a["max_tokens"], models.main.model.config))
     def reply(history, temperature, top_k, top_p, max_tokens, seed, lang, request: gr.Request = None
-              ) -> Iterator[tuple[list[dict], str, str]]:
+              ) -> Iterator[tuple]:
         messages = to_reply(history)
         params = sampling(temperature, top_k, top_p, max_tokens, seed)
         ctx = models.main.model.config.sequence_len
         prompt, dropped = fit_context(models.main.tokenizer, messages, ctx, params.max_tokens)
         notice = context_notice(ctx, len(prompt), dropped, params.max_tokens, lang)
-        flag = _stop_flag(request, models.zerogpu)
+        flag = stop_flag(request, models.zerogpu)
         flag.clear()
         messages.append({"role": "assistant", "content": ""})
-        text, n, ttft, stop_reason = "", 0, None, None
-        start = last = time.perf_counter()
-        stream = models.engine.stream(prompt, params, should_stop=flag.is_set)
-        try:
-            for event in stream:
-                now = time.perf_counter()
-                if event.token is not None:
-                    n += 1
-                    ttft = ttft if ttft is not None else now - start
-                text += event.text
-                if event.done:
-                    stop_reason = event.stop_reason
-                if event.done or now - last >= UPDATE_EVERY_S:
-                    last = now
-                    messages[-1]["content"] = text
-                    line = stats_line(models, n, now - start, ttft, params.seed, stop_reason, lang)
-                    yield to_chatbot(messages), line, notice
-                if event.done:
-                    break
-        finally:
-            stream.close()  # frees the engine's cache even when the event is cancelled mid-stream
-        if stop_reason is None:  # the stream ended without a final event
-            messages[-1]["content"] = text
-            line = stats_line(models, n, time.perf_counter() - start, ttft, params.seed, None, lang)
-            yield to_chatbot(messages), line, notice
+        for now in stream_reply(models, messages, prompt, params, flag.is_set, lang):
+            ended = now.stop_reason is not None
+            kept = Branches(prompt, params, [Branch(now.tokens, stop=now.stop_reason)]) if ended else gr.skip()
+            yield now.chat, now.stats, notice, kept
 
     return reply
 
@@ -156,28 +98,34 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
     def stop_now(line: str, lang: str, request: gr.Request = None) -> str:
         """Stops the reply (the running one checks the flag; a waiting one is cancelled) and says so: a reply cut
         short by the cancel never gets to write its own last stats line."""
-        _stop_flag(request, models.zerogpu).set()
+        stop_flag(request, models.zerogpu).set()
         if t("ui.stats_stop", lang) in (line or ""):  # the reply had already ended: that line says why
             return line
         stopped = f"{t('ui.stats_stop', lang)}: {t('ui.stop_stopped', lang)}"
         return f"{line} · {stopped}" if line else f"{t('ui.stopped', lang)} {stopped}"
 
     # As many replies stream at once as the engine decodes together (its batch rows); more wait in Gradio's queue,
-    # which shows them their place. One limit for the three ways to start a reply.
+    # which shows them their place. One limit for every way to start a reply (Send, Regenerate, a branch, Continue).
     together = dict(concurrency_limit=models.chat_rows, concurrency_id="chat")
     streaming = []
+    panel = branch_panel.build(models, relabel, lang_state, chatbot, stats, streaming, together)
+    redraw = dict(fn=panel.show, inputs=[panel.state, lang_state], outputs=panel.show_outputs, api_name=False,
+                  queue=False)
     # The checks before a reply are quick: they show no progress (nor, when they refuse, an "Error" cover over the
     # message box: demo/app.py's CSS), only the toast with the reason.
     check = dict(api_name=False, show_progress="hidden")
     instant = dict(api_name=False, queue=False, show_progress="hidden")
+    replied = [chatbot, stats, notice, panel.state]
     for trigger, api_name in ((send.click, "respond"), (message.submit, False)):
         ev = trigger(add_user, [message, chatbot, max_tokens, seed, lang_state], [message, chatbot, stats], **check)
-        streaming.append(ev.success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=api_name,
-                                    **together))
+        streaming.append(ev.success(reply, [chatbot, *settings], replied, api_name=api_name, **together))
+        streaming[-1].then(**redraw)
     streaming.append(regenerate.click(drop_reply, [chatbot, lang_state], [chatbot, stats], **check)
-                     .success(reply, [chatbot, *settings], [chatbot, stats, notice], api_name=False, **together))
+                     .success(reply, [chatbot, *settings], replied, api_name=False, **together))
+    streaming[-1].then(**redraw)
     stop.click(stop_now, [stats, lang_state], stats, cancels=streaming, **instant)
-    clear.click(lambda: ([], "", ""), None, [chatbot, stats, notice], cancels=streaming, **instant)
+    clear.click(lambda: ([], "", "", None), None, [chatbot, stats, notice, panel.state], cancels=streaming,
+                **instant).then(**redraw)
     # (Clear cancels too: a reply still streaming would write the conversation back.)
 
     return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside, forget_session)

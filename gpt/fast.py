@@ -97,8 +97,8 @@ class StaticDecoder:
     def _prefill_step(self, T: int, span: int, width: int | None) -> torch.Tensor:
         row = self.row
         start = self.cache.pos[row]
-        # The prompt may be padded to T: its last real token is carried (valid). Eagerly span == T == its length, so
-        # plain causal attention (mask_free).
+        # The prompt may be padded to T: its last real token is carried (valid). Eagerly span == start + T, exactly
+        # the keys there, so the model's causal rule applies (mask_free).
         cache = self.cache.step(span, rows=row, mask_free=not self.static_shapes, valid=self.prompt_len)
         logits = self.model(self.prompt[:, :T], kv_cache=cache)[0, :, : self.n_sampled]  # [T, V]
         last = logits.index_select(0, self.prompt_len - 1)  # the last real (unpadded) prompt position
@@ -152,15 +152,21 @@ class StaticDecoder:
         return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, span, width))
 
     @torch.inference_mode()
-    def prefill(self, row: int, prompt_ids: list[int], width: int | None) -> torch.Tensor:
-        """Reset `row`, run its prompt, sample its first token ([1] on the device; also fed next by decode)."""
-        n = len(prompt_ids)
-        T = self.size(n, MIN_PREFILL, self.seq_len)
-        self.prompt[0, :n] = torch.tensor(prompt_ids, dtype=torch.long).to(self.device, non_blocking=True)
+    def prefill(self, row: int, prompt_ids: list[int], width: int | None, start: int = 0) -> torch.Tensor:
+        """Run `row`'s prompt, sample its first token ([1] on the device; also fed next by decode). The row's cache
+        already holds positions [0, start) of this prompt (a kept prefix: gpt/serving.py), so only the tokens from
+        `start` on are computed; the token before them gives the smear its carried embedding."""
+        if not 0 <= start < len(prompt_ids):
+            raise ValueError(f"start {start} must leave at least one of the {len(prompt_ids)} prompt tokens to compute")
+        n = len(prompt_ids) - start
+        T = self.size(n, MIN_PREFILL, self.seq_len - start)  # padding must not write past the cache
+        self.prompt[0, :n] = torch.tensor(prompt_ids[start:], dtype=torch.long).to(self.device, non_blocking=True)
         self.row.fill_(row)
         self.prompt_len.fill_(n)
-        self.cache.pos[row] = 0
-        span = self.size(T, MIN_SPAN, self.seq_len)
+        self.cache.pos[row] = start
+        if start:
+            self.cache.prev[row] = self.model.carried_embedding(prompt_ids[start - 1]).to(self.cache.prev.dtype)
+        span = self.size(start + T, MIN_SPAN, self.seq_len)
         return self._run(("prefill", T, span, width), lambda: self._prefill_fn(T, span, width))
 
     def set_row(self, row: int, temperature: float, top_k: int | None, top_p: float, seed: int) -> None:

@@ -1,7 +1,9 @@
 """Many chat sessions, one decode loop: the batched server behind Engine.stream (the app uses it on every device).
 
 Each session owns one row of a StaticDecoder (gpt/fast.py) while it runs. A background thread loops:
-1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token;
+1. admit waiting sessions into free rows: prefill the prompt, sample and stream the first token (a free row keeps the
+   keys/values of the last session it ran: a prompt that begins with those tokens, a branch of a reply or the next
+   turn of a chat, computes only the tokens after them);
 2. drop sessions that were stopped (should_stop) or abandoned by their reader;
 3. launch one decode step for the rows up to the highest busy one (a CUDA-graph replay per batch bucket) and copy
    the new tokens to pinned host memory;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from typing import Callable, Iterator
 
@@ -27,6 +30,10 @@ from gpt.tokenizer import Tokenizer
 
 
 STEPS_PER_RUN = 8  # loop iterations per call of the server's `run` (see BatchServer._steps)
+# A row whose reply ended less than this ago is not given to a new prompt that shares nothing with it while another
+# row is free: long enough to read a reply and branch it, or write the next turn, which then reuse its cache; short
+# enough that the batch narrows again to the lowest rows (each row up to the highest busy one is computed every step).
+KEEP_S = 300.0
 
 
 class _Session:
@@ -36,11 +43,27 @@ class _Session:
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.row: int | None = None
         self.launched = 0  # decode steps launched for this session (device position = len(prompt) + launched)
+        self.sampled: list[int] = []  # every token sampled for it, in order (a stop token included)
         self.done = False
         self.abandoned = False  # the reader went away
 
     def stop_requested(self) -> bool:
         return self.should_stop is not None and self.should_stop()
+
+    def fed(self) -> list[int]:
+        """The tokens whose keys/values this session wrote into its row, in position order: the prompt, then each
+        sampled token that a launched decode step fed back (step k feeds the token sampled before it)."""
+        return self.prompt + self.sampled[: self.launched]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class BatchServer:
@@ -59,6 +82,11 @@ class BatchServer:
         for row in range(max_batch):
             self.decoder.clear_row(row)
         self.rows: list[_Session | None] = [None] * max_batch
+        # What each row's cache holds at positions 0, 1, ...: the tokens of the last session that ran there (empty
+        # while one runs). A row idle in a batch keeps stepping, but only at positions past these (see _finish).
+        self.kept: list[list[int]] = [[] for _ in range(max_batch)]
+        self.ended = [float("-inf")] * max_batch  # when each row's last session ended (time.monotonic)
+        self.kept_prompt = [0] * max_batch  # how many of the kept tokens were that session's prompt
         self.waiting: deque[_Session] = deque()
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -89,7 +117,7 @@ class BatchServer:
                     raise event
                 if not event.done and session.stop_requested():
                     # Tokens decoded before the loop saw the request are not handed out: Stop takes effect at once.
-                    yield StreamEvent(None, "", True, "stopped", session.reply.seed)
+                    yield StreamEvent(None, "", True, "stopped", session.reply.seed, session.reply.cached)
                     return
                 yield event
                 if event.done:
@@ -141,13 +169,34 @@ class BatchServer:
                 continue
             if not self._check_finished(session):
                 continue
-            row = self.rows.index(None)
+            row, start = self._pick_row(session.prompt)
             session.row = row
             self.rows[row] = session  # before the prefill: if it fails, _fail_all finds the session here
+            self.kept[row] = []
+            session.reply.cached = start
             p = session.params
             self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.reply.seed)
-            first = self.decoder.prefill(row, session.prompt, width_bucket([p]))
+            first = self.decoder.prefill(row, session.prompt, width_bucket([p]), start)
             self._take(session, int(first))
+
+    def _pick_row(self, prompt: list[int]) -> tuple[int, int]:
+        """The free row for `prompt`, and how many of its first tokens that row's cache already holds: the free row
+        whose last session `prompt` continues (it begins with that session's whole prompt, then any part of its
+        reply: a branch, the next turn; or it is that prompt again) with the longest run kept (at least one prompt
+        token is always computed, for the logits of the first reply token); else the lowest free row whose reply did
+        not end in the last KEEP_S seconds, else the lowest free row (small batches). A prompt that shares only a
+        start (<|bos|>, the chat's first tokens) with a row's does not take it: its owner may still branch it."""
+        free = [row for row, session in enumerate(self.rows) if session is None]
+        reuse = {}
+        for row in free:
+            shared = common_prefix(self.kept[row], prompt)
+            if shared and shared >= min(self.kept_prompt[row], len(prompt)):
+                reuse[row] = min(shared, len(prompt) - 1)
+        if reuse:
+            best = max(reuse, key=reuse.get)  # the lowest of the longest
+            return best, reuse[best]
+        now = time.monotonic()
+        return next((row for row in free if now - self.ended[row] >= KEEP_S), free[0]), 0
 
     def _drop_stopped(self) -> None:
         for session in self.rows:
@@ -195,6 +244,7 @@ class BatchServer:
         return not session.done
 
     def _take(self, session: _Session, token: int) -> None:
+        session.sampled.append(token)
         event = session.reply.take(token)
         if event is None:
             self._finish(session, "assistant_end")
@@ -206,6 +256,11 @@ class BatchServer:
         session.done = True
         session.events.put(session.reply.end(reason))
         if session.row is not None:
+            # Its keys/values stay for a later prompt that begins with the same tokens. An idle row steps on from its
+            # position, writing only past them; at a full context the clamp rewrites the last position: not kept.
+            self.kept[session.row] = session.fed()[: self.seq_len - 1]
+            self.ended[session.row] = time.monotonic()
+            self.kept_prompt[session.row] = len(session.prompt)
             self.rows[session.row] = None
             self.decoder.clear_row(session.row)
             session.row = None
@@ -215,6 +270,7 @@ class BatchServer:
             sessions = [s for s in self.rows if s is not None] + list(self.waiting)
             self.waiting.clear()
         self.rows = [None] * len(self.rows)
+        self.kept = [[] for _ in self.rows]  # a failed step may have left any row's cache half written
         for s in sessions:
             s.done = True
             s.events.put(RuntimeError(f"the batch server failed: {error!r}"))

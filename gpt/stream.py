@@ -43,6 +43,7 @@ class StreamEvent:
     done: bool  # True on the last event, which carries the stop reason and any held-back text
     stop_reason: str | None  # "assistant_end" | "max_tokens" | "context_full" | "stopped" when done
     seed: int  # the seed actually used (the pick when SamplingParams.seed was None)
+    cached: int = 0  # prompt tokens that were not computed: the server found their keys/values in its cache
 
 
 def pick_seed(seed: int | None) -> int:
@@ -83,6 +84,7 @@ class Reply:
         self.detok = StreamDecoder(tokenizer)
         self.length = len(prompt_ids)  # tokens in the sequence so far
         self.n = 0  # tokens handed out
+        self.cached = 0  # prompt tokens whose keys/values the decoder already had (set by who decodes it)
 
     def limit_reached(self) -> str | None:
         """The reason this reply must end before its next token ("max_tokens", "context_full"), or None."""
@@ -98,8 +100,8 @@ class Reply:
             return None
         self.n += 1
         self.length += 1
-        return StreamEvent(token, self.detok.push(token), False, None, self.seed)
+        return StreamEvent(token, self.detok.push(token), False, None, self.seed, self.cached)
 
     def end(self, reason: str) -> StreamEvent:
         """The final event: the stop reason and any text still held back."""
-        return StreamEvent(None, self.detok.flush(), True, reason, self.seed)
+        return StreamEvent(None, self.detok.flush(), True, reason, self.seed, self.cached)

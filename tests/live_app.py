@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from playwright.sync_api import Browser, Page, Playwright, Response  # noqa: E402
 
+from api import OpenAIServer  # noqa: E402
 from demo.app import serve_in_background  # noqa: E402
 from demo.models import Models, load  # noqa: E402
 from gpt.engine import StreamEvent  # noqa: E402
@@ -43,6 +44,7 @@ class LiveApp:
     before_pull: Callable[[], object] | None = None  # called before each event is pulled from the engine's stream
     after_pull: Callable[[StreamEvent], object] | None = None  # called with each event pulled
     should_stop: Callable[[], bool] | None = None  # that of the last stream started
+    api: OpenAIServer | None = None  # the OpenAI-compatible API under /v1 (its `key` may be set by a test)
 
 
 class TokenGate:
@@ -109,10 +111,11 @@ def held(stream: Callable[..., Iterator[StreamEvent]], app: LiveApp) -> Callable
 
 @contextlib.contextmanager
 def serve() -> Iterator[LiveApp]:
-    """Serve the app on 127.0.0.1 (a free port) until the block ends."""
+    """Serve the app on 127.0.0.1 (a free port), its /v1 API too, until the block ends."""
     models = load()
-    demo, url = serve_in_background(models, port=free_port())
-    app = LiveApp(url.rstrip("/") + "/", models)
+    api = OpenAIServer(models.engine, models.main.name, models.chat_rows)  # as app.py serves it
+    demo, url = serve_in_background(models, port=free_port(), routes=[api.mount()])
+    app = LiveApp(url.rstrip("/") + "/", models, api=api)
     models.engine.stream = held(models.engine.stream, app)
     try:
         yield app

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from demo import inside, lessons
-from demo.chat import UPDATE_EVERY_S
+from demo.replies import UPDATE_EVERY_S
 from demo.i18n import LANGS, t
 from rules import png
 from gpt.engine import Engine, SamplingParams

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 import torch
 
-from demo import chat, scratch
+from demo import replies, scratch
 from demo.models import Models, load
 from rules.inputs import (MAX_GEN_STEPS, MAX_ROWS, SETTINGS, InputError, fit_context, forward_request, parse_config,
                             from_chatbot, generation_prompt, parse_ids, parse_seed, to_chatbot)
@@ -48,12 +48,12 @@ def test_a_sessions_stop_flag_goes_with_the_session(demo: gr.Blocks):
     class Request:
         session_hash = "closing-tab"
 
-    flag = chat._stop_flag(Request())
-    assert isinstance(flag, threading.Event) and chat._STOP["closing-tab"] is flag
+    flag = replies.stop_flag(Request())
+    assert isinstance(flag, threading.Event) and replies._STOP["closing-tab"] is flag
     unload = [f.fn for f in demo.fns.values() if (None, "unload") in f.targets]
-    assert unload == [chat.forget_session, scratch.forget_session]  # tests/test_clean.py: the session's files
+    assert unload == [replies.forget_session, scratch.forget_session]  # tests/test_clean.py: the session's files
     unload[0](Request())
-    assert "closing-tab" not in chat._STOP
+    assert "closing-tab" not in replies._STOP
 
 
 def test_parse_ids():

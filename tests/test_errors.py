@@ -201,7 +201,7 @@ def test_regenerate_and_look_inside_refuse_with_a_reason(demo: gr.Blocks) -> Non
 def test_stop_says_it_stopped(demo: gr.Blocks, models: Models) -> None:
     """Stop cancels the reply's event, which then never writes its last stats line (the reason it stopped): on the
     2-core machine most Stops left the line as it was mid-reply. The Stop button writes it itself."""
-    from demo.chat import stats_line
+    from demo.replies import stats_line
 
     stop = next(f for f in demo.fns.values() if f.name == "stop_now")
     assert len(stop.outputs) == 1 and not stop.queue
@@ -222,7 +222,7 @@ def test_chat_markdown_has_no_image_and_reads_back(text: str) -> None:
 
 
 def test_one_token_is_singular(demo: gr.Blocks, models: Models) -> None:
-    from demo.chat import stats_line
+    from demo.replies import stats_line
 
     assert stats_line(models, 1, 1.0, None, 0, None, "en").startswith("**1** token ·")
     assert stats_line(models, 2, 1.0, None, 0, None, "en").startswith("**2** tokens ·")

@@ -24,7 +24,7 @@ import gradio as gr
 import pytest
 import torch
 
-from demo import chat, gpu
+from demo import chat, gpu, replies
 from demo.gpu import (BASE_S, DEFAULT_S, MAX_S, MIN_S, VIEW_S, FileFlag, chat_seconds, on_zerogpu,
                       paced_seconds)
 from demo.models import Models, untrained
@@ -234,7 +234,7 @@ def read_reply(reply, max_tokens: int, request: gr.Request, stop=None) -> list:
 
 def test_stop_reaches_a_reply_decoding_in_a_fork(zerogpu_app, fake_spaces, monkeypatch):
     models, fns = zerogpu_app
-    monkeypatch.setattr(chat, "UPDATE_EVERY_S", 0.0)  # an item per token (the fork inherits it)
+    monkeypatch.setattr(replies, "UPDATE_EVERY_S", 0.0)  # an item per token (the fork inherits it)
     request, max_tokens = chat_request("zerogpu-stop"), 150
     calls = len(fake_spaces.calls)
 
@@ -253,9 +253,9 @@ def test_stop_reaches_a_reply_decoding_in_a_fork(zerogpu_app, fake_spaces, monke
 def test_a_threading_event_would_not_reach_the_fork(zerogpu_app, fake_spaces, monkeypatch):
     """The control: the same Stop, with the flag of a single process, is never seen by the fork."""
     _, fns = zerogpu_app
-    monkeypatch.setattr(chat, "UPDATE_EVERY_S", 0.0)
-    one_process = chat._stop_flag
-    monkeypatch.setattr(chat, "_stop_flag", lambda request, across_forks=False: one_process(request))
+    monkeypatch.setattr(replies, "UPDATE_EVERY_S", 0.0)
+    one_process = replies.stop_flag
+    monkeypatch.setattr(chat, "stop_flag", lambda request, across_forks=False: one_process(request))
     request, max_tokens = chat_request("zerogpu-event"), 60
 
     items = read_reply(fns["reply"], max_tokens, request, stop=lambda: fns["stop_now"]("", "en", request))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from gpt.kv_cache import Cache, KVCache
 from gpt.nanochat.features import CARD, Features, Member
-from gpt.nanochat.ops import rotary_factors, rotary_tables
+from gpt.nanochat.ops import norm, rotary_factors, rotary_tables
 from gpt.recorder import POINTS, Tap, no_tap
 
 StepCallback = Callable[[torch.Tensor, "torch.Tensor | None", int], None]  # see GPT.generate
@@ -166,6 +166,15 @@ class GPT(nn.Module):
         f = self.features
         return rotary_tables(self.rotary_seq_len, self.config.n_embd // self.config.n_head, f.rotary_base,
                              f.rotary_bf16, device, dtype)
+
+    @torch.inference_mode()
+    def carried_embedding(self, token: int) -> torch.Tensor:
+        """[1, C]: what a KV cache carries after `token` for the smear of the token that follows it (its normalized
+        embedding, as the forward computes it before smearing). It depends on the token alone, so a forward may start
+        in the middle of a sequence kept in a cache (a branch, the next turn of a chat) and smear exactly as one run
+        from the start: the server sets it from the token before the first new one."""
+        idx = torch.tensor([[token]], dtype=torch.long, device=self.get_device())
+        return norm(self.transformer.wte(idx))[0]
 
     def get_device(self) -> torch.device:
         return self.transformer.wte.weight.device
