@@ -5,6 +5,7 @@
     python app.py --model DIR                  # a folder: nanochat's (base dir or flat), transformers' NanoChat, ours
     python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
     python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
+    python app.py --chat-backend http://gpu-box:8000/v1   # the Chat tab decoded by vLLM (or another copy of the app)
 
 Every copy also serves an OpenAI-compatible API on its own port under /v1 (api/), with --api-key to ask for a key.
 
@@ -21,9 +22,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 # The model to serve when --model is not given: how a Space (which runs `python app.py` with no arguments) serves a
 # Hub model, set as a variable in its settings.
 MODEL_ENV = "INSIDE_FORWARD_MODEL"
-# A secret from the environment rather than the command line (which other users of the machine can read): the key the
-# /v1 API asks for.
+# Secrets from the environment rather than the command line (which other users of the machine can read): the key the
+# /v1 API asks for, and the one the --chat-backend server asks for.
 API_KEY_ENV = "INSIDE_FORWARD_API_KEY"
+BACKEND_KEY_ENV = "INSIDE_FORWARD_CHAT_BACKEND_KEY"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None, metavar="KEY",
                    help=f"(default: ${API_KEY_ENV}) the key the OpenAI-compatible API under /v1 asks for, as "
                         "'Authorization: Bearer KEY' (without one it asks for none)")
+    p.add_argument("--chat-backend", default=None, metavar="URL",
+                   help="send the Chat tab to an OpenAI-compatible server serving the same weights (vLLM with "
+                        "vllm_nanochat, or another copy of this app), e.g. http://gpu-box:8000/v1; every other tab "
+                        "runs on this process's copy of the model")
+    p.add_argument("--chat-backend-key", default=os.environ.get(BACKEND_KEY_ENV) or None, metavar="KEY",
+                   help=f"(default: ${BACKEND_KEY_ENV}) the API key the --chat-backend server asks for")
     return p.parse_args(argv)
 
 
@@ -96,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     if models.main.same_files:
         print(f"note: nanochat {', '.join(models.main.same_files)} wrote files exactly like these but computes "
               f"differently; --arch picks one")
+    if args.chat_backend:
+        try:
+            models.use_chat_backend(args.chat_backend, args.chat_backend_key)
+        except ValueError as e:
+            raise SystemExit(f"--chat-backend {args.chat_backend}: {e}") from None
+        print(f"chat: decoded by {args.chat_backend}; the other tabs by this process")
     routes = []
     if models.zerogpu:  # each reply is a GPU call of a Gradio event there; the API has none to run in
         print("note: no /v1 API on ZeroGPU")

@@ -8,7 +8,7 @@ import html
 import inspect
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import gradio as gr
 import torch
@@ -22,6 +22,8 @@ from gpt import nanochat as family
 from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
 from gpt.anywhere import load as load_any
 from gpt.engine import Engine
+from gpt.remote import RemoteEngine, RemoteError
+from gpt.stream import SamplingParams, StreamEvent
 from gpt.nanochat import GPT, GPTConfig
 from gpt.tokenizer import Tokenizer
 from gpt.torch_thread import TorchThread
@@ -45,6 +47,7 @@ class Models:
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
     zerogpu: bool = False  # on ZeroGPU hardware: each model handler is one GPU call, in a fork (demo/gpu.py)
     second: LoadedModel | None = None  # --compare: a second model to put beside the served one (compare view)
+    chat_backend: RemoteEngine | None = None  # --chat-backend: the server that decodes the Chat tab's replies
     _tutorial: dict[str, LoadedModel] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -121,6 +124,23 @@ class Models:
             wrapped = self.worker.wrap(in_users_language(fn)) if on_thread else in_users_language(fn)
         wrapped.model_handler = True
         return wrapped
+
+    def use_chat_backend(self, url: str, api_key: str | None = None) -> None:
+        """The Chat tab's replies from now on: decoded by the OpenAI-compatible server at `url`, which serves the
+        same weights (ValueError for a URL that is not http(s))."""
+        self.chat_backend = RemoteEngine(url, self.main.tokenizer, self.main.model.config.sequence_len, api_key)
+
+    def chat_stream(self, prompt: list[int], params: SamplingParams, should_stop: Callable[[], bool]
+                    ) -> Iterator[StreamEvent]:
+        """A chat reply's events (Engine.stream's): from this process's engine, or from the chat backend, whose
+        failure is a message naming it (InputError: no traceback, the server is not this app's bug)."""
+        if self.chat_backend is None:
+            yield from self.engine.stream(prompt, params, should_stop=should_stop)
+            return
+        try:
+            yield from self.chat_backend.stream(prompt, params, should_stop=should_stop)
+        except RemoteError as e:
+            raise InputError("ui.chat_backend_failed", why=str(e)) from None
 
     def run(self, fn: Callable, *args, **kwargs):
         """fn(*args, **kwargs) where model work runs (on a CPU: the torch thread), from an on_thread=False handler."""

@@ -15,7 +15,7 @@ from demo.i18n import t
 from demo.models import Models
 from gpt.stream import SamplingParams
 from rules.inputs import to_chatbot
-from text import t_count
+from text import literal, t_count
 
 UPDATE_EVERY_S = 0.05  # at most ~20 UI updates per second, however fast the model is
 
@@ -50,7 +50,10 @@ def stats_line(models: Models, n: int, elapsed: float, ttft: float | None, seed:
         parts.append(f"{t('ui.stats_ttft', lang)} **{ttft * 1000:.0f} ms**")
     if cached:
         parts.append(t("ui.stats_cached", lang, n=cached))
-    parts += [f"{t('ui.stats_seed', lang)} `{seed}`", f"`{models.main.device}`", models.main.name]
+    # where it was decoded: this process's device, or the chat backend (--chat-backend)
+    where = (f"`{models.main.device}`" if models.chat_backend is None
+             else f"{t('ui.stats_via', lang)} {literal(models.chat_backend.url)}")
+    parts += [f"{t('ui.stats_seed', lang)} `{seed}`", where, models.main.name]
     if stop_reason:
         parts.append(f"{t('ui.stats_stop', lang)}: {t('ui.stop_' + stop_reason, lang)}")
     return " · ".join(parts)
@@ -74,7 +77,7 @@ def stream_reply(models: Models, messages: list[dict], prompt: list[int], params
     tokenizer = models.main.tokenizer
     text = tokenizer.decode(tokens) if tokens else ""
     start = last = time.perf_counter()
-    stream = models.engine.stream(prompt, params, should_stop=should_stop)
+    stream = models.chat_stream(prompt, params, should_stop)
     cached = 0
     try:
         for event in stream:

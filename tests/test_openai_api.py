@@ -1,7 +1,10 @@
 """The OpenAI-compatible API under /v1 (api/), through OpenAI's own Python client and plain HTTP, against the served
-model decoded in the test by the plain engine loop (gpt.engine.Engine, unbatched: its own code, not the server's)."""
+model decoded in the test by the plain engine loop (gpt.engine.Engine, unbatched: its own code, not the server's);
+and `--chat-backend` (gpt/remote.py): the Chat tab of a second copy of the app, decoded by the first one's API."""
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import time
 import random
@@ -11,10 +14,15 @@ from typing import Iterator
 import httpx
 import openai
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from api.stop import StopStrings
+from demo.app import serve_in_background
+from demo.models import load
 from gpt.engine import Engine, SamplingParams
-from live_app import LiveApp
+from gpt.remote import RemoteEngine
+from live_app import LiveApp, free_port
 from text import t
 
 QUESTION = [{"role": "user", "content": "What is a transformer?"}]
@@ -307,3 +315,59 @@ def test_api_requests_decode_in_the_chat_engine_and_stop_when_the_client_goes(ba
     while any(server.rows) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(server.rows) and not server.waiting
+
+
+# ---- --chat-backend --------------------------------------------------------------------------------------------
+def test_remote_engine_streams_the_local_engines_events(base, live_app) -> None:
+    """gpt.remote.RemoteEngine against this app's API gives the events the local engine gives: the same tokens,
+    texts and stop reasons, the context's end included."""
+    main = live_app.models.main
+    ctx = main.model.config.sequence_len
+    remote = RemoteEngine(base, main.tokenizer, ctx)
+    near_end = [main.tokenizer.bos_token_id] + main.tokenizer.encode("word " * ctx)[: ctx - 4]
+    for prompt, params in ((chat_prompt(live_app, QUESTION), SamplingParams(seed=4, max_tokens=20)),
+                           (near_end, SamplingParams(seed=4, max_tokens=50, temperature=1.0, top_k=None))):
+        local = list(Engine(main.model, main.tokenizer, batched=False).stream(prompt, params))
+        there = list(remote.stream(prompt, params))
+        strip = lambda events: [(e.token, e.text, e.done, e.stop_reason, e.seed) for e in events]  # noqa: E731
+        assert strip(there) == strip(local)
+    assert local[-1].stop_reason == "context_full"
+
+
+@contextlib.contextmanager
+def second_app(backend: str) -> Iterator[tuple[str, object]]:
+    """Another copy of the app (the same weights) whose Chat tab is decoded by `backend`."""
+    models = load()
+    models.use_chat_backend(backend)
+    demo, url = serve_in_background(models, port=free_port())
+    try:
+        yield url, models
+    finally:
+        demo.close()
+
+
+def test_chat_backend_streams_the_chat_tab_from_another_copys_api(base, live_app, monkeypatch) -> None:
+    """The second copy's Chat tab shows the reply the first copy's engine decodes (the local engine's, computed here),
+    and its own engine decodes nothing; a backend that is gone gives a message naming it, and the app serves on."""
+    asked = []
+    stream = live_app.models.engine.stream
+    monkeypatch.setattr(live_app.models.engine, "stream", lambda *a, **k: asked.append(a[0]) or stream(*a, **k))
+    message = "What is attention?"
+    with second_app(base) as (url, models):
+        monkeypatch.setattr(models.engine, "stream", None)  # not called: the backend decodes
+        client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        try:
+            history = [{"role": "user", "content": [{"type": "text", "text": message}]}]
+            chat = client.predict(history, 0.9, 40, 0.95, 24, "9", api_name="/respond")[0]
+            prompt = chat_prompt(live_app, [{"role": "user", "content": message}])
+            _, text, _ = reference(live_app, prompt, temperature=0.9, top_k=40, top_p=0.95, max_tokens=24, seed=9)
+            assert html.unescape("".join(p["text"] for p in chat[-1]["content"])) == text and asked == [prompt]
+            gone = f"http://127.0.0.1:{free_port()}/v1"
+            models.use_chat_backend(gone)
+            with pytest.raises(AppError) as e:
+                client.predict(history, 0.9, 40, 0.95, 24, "9", api_name="/respond")
+            assert t("ui.chat_backend_failed", "en", why="")[:20] in str(e.value) and gone in str(e.value)
+            models.use_chat_backend(base)
+            assert client.predict(history, 0.9, 40, 0.95, 24, "9", api_name="/respond")[0] == chat
+        finally:
+            client.close()
