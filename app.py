@@ -5,6 +5,7 @@
     python app.py --model DIR                  # a folder: nanochat's (base dir or flat), transformers' NanoChat, ours
     python app.py --nanochat --source sft      # a nanochat run from $NANOCHAT_BASE_DIR (or ~/.cache/nanochat)
     python app.py --random-config n_layer=4,n_head=4,n_embd=128   # random-init model for shape lessons
+    python app.py --publish OUT_DIR            # no server: every lesson written as a static site (publish/)
     python app.py --chat-backend http://gpu-box:8000/v1   # the Chat tab decoded by vLLM (or another copy of the app)
 
 Every copy also serves an OpenAI-compatible API on its own port under /v1 (api/), with --api-key to ask for a key.
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "waits for a compile the first time, ~30 s)")
     p.add_argument("--share", action="store_true",
                    help="also open a temporary public *.gradio.live link (needs internet; off by default)")
+    p.add_argument("--publish", default=None, metavar="OUT_DIR",
+                   help="serve nothing: write every lesson, its views computed by the model, as a static site in "
+                        "OUT_DIR (both languages, no Python or network needed to view it; README: 'A static site')")
     p.add_argument("--concurrency", type=int, default=2,
                    help="requests of one kind that run at the same time (chat replies: as many as decode together)")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None, metavar="KEY",
@@ -104,6 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     if models.main.same_files:
         print(f"note: nanochat {', '.join(models.main.same_files)} wrote files exactly like these but computes "
               f"differently; --arch picks one")
+    if args.publish:
+        from publish import publish
+
+        report = publish(models, args.publish)
+        print(f"published {len(report.pages)} pages ({report.figures} figures each) to {report.out_dir}: "
+              f"{report.bytes / 1e6:.1f} MB in {report.seconds:.0f} s; open {report.pages[0]}")
+        return
     if args.chat_backend:
         try:
             models.use_chat_backend(args.chat_backend, args.chat_backend_key)

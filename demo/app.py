@@ -7,6 +7,7 @@ from demo import chat, generate_tab, inside, lessons, scratch
 from demo.i18n import LANGS, Relabel, lang_code, t
 from demo.links import Field, decode, encode
 from demo.models import Models, describe, model_card
+from demo.payloads import LessonEvent, Payloads
 from rules.inputs import SETTINGS, browser_language, from_chatbot, max_tokens_setting
 from text import literal
 
@@ -105,7 +106,14 @@ def link_fields(ctx: int) -> list[Field]:
 
 
 def build_demo(models: Models) -> gr.Blocks:
+    return build_app(models)[0]
+
+
+def build_app(models: Models) -> tuple[gr.Blocks, Payloads]:
+    """The app, and the lessons' payloads its handlers serve (demo/payloads.py: warm() fills them ahead of visitors,
+    publish/ writes them as a static site)."""
     relabel = Relabel()
+    payloads = Payloads()
     ctx = models.main.model.config.sequence_len
     scratch.root()  # made here, before any handler runs (on ZeroGPU each runs in a fork of this process)
     with gr.Blocks(title="Inside Forward", delete_cache=DELETE_CACHE) as demo:
@@ -132,7 +140,7 @@ def build_demo(models: Models) -> gr.Blocks:
                 chat_ui = chat.build(models, relabel, lang_state)
             with relabel(gr.Tab(t("ui.tab_inside"), id="inside", elem_id="tab-inside"),
                          "ui.tab_inside") as tab_inside:
-                inside_ui = inside.build(models, relabel, lang_state)
+                inside_ui = inside.build(models, relabel, lang_state, payloads)
             with relabel(gr.Tab(t("ui.tab_generate"), id="generate", elem_id="tab-generate"),
                          "ui.tab_generate") as tab_generate:
                 gen_ui = generate_tab.build(models, relabel, lang_state)
@@ -217,20 +225,49 @@ def build_demo(models: Models) -> gr.Blocks:
         chat_ui.look_inside.click(look_inside, [chat_ui.chatbot, lang_state], [tabs, tab_state, *components],
                                   api_name=False, show_progress="hidden").success(**inside_ui.run_event())
 
+        # A lesson's Generate events answer from its payload (demo/payloads.py), as the Inside tab's views do: no
+        # model work here, only `payloads` or the tab's own handler.
+        @models.handler(checks=True)
+        def lesson_step(prompt_text, temp, k, seed_v, n_steps, n, lang, fixed=""):
+            args = (prompt_text, temp, k, seed_v, n_steps, n, lang, fixed)
+            return payloads.serve(("step", *args), lambda: gen_ui.show_fn(*args))
+
+        @models.handler(checks=True)
+        def lesson_cost(prompt_text, max_len, lang):
+            args = (prompt_text, max_len, lang)
+            return payloads.serve(("cost", *args), lambda: gen_ui.cost_fn(*args))
+
+        key_of = {id(c): k for k, c in parts.items()}
+
+        def sent(inputs: list, settings: dict, lang: str) -> tuple:
+            """What an event with `inputs` sends after a lesson's settings, on a fresh page, in `lang`."""
+            return tuple(lang if c is lang_state else settings.get(key_of.get(id(c)), c.value) for c in inputs)
+
         for lesson, button in zip(lessons.LESSONS, lesson_ui.buttons):
             settings = dict(lesson.settings)
+            event_of = dict(kind="views", inputs=inside_ui.inputs, compute=inside_ui.compute_fn)
             follow = [inside_ui.run_event()]
-            if lesson.tab == "generate":
-                follow = ([gen_ui.cost_event(), gen_ui.show_cost_plot()] if settings.pop("gcost", False)
-                          else [gen_ui.show_event()])
+            if lesson.tab == "generate" and settings.pop("gcost", False):
+                event_of = dict(kind="cost", inputs=gen_ui.cost_inputs, compute=gen_ui.cost_fn)
+                follow = [dict(fn=lesson_cost, inputs=gen_ui.cost_inputs, outputs=gen_ui.cost_outputs,
+                               api_name=False), gen_ui.show_cost_plot()]
+            elif lesson.tab == "generate":
                 settings.setdefault("gstep", 1)
+                event_of = dict(kind="step", inputs=gen_ui.show_inputs, compute=gen_ui.show_fn,
+                                step_index=gen_ui.show_inputs.index(gen_ui.step),
+                                steps_index=gen_ui.show_inputs.index(gen_ui.steps))
+                follow = [dict(fn=lesson_step, inputs=gen_ui.show_inputs, outputs=gen_ui.show_outputs,
+                               api_name=False)]
             else:
                 settings.update(inside.PRESETS[settings["preset"]]._asdict())
+            inputs = event_of.pop("inputs")
+            for lang in LANGS:
+                payloads.add(LessonEvent(lesson, lang, args=sent(inputs, settings, lang), **event_of))
             event = button.click(lambda s=settings, tab=lesson.tab: updates_for(s, tab), None,
                                  [tabs, tab_state, *components], queue=False, api_name=False)
             for step in follow:
                 event = event.then(**step)
-    return demo
+    return demo, payloads
 
 
 def serve_in_background(models: Models, host: str = "127.0.0.1", port: int | None = None,

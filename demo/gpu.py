@@ -17,6 +17,12 @@ spaces-zerogpu). What that changes, and what this module does about it:
   visitor cancels a streaming call, `spaces` tells the fork too, but the fork only looks when it yields its next
   item.)
 
+- Not every model needs the GPU: one small enough to serve well on the Space's own CPU (`serves_on_cpu`, the
+  default model) runs there as on any CPU machine, with no GPU call, so it spends no visitor's daily GPU quota.
+- A GPU call can be refused before it starts (a visitor's daily quota spent, a request longer than their quota allows,
+  no GPU free in time): `spaces` raises a gr.Error in English, titled with the reason. `refusal_message` turns it
+  into a message in the visitor's language that says so and what still works (demo.models.in_users_language).
+
 `on_zerogpu()` reads the environment; everything else here is used only when it is True (`spaces` is not even
 imported otherwise).
 """
@@ -31,6 +37,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from rules.inputs import FORWARD_FLOPS, GENERATE_FLOPS
+from text import t
 
 F = TypeVar("F", bound=Callable)
 
@@ -50,10 +57,43 @@ CPU_FLOPS_PER_S = 83e9 / 6
 VIEW_S = BASE_S + math.ceil(3 * max(FORWARD_FLOPS, GENERATE_FLOPS) / CPU_FLOPS_PER_S)
 STEP_S = 0.5  # a paced loop's step (one Generate step: its figure and table), at most
 
+# The largest model served on the Space's CPU instead of in GPU calls, in matmul weights (what a decode step costs: two
+# FLOPs each). A Space has 2 CPU cores (hub-docs docs/hub/spaces-overview.md: "Each Spaces environment is limited to
+# 16GB RAM, 2 CPU cores"); there the default model (12.5M matmul weights) decodes one chat at ~130 tokens/s in
+# float32 (bench/README.md), so 4x its weights still stream faster than anyone reads (~30 tokens/s). nanochat d20
+# has 477M (and a GPU call's start alone costs seconds).
+CPU_MAX_MATMUL_PARAMS = 50_000_000
+
+# What `spaces` 0.51.3 raises when ZeroGPU refuses a call before it starts (zero/client.py, schedule(): a gr.Error
+# titled with the reason, print_exception off, its message English, e.g. "You have exceeded your free ZeroGPU quota
+# (32s requested vs. 10s left). Try again in 0:41:27."). hub-docs docs/hub/spaces-zerogpu.md, "Usage Tiers": a
+# daily quota per visitor (2 minutes unauthenticated, 5 with a free account, 40 PRO); a call asks for its whole
+# duration up front, so one may be refused while a shorter one still fits.
+QUOTA_REFUSALS = frozenset({"ZeroGPU quota exceeded", "ZeroGPU illegal duration", "ZeroGPU pending credits exceeded"})
+BUSY_REFUSALS = frozenset({"ZeroGPU queue timeout"})  # "No GPU was available after 60s": the queue, not the quota
+
 
 def on_zerogpu() -> bool:
     """Whether this process runs on ZeroGPU hardware: the variable the Space sets, read as `spaces` reads it."""
     return os.environ.get(ENV, "").strip().lower() in ("1", "t", "true")
+
+
+def serves_on_cpu(model: Any) -> bool:
+    """Whether a model is small enough to serve on a ZeroGPU Space's own CPU (CPU_MAX_MATMUL_PARAMS): it then never
+    takes a GPU call, and so never spends a visitor's quota."""
+    return model.num_matmul_params() <= CPU_MAX_MATMUL_PARAMS
+
+
+def refusal_message(error: Exception, lang: str) -> str | None:
+    """The message, in `lang`, for a GPU call ZeroGPU refused before it started (`spaces`' gr.Error, recognised by
+    its title): what happened (spaces' own words quoted: they say when to try again) and what still works without a
+    GPU. None for any other error."""
+    title = getattr(error, "title", None)
+    if title in QUOTA_REFUSALS:
+        return t("ui.zerogpu.quota", lang, why=getattr(error, "message", str(error)))
+    if title in BUSY_REFUSALS:
+        return t("ui.zerogpu.busy", lang)
+    return None
 
 
 def start() -> torch.device:

@@ -11,6 +11,7 @@ from demo import scratch
 from demo.i18n import Relabel, headers, t
 from demo.links import Field
 from demo.models import Models
+from demo.payloads import Payloads
 from explain.build import VIEWS as EXPLAIN_VIEWS, build_all
 from explain.common import APP_WIDTH
 from rules.downloads import views_zip, write_csv
@@ -81,6 +82,7 @@ class InsideTab:
     run: gr.Button
     run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang[, request]) -> outputs
     show_fn: object  # the same work, not a handler: for other handlers to call
+    compute_fn: object  # the model handler behind both: (model, ..., lang) -> InsideRun
     inputs: list
     outputs: list
     refresh: dict  # .then(**refresh): rerun only if views are showing (after a language switch)
@@ -112,7 +114,18 @@ def focus_choices(lang: str) -> list[tuple[str, str]]:
         (t("ui.view_then_now_vs", lang, member=m.name, date=m.date), v) for m, v in zip(family.MEMBERS, THEN_NOW_VS)]
 
 
-def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
+class InsideRun(NamedTuple):
+    """What one request computed, before it is shown (demo.payloads keeps a lesson's for every visitor)."""
+    views: list  # explain's ViewResults, in the order of the view slots
+    notes: list[str]  # shown above the views
+    warnings: list[str]  # shown as toasts
+    maxima: tuple[int, int, int]  # the layer, head and position sliders' ranges for this model and input
+    values: tuple[int, int, int]  # their values as used (clamped into range)
+    asked: tuple[int, int, int]  # their values as asked
+
+
+def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payloads | None = None) -> InsideTab:
+    payloads = Payloads() if payloads is None else payloads
     cfg = models.main.model.config
     with gr.Row():
         with gr.Column(scale=3):
@@ -197,13 +210,11 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         relabel(export_note, value=png_why.message)
     last = gr.State([])
 
-    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
-        """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
+    def compute_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang) -> InsideRun:
+        """The model work: one forward of the input and the views asked for (all, or the focused one only)."""
         loaded = models.pick(which)
         c = loaded.model.config
         req = forward_request(loaded.tokenizer, loaded.model, prompt_text, ids_text, lang)
-        for warning in req.warnings:
-            gr.Warning(warning)
         asked = (int(layer_v), int(head_v), int(pos_v))
         layer_v, head_v = min(int(layer_v), c.n_layer - 1), min(int(head_v), c.n_head - 1)
         T = len(req.ids[0])
@@ -231,13 +242,21 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                                        views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
         except ValueError as e:
             raise gr.Error(html.escape(str(e), quote=False)) from None
+        notes = req.notes + ([t("ui.random_everywhere", lang)] if loaded.source == "random-init" else [])
+        return InsideRun(views, notes, req.warnings, (max(c.n_layer - 1, 1), max(c.n_head - 1, 1), max(T - 1, 1)),
+                         (layer_v, head_v, pos_v), asked)
+
+    def present(done: InsideRun, lang: str, request: gr.Request | None) -> list:
+        """What a request computed, as the tab's component updates (no model work): its views, their CSVs written to
+        the session's folder, the sliders' ranges."""
+        for warning in done.warnings:
+            gr.Warning(warning)
+        views = done.views
         tmp = scratch.run_folder(request, "views")  # the session's own, cleared of older runs
         # A slider gets its value back only when it was clamped: one moved while this ran keeps its new value.
-        notes = req.notes + ([t("ui.random_everywhere", lang)] if loaded.source == "random-init" else [])
-        out = [gr.update(value="\n\n".join(notes))] + [
+        out = [gr.update(value="\n\n".join(done.notes))] + [
             gr.update(maximum=hi, value=v) if v != a else gr.update(maximum=hi)
-            for hi, v, a in zip((max(c.n_layer - 1, 1), max(c.n_head - 1, 1), max(T - 1, 1)),
-                                (layer_v, head_v, pos_v), asked)]
+            for hi, v, a in zip(done.maxima, done.values, done.asked)]
         no_png = gr.update(value=None, visible=False)  # a PNG of the last run's figure is gone with it
         for i in range(len(slots)):
             if i < len(views):
@@ -249,14 +268,26 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
                 out += [gr.update(visible=False), None, "", None, None, no_png]
         return [*out, views]
 
-    run_views = models.handler(show_views)
+    compute = models.handler(compute_views)  # the model work: a GPU call on ZeroGPU, the torch thread on a CPU
+
+    # no model work here: a lesson's own request is served from its payload, anything else computed by `compute`
+    @models.handler(checks=True)
+    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
+        """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
+        args = (which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang)
+        return present(payloads.serve(("views", *args), lambda: compute(*args)), lang, request)
+
+    def show_in_handler(*args):
+        """show_views for another model handler to call (it is already where model work runs)."""
+        *args, request = args
+        return present(payloads.serve(("views", *args), lambda: compute_views(*args)), args[-1], request)
 
     inputs = [model, prompt, ids, layer, head, position, focus, lang_state]
     outputs = [notes, layer, head, position] + [c for slot in slots for c in slot] + [last]
-    run.click(run_views, inputs, outputs, api_name="inside")
+    run.click(show_views, inputs, outputs, api_name="inside")
     for slider in (layer, head, position):  # a drag's end, or a typed number once the box loses focus or on Enter
-        slider.release(run_views, inputs, outputs, api_name=False)  # (demo.app.ENTER_COMMITS_JS: Enter blurs the box)
-    focus.input(run_views, inputs, outputs, api_name=False)
+        slider.release(show_views, inputs, outputs, api_name=False)  # (demo.app.ENTER_COMMITS_JS: Enter blurs the box)
+    focus.input(show_views, inputs, outputs, api_name=False)
 
     def apply_preset(key: str):
         which, prompt_text, ids_text = PRESETS.get(key, PRESETS["custom"])
@@ -265,7 +296,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
         return which, prompt_text, ids_text
 
     preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
-        .then(run_views, inputs, outputs, api_name=False)
+        .then(show_views, inputs, outputs, api_name=False)
 
     # no model work: a browser draws the PNG; the torch thread stays free, and on ZeroGPU it takes no GPU call
     @models.handler(on_thread=False, needs_gpu=False)
@@ -299,12 +330,13 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> InsideTab:
 
     export.click(export_zip, [last, lang_state], export_file, api_name=False)
 
-    @models.handler
+    @models.handler(checks=True)  # no model work here either: show_views' (a lesson's payload, else `compute`)
     def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
         """Rerun (e.g. in the new language) only when views are already on the page."""
         if not views:
             return [gr.update()] * len(outputs)
         return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request)
 
-    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, run_views, show_views, inputs,
-                     outputs, dict(fn=refresh, inputs=[last, *inputs], outputs=outputs, api_name=False))
+    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, show_views, show_in_handler,
+                     compute, inputs, outputs, dict(fn=refresh, inputs=[last, *inputs], outputs=outputs,
+                                                     api_name=False))

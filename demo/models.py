@@ -13,13 +13,14 @@ from typing import Callable, Iterator, TypeVar
 import gradio as gr
 import torch
 
-from demo.gpu import gpu, on_zerogpu, start as zerogpu_start
+from demo.gpu import gpu, on_zerogpu, refusal_message, serves_on_cpu, start as zerogpu_start
 from rules.inputs import InputError, check_numbers, parse_config
 from explain.family import feature_card_md
 from explain.shapes import TUTORIAL_CONFIG
 from text import LANGS, t
 from gpt import nanochat as family
-from gpt.checkpoint import LoadedModel, default_dtype, load_default, load_nanochat, pick_device, random_model
+from gpt.checkpoint import (LoadedModel, default_dtype, load_default, load_nanochat, moved, pick_device,
+                            random_model)
 from gpt.anywhere import load as load_any
 from gpt.engine import Engine
 from gpt.remote import RemoteEngine, RemoteError
@@ -52,8 +53,8 @@ class Models:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.worker is None:
-            self.worker = model_thread(self.main.device)
+        if self.worker is None:  # in a GPU call's fork no thread of this process exists: model work runs inline
+            self.worker = TorchThread(enabled=False) if self.zerogpu else model_thread(self.main.device)
         self.chat_rows = chat_rows(self.main.model, self.main.device)  # chats that decode together
         if self.zerogpu:  # each reply decodes eagerly in its own GPU call: no batched server here (demo/gpu.py)
             self.engine = Engine(self.main.model, self.main.tokenizer, batched=False)
@@ -119,7 +120,8 @@ class Models:
         if checks or (self.zerogpu and not needs_gpu):
             wrapped = in_users_language(fn)
         elif self.zerogpu:  # not on the torch thread: a thread of this process does not exist in the fork
-            wrapped = gpu(in_users_language(fn), duration)
+            # in_users_language twice: in the fork for fn's own errors, here for a GPU call ZeroGPU refused
+            wrapped = in_users_language(gpu(in_users_language(fn), duration))
         else:
             wrapped = self.worker.wrap(in_users_language(fn)) if on_thread else in_users_language(fn)
         wrapped.model_handler = True
@@ -154,7 +156,8 @@ def in_users_language(fn: F) -> F:
 
     - A number that is not finite (NaN, ±inf) among the arguments is refused before fn runs (rules.inputs).
     - InputError (the user's mistake): its message, and no traceback in the log (it is no bug).
-    - gr.Error: as raised.
+    - gr.Error: as raised, except a GPU call ZeroGPU refused (`spaces` raises those in English): a message saying so,
+      and what still works (demo.gpu.refusal_message).
     - Anything else (a bug): "something went wrong" naming the exception; its traceback goes to the log.
     Messages are HTML-escaped: they may quote what the user typed, and Gradio's toasts render HTML."""
     signature = inspect.signature(fn)
@@ -180,8 +183,13 @@ def in_users_language(fn: F) -> F:
             try:
                 check_numbers([*args, *kwargs.values()])
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
+    def refused(e: gr.Error, args, kwargs) -> gr.Error | None:
+        lang = language(args, kwargs)
+        text = refusal_message(e, lang if lang in LANGS else "en")
+        return None if text is None else gr.Error(html.escape(text, quote=False), print_exception=False)
+
+            except gr.Error as e:
+                raise refused(e, args, kwargs) or e
             except Exception as e:  # noqa: BLE001 - every failure becomes a message (see above)
                 raise error(e, args, kwargs) from (None if isinstance(e, InputError) else e)
         return generator  # type: ignore[return-value]
@@ -191,8 +199,8 @@ def in_users_language(fn: F) -> F:
         try:
             check_numbers([*args, *kwargs.values()])
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            raise refused(e, args, kwargs) or e
         except Exception as e:  # noqa: BLE001 - every failure becomes a message (see above)
             raise error(e, args, kwargs) from (None if isinstance(e, InputError) else e)
     return call  # type: ignore[return-value]
@@ -271,23 +279,27 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     device_notice = ""
     zerogpu = on_zerogpu()
-    if zerogpu:  # models go onto "cuda" here, and onto the GPU in each GPU call (demo/gpu.py)
+    if zerogpu:  # models load onto the CPU; one too large to serve there goes onto "cuda" (demo/gpu.py)
         if compile:
             print("warning: ZeroGPU has no torch.compile: --compile is ignored")
         if device not in (None, "auto", "cuda"):
-            print(f"warning: on ZeroGPU models run on its GPU: --device {device} is ignored")
-        dev, compile = zerogpu_start(), False
+            print(f"warning: on ZeroGPU a model runs on the Space's CPU or its GPU: --device {device} is ignored")
+        gpu_dev, compile = zerogpu_start(), False
+        dev = torch.device("cpu")
     else:
         try:
             dev = pick_device(device)
         except (ValueError, RuntimeError) as e:  # e.g. --device cuda on a machine without a GPU: serve on the CPU
             dev, device_notice = torch.device("cpu"), f"{e}; serving on the CPU"
     worker = model_thread(dev)
-    serve = functools.partial(Models, worker=worker, compile=compile, zerogpu=zerogpu)
+    serve = functools.partial(Models, worker=worker, compile=compile)
+    if zerogpu:
+        serve = functools.partial(_serve_on_zerogpu, serve, gpu_dev, dtype)
     models = worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)
     if compare:  # a second model for the compare view: any source --model takes; on failure, a notice
         try:
-            models.second = worker.run(load_any, compare, dev, _torch_dtype(dtype, dev))
+            second = worker.run(load_any, compare, dev, _torch_dtype(dtype, dev))
+            models.second = moved(second, models.main.device, models.main.dtype) if models.zerogpu else second
         except Exception as e:  # noqa: BLE001 - reported in the header, the app serves on
             device_notice = "; ".join(filter(None, [device_notice, f"--compare {compare}: {type(e).__name__}: {e}"]))
     if device_notice:
@@ -328,4 +340,14 @@ def _default_tokenizer() -> Tokenizer:
     try:
         return load_default(device="cpu").tokenizer
     except FileNotFoundError:
+def _serve_on_zerogpu(serve: Callable[..., Models], gpu_dev: torch.device, dtype: str | None, loaded: LoadedModel,
+                      notice: str = "") -> Models:
+    """On ZeroGPU, what serves `loaded` (loaded onto the CPU): a model small enough for the Space's CPU stays there and
+    is served as on any CPU (no GPU call: it spends no visitor's quota); a larger one goes onto `gpu_dev` (spaces'
+    emulated cuda until a GPU call) in its dtype there, and every model handler is one GPU call (demo/gpu.py)."""
+    if serves_on_cpu(loaded.model):
+        return serve(loaded, notice=notice)
+    return Models(moved(loaded, gpu_dev, _torch_dtype(dtype, gpu_dev)), notice=notice, zerogpu=True)
+
+
         return fallback_tokenizer()

@@ -151,6 +151,16 @@ def build_model(config: GPTConfig, member: nanochat.Member, state_dict: dict[str
     return model.eval()
 
 
+def moved(loaded: LoadedModel, device: torch.device | str, dtype: torch.dtype | str | None = None) -> LoadedModel:
+    """`loaded` with its model on `device` in `dtype` (default: the device's, default_dtype), as build_model would
+    have made it there: the weights converted, the rotary tables computed again in the new dtype."""
+    device = torch.device(device)
+    dtype = _as_dtype(dtype, device)
+    model = loaded.model.to(device=device, dtype=dtype)
+    model.cos, model.sin = model.rotary_tables(dtype, device)
+    return dataclasses.replace(loaded, model=model, device=device, dtype=dtype)
+
+
 # ---- nanochat layout ---------------------------------------------------------------------------------------------
 def nanochat_base_dir(base_dir: str | Path | None = None) -> Path:
     if base_dir is not None:
