@@ -49,6 +49,17 @@ The views, one function each (all take lang="en", or any code of text.LANGS):
                each position's answer is settled (top-1, top-3, p > 0.5), a strip over the text (in VIEWS)
 15 compare     compare_models(model_a, model_b, ids) -> DataFrame (top-1 of each, KL(p_a || p_b), agree);
                compare_view(trace_a, trace_b, name_a, name_b, position=-1): KL per position, both top-k at one
+16 attribution logit_attribution(model, ids, position=-1, target=None, contrast=None) -> DataFrame (component, kind,
+               layer, head, contribution, weight): the pre-softcap logit split into what each part of the residual
+               stream writes towards it (the later lambdas and the backout in each part's weight, the final norm's
+               scale as it was); attribution_view(trace, position, target, contrast) (in VIEWS)
+17 patching    patching_sweep(model, clean_ids, corrupt_ids, target, contrast, site="resid") -> DataFrame (layer,
+               position, effect); patching_view(model, tokenizer, clean_ids, corrupt_ids, target=None, contrast=None,
+               site="resid"): not in VIEWS (it needs a second prompt), a heatmap over layers × positions
+18 saliency    saliency(model, ids, position=-1, target=None, method="integrated_gradients", steps=64) -> DataFrame
+               (position, score); saliency_view(model, tokenizer, ids, ...): not in VIEWS (64 forwards and backwards),
+               the prompt coloured by score, integrated gradients' completeness beside it
+               (explain/resume.py: the model's own stages, resumed from a recorded residual stream, for these three)
 
 Rules: explain/ never re-implements the model. It reads the recorder's tensors (gpt/recorder.py) and calls the model's
 own functions and answers (forward, head, causal_mask_for, window_sizes, softcap); the one derived quantity is the
@@ -58,6 +69,7 @@ never leave it. Long prompts are windowed (the last positions up to `position`) 
 All text lives in text/: one TOML file per language, read through text.t(key, lang).
 """
 from explain.attention import attention_view, attention_weights
+from explain.attribution import attribution_view, logit_attribution
 from explain.build import VIEWS, build_all, build_views
 from explain.causality import causality_view
 from explain.commitment import commitment, commitment_view
@@ -68,14 +80,17 @@ from explain.kvcache import incremental_logits, kv_cache_view
 from explain.lens import lens_logits, logit_lens_view
 from explain.mask import mask_view
 from explain.nexttoken import next_token_stats, next_token_view
+from explain.patching import patching_sweep, patching_view
 from explain.rotary import rotary_view
+from explain.saliency import saliency, saliency_view
 from explain.shapes import TUTORIAL_CONFIG, TUTORIAL_EXAMPLES, shape_table, shapes_view
 from explain.softcap import softcap_view
 from explain.then_now import then_now_from_traces, then_now_table, then_now_view
 from explain.trace import Trace, trace_forward
 from explain.training import training_view
 
-__all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "build_all", "build_views",
+__all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "attribution_view",
+           "logit_attribution", "patching_sweep", "patching_view", "saliency", "saliency_view", "build_all", "build_views",
            "causality_view", "commitment", "commitment_view", "compare_models", "compare_view", "generate_steps", "generate_time_view", "generate_view",
            "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
            "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from explain.attention import attention_view
+from explain.attribution import attribution_view
 from explain.causality import causality_view
 from explain.commitment import commitment_view
 from explain.common import ViewResult
@@ -20,14 +21,14 @@ from explain.training import training_view
 from gpt.nanochat import GPT
 
 VIEWS = ("shapes", "rotary", "mask", "attention", "softcap", "next_token", "training", "causality", "logit_lens",
-         "commitment", "kv_cache", "generate")
+         "commitment", "attribution", "kv_cache", "generate")
 
 
 def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0, position: int = -1, row: int = 0,
                 j: int | None = None, new_token: int | None = None, kv_steps: list[int] | None = None,
                 gen_tokens: int = 4, temperature: float = 1.0, top_k: int | None = 50, seed: int = 42,
                 views: tuple[str, ...] | None = None, cached: int = 0,
-                next_ids: list[int] | None = None,
+                next_ids: list[int] | None = None, target: int | None = None, contrast: int | None = None,
                 between: Callable[[], None] = lambda: None) -> dict[str, ViewResult]:
     """Every view (or only `views`) of an existing trace, in VIEWS order. `between()` runs before each view (the app
     passes gpt.torch_thread.pause_point: a chat waiting for its next tokens gets them between two views).
@@ -35,7 +36,8 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
     cached: the first `cached` positions are already in a KV cache (the tutorial's "[100, 200, 300] then [400]"):
     the shapes and rotary views show the call that feeds the other T - cached tokens at T0 = cached, and the KV-cache
     view feeds the prompt in those two pieces (unless kv_steps says otherwise). next_ids: the token after each row (as
-    nanochat's loader fetches T + 1 a row): the training view then trains all B × T positions."""
+    nanochat's loader fetches T + 1 a row): the training view then trains all B × T positions. target, contrast: the
+    token ids the attribution view explains (default: the model's top-1 at `position`, no contrast)."""
     wanted = VIEWS if views is None else tuple(views)
     unknown = set(wanted) - set(VIEWS)
     if unknown:
@@ -58,6 +60,7 @@ def build_views(trace: Trace, lang: str = "en", *, layer: int = 0, head: int = 0
         "causality": lambda: causality_view(trace, j, new_token, row, lang=lang),
         "logit_lens": lambda: logit_lens_view(trace, row, position, lang=lang),
         "commitment": lambda: commitment_view(trace, row, lang=lang),
+        "attribution": lambda: attribution_view(trace, position, target, contrast, row, lang=lang),
         "kv_cache": lambda: kv_cache_view(trace, kv_steps, lang=lang),
         "generate": lambda: generate_view(model, trace.ids(row), trace.tokenizer, gen_tokens, temperature, top_k,
                                           seed, lang=lang),

@@ -35,6 +35,8 @@ LOGIT_BYTES = 2**27  # that forward's float32 logits, B·T·V·4 bytes (made aga
 RECORD_BYTES = 2**29  # everything that forward records (recorded_bytes): with these two, the heaviest request keeps the
 # server under 2 GB (bench/serve_bench.py)
 GENERATE_FLOPS = 10**11  # the Generate tab: a step's naive generate loop, or the whole cost comparison
+WHY_FLOPS = 2 * 10**11  # one "why did it say that?" view: a patching sweep (every layer × position) or a saliency (64
+# forwards and backwards); the default model's 32 tokens fit, ~1-3 s on 2 cores (bench/why_bench.py)
 MAX_PROMPT_CHARS = 20_000  # text is cut to this before it is tokenized
 
 
@@ -432,3 +434,58 @@ def generation_prompt(tokenizer: Tokenizer, text: str, ctx: int, lang: str) -> t
     if len(ids) > room:
         return ids[-room:], [t("ui.prompt_too_long", lang, n=len(ids), ctx=room)]
     return ids, []
+
+
+# ---- why did it say that? (attribution, patching, saliency) ---------------------------------------------------------
+def parse_token(tokenizer: Tokenizer | None, text: str | None, vocab_size: int, what: str) -> int | None:
+    """A target or contrast token as typed: "" -> None (the view's default); "#id" -> that id; any other text must be
+    exactly one token of the vocabulary (" man", with its space). `what`: "target" or "contrast", for the message."""
+    text = (text or "")[:200]
+    said = ("ui.what_" + what, {})
+    if not text.strip():
+        return None
+    if text.strip().startswith("#"):
+        value = _whole(text.strip()[1:])
+        if value is None or value >= vocab_size:
+            raise InputError("ui.bad_token_id", what=said, v=vocab_size, text=text.strip())
+        return value
+    ids = tokenizer.encode(text) if tokenizer is not None else []
+    if len(ids) != 1 or ids[0] >= vocab_size:
+        raise InputError("ui.bad_token", what=said, text=text, n=len(ids), v=vocab_size)
+    return ids[0]
+
+
+def why_tokens(tokenizer: Tokenizer | None, model: GPT, target: str | None, contrast: str | None
+               ) -> tuple[int | None, int | None]:
+    """(target, contrast) ids as typed (None: the view's default); InputError for a token the model does not have,
+    or a contrast that is the target."""
+    V = model.config.vocab_size
+    ids = parse_token(tokenizer, target, V, "target"), parse_token(tokenizer, contrast, V, "contrast")
+    if ids[0] is not None and ids[0] == ids[1]:
+        raise InputError("ui.contrast_is_target")
+    return ids
+
+
+def check_why(model: GPT, T: int, cost) -> None:
+    """InputError naming the longest prompt that fits when a why-view of T tokens costs more than WHY_FLOPS; cost(T):
+    its counted FLOPs (explain.patching.sweep_flops, explain.saliency.saliency_flops)."""
+    if cost(T) <= WHY_FLOPS:
+        return
+    lo, hi = 0, T
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= WHY_FLOPS else (lo, mid - 1)
+    raise InputError("ui.over_why_budget", T=T, limit=lo)
+
+
+def corrupt_ids(tokenizer: Tokenizer | None, model: GPT, clean: list[int], corrupt: str | None, as_ids: bool
+                ) -> list[int]:
+    """The corrupt prompt of a patching pair, read as the clean one was (token ids when `as_ids`, else text), with
+    as many tokens as the clean one (InputError otherwise, or when it is empty)."""
+    text = cut_text(corrupt)
+    if not text.strip():
+        raise InputError("ui.empty_corrupt")
+    ids = parse_ids(text, model.config.vocab_size).ids[0] if as_ids or tokenizer is None else tokenizer.encode(text)
+    if len(ids) != len(clean):
+        raise InputError("ui.unequal_lengths", a=len(clean), b=len(ids))
+    return ids
