@@ -17,9 +17,13 @@ from explain.common import APP_WIDTH
 from rules.downloads import views_zip, write_csv
 from rules.png import PngError, figure_png, unavailable as png_unavailable
 from explain.compare import compare_view
+from explain.patching import SITES, NothingToRestore, patching_view, sweep_flops
+from explain.resume import SameTokens
+from explain.saliency import METHODS, saliency_flops, saliency_view
 from explain.then_now import then_now_view
 from explain.trace import trace_forward
-from rules.inputs import check_forward, forward_request, limits_md, parse_config
+from rules.inputs import (check_forward, check_why, corrupt_ids, forward_request, limits_md, parse_config,
+                          why_tokens)
 from explain.shapes import shapes_view
 from gpt import nanochat as family
 from gpt.torch_thread import pause_point
@@ -30,6 +34,7 @@ class Preset(NamedTuple):
     model: str  # "loaded", "tutorial" or "tutorial_2026" (demo.models.Models.pick)
     prompt: str
     ids: str  # rows split by ';', a '|' ends the cached prefix; "random BxT": B rows of T ids, seed 0 (torch.randint)
+    corrupt: str = ""  # patching's corrupt prompt (the prompt with a token changed, as many tokens)
 
 
 PRESETS: dict[str, Preset] = {
@@ -39,6 +44,9 @@ PRESETS: dict[str, Preset] = {
     "tutorial_2x5": Preset("tutorial", "", "100, 200, 300, 400, 500; 600, 700, 800, 900, 1000"),
     "tutorial_train": Preset("tutorial", "", "random 2x128"),
     "tutorial_kv": Preset("tutorial", "", "100, 200, 300 | 400"),
+    # a pair for "why did it say that?": one word changed, the answer changes (the default model: " man" / " girl")
+    "why_en": Preset("loaded", "He is a good man, and she is a good", "", "He is a good boy, and she is a good"),
+    "why_zh": Preset("loaded", "床前明月光", "", "床前明日光"),
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
@@ -46,6 +54,8 @@ THEN_NOW = "then_now"  # shown alone (it runs a second model, of another nanocha
 # then and now beside a chosen version: "then_now@<commit>" (THEN_NOW alone: the tutorial's, or today's)
 THEN_NOW_VS = tuple(f"{THEN_NOW}@{m.name}" for m in family.MEMBERS)
 COMPARE = "compare"  # shown alone too: the model beside the second one (--compare), or another version's
+PATCHING, SALIENCY = "patching", "saliency"  # shown alone: a sweep over a second prompt; many forwards and backwards
+SALIENCY_STEPS = 64  # integrated gradients' path points
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
 MAX_SHAPE_SIZE = 10**6  # B, T and T0 of the any-config shapes: the meta device computes nothing, but keep it sane
 PNG_SCALE = 2  # a view's PNG has twice its figure's pixels (sharp on a high-density screen; no slower to draw)
@@ -60,12 +70,14 @@ def _size(value, lo: int) -> int:
     return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
-    Field("focus", "all", choices=("all", *VIEWS, COMPARE, THEN_NOW, *THEN_NOW_VS)),
+    Field("focus", "all", choices=("all", *VIEWS, PATCHING, SALIENCY, COMPARE, THEN_NOW, *THEN_NOW_VS)),
     Field("preset", "custom", choices=tuple(PRESETS)),
     Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
     Field("ids", "", max_len=20000),
     Field("layer", 0, 0, 64), Field("head", 0, 0, 64), Field("pos", -1, -1, 100000),
+    Field("corrupt", ""), Field("target", "", max_len=200), Field("contrast", "", max_len=200),
+    Field("site", SITES[0], choices=SITES), Field("method", METHODS[0], choices=METHODS),
 ]
 
 
@@ -79,8 +91,9 @@ class InsideTab:
     head: gr.Slider
     position: gr.Slider
     focus: gr.Dropdown
+    why: dict  # the "why did it say that?" inputs by link key: corrupt, target, contrast, site, method
     run: gr.Button
-    run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang[, request]) -> outputs
+    run_fn: object  # the handler: (model, prompt, ids, layer, head, pos, focus, lang[, request, *why]) -> outputs
     show_fn: object  # the same work, not a handler: for other handlers to call
     compute_fn: object  # the model handler behind both: (model, ..., lang) -> InsideRun
     inputs: list
@@ -89,7 +102,7 @@ class InsideTab:
 
     def link_parts(self) -> dict:
         return {"preset": self.preset, "model": self.model, "prompt": self.prompt, "ids": self.ids,
-                "layer": self.layer, "head": self.head, "pos": self.position, "focus": self.focus}
+                "layer": self.layer, "head": self.head, "pos": self.position, "focus": self.focus, **self.why}
 
     def has_input(self, values: list) -> bool:
         """Whether values of `inputs` (in that order) ask for a forward: a prompt or token ids."""
@@ -110,8 +123,17 @@ def model_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def focus_choices(lang: str) -> list[tuple[str, str]]:
-    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (*VIEWS, COMPARE, THEN_NOW)] + [
+    return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (
+        *VIEWS, PATCHING, SALIENCY, COMPARE, THEN_NOW)] + [
         (t("ui.view_then_now_vs", lang, member=m.name, date=m.date), v) for m, v in zip(family.MEMBERS, THEN_NOW_VS)]
+
+
+def site_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"view.patching.site_{site}", lang), site) for site in SITES]
+
+
+def method_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t(f"view.saliency.method_{method}", lang), method) for method in METHODS]
 
 
 class InsideRun(NamedTuple):
@@ -147,6 +169,21 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
             relabel(focus, "ui.focus", choices=focus_choices)
             run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
                           value="ui.run_forward")
+    with relabel(gr.Accordion(t("ui.why"), open=False, elem_id="inside-why"), "ui.why"):
+        relabel(gr.Markdown(t("ui.why_help")), value="ui.why_help")
+        with gr.Row():
+            corrupt = relabel(gr.Textbox(label=t("ui.corrupt"), placeholder=t("ui.corrupt_ph"), lines=1, scale=3,
+                                         elem_id="inside-corrupt"), "ui.corrupt", placeholder="ui.corrupt_ph")
+            target = relabel(gr.Textbox(label=t("ui.target"), max_lines=1, scale=1, elem_id="inside-target"),
+                             "ui.target")
+            contrast = relabel(gr.Textbox(label=t("ui.contrast"), max_lines=1, scale=1, elem_id="inside-contrast"),
+                               "ui.contrast")
+        with gr.Row():
+            site = gr.Radio(site_choices("en"), value=SITES[0], label=t("ui.site"), elem_id="inside-site")
+            relabel(site, "ui.site", choices=site_choices)
+            method = gr.Radio(method_choices("en"), value=METHODS[0], label=t("ui.method"), elem_id="inside-method")
+            relabel(method, "ui.method", choices=method_choices)
+    why = {"corrupt": corrupt, "target": target, "contrast": contrast, "site": site, "method": method}
     limits = gr.Markdown(limits_md(models.main.model, "en"), elem_id="inside-limits")
     relabel(limits, value=lambda lang: limits_md(models.main.model, lang))
     notes = gr.Markdown(elem_id="inside-notes")
@@ -210,8 +247,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
         relabel(export_note, value=png_why.message)
     last = gr.State([])
 
-    def compute_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang) -> InsideRun:
-        """The model work: one forward of the input and the views asked for (all, or the focused one only)."""
+    def compute_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, corrupt_text="",
+                      target_text="", contrast_text="", site_v=SITES[0], method_v=METHODS[0]) -> InsideRun:
+        """The model work: one forward of the input and the views asked for (all, or the focused one only); the
+        why-views' inputs last (what a caller that knows only the others leaves at their defaults)."""
         loaded = models.pick(which)
         c = loaded.model.config
         req = forward_request(loaded.tokenizer, loaded.model, prompt_text, ids_text, lang)
@@ -220,8 +259,22 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
         T = len(req.ids[0])
         pos_v = int(pos_v) if -1 <= int(pos_v) < T else -1
         tokenizer = loaded.tokenizer if which == "loaded" else None  # random-init tutorial ids have no meaning: "#id"
+        target_id = contrast_id = bad_ids = None
+        if focus_v in ("all", "attribution", PATCHING, SALIENCY):  # the token to explain, and what it could have been
+            target_id, contrast_id = why_tokens(tokenizer, loaded.model, target_text, contrast_text)
+        if focus_v == PATCHING:
+            bad_ids = corrupt_ids(tokenizer, loaded.model, req.ids[0], corrupt_text, bool((ids_text or "").strip()))
+            check_why(loaded.model, T, lambda n: sweep_flops(loaded.model, n, site_v))
+        if focus_v == SALIENCY:
+            check_why(loaded.model, T, lambda n: saliency_flops(loaded.model, n, SALIENCY_STEPS))
         try:
-            if focus_v == COMPARE:
+            if focus_v == PATCHING:  # the prompt (its first row) is the clean one
+                views = [patching_view(loaded.model, tokenizer, req.ids[0], bad_ids, target_id, contrast_id, site_v,
+                                       lang)]
+            elif focus_v == SALIENCY:
+                views = [saliency_view(loaded.model, tokenizer, req.ids[0], pos_v, target_id, method_v, SALIENCY_STEPS,
+                                       lang)]
+            elif focus_v == COMPARE:
                 other = models.beside(which)
                 if other.model.config.vocab_size != loaded.model.config.vocab_size:
                     raise gr.Error(t("ui.compare_vocab", lang, a=other.model.config.vocab_size,
@@ -238,8 +291,12 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
             else:
                 views = list(build_all(loaded.model, tokenizer, req.ids, lang, layer=layer_v, head=head_v,
                                        position=pos_v, cached=req.prefix, next_ids=req.next_ids,
-                                       between=pause_point,
+                                       target=target_id, contrast=contrast_id, between=pause_point,
                                        views=(focus_v,) if focus_v in VIEWS else VIEWS).values())
+        except SameTokens:  # the contrast is the model's own top-1, the target left blank
+            raise gr.Error(t("ui.contrast_is_target", lang)) from None
+        except NothingToRestore:
+            raise gr.Error(t("ui.same_answer", lang)) from None
         except ValueError as e:
             raise gr.Error(html.escape(str(e), quote=False)) from None
         notes = req.notes + ([t("ui.random_everywhere", lang)] if loaded.source == "random-init" else [])
@@ -271,18 +328,23 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
     compute = models.handler(compute_views)  # the model work: a GPU call on ZeroGPU, the torch thread on a CPU
 
     # no model work here: a lesson's own request is served from its payload, anything else computed by `compute`
+    # (Gradio puts the request where the signature has it: before the why-views' inputs, where callers pass it)
     @models.handler(checks=True)
-    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
+    def show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None,
+                   corrupt_text="", target_text="", contrast_text="", site_v=SITES[0], method_v=METHODS[0]):
         """One forward of the input and the views asked for (all, or the focused one only), as component updates."""
-        args = (which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang)
+        args = (which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, corrupt_text, target_text,
+                contrast_text, site_v, method_v)
         return present(payloads.serve(("views", *args), lambda: compute(*args)), lang, request)
 
-    def show_in_handler(*args):
-        """show_views for another model handler to call (it is already where model work runs)."""
-        *args, request = args
-        return present(payloads.serve(("views", *args), lambda: compute_views(*args)), args[-1], request)
+    def show_in_handler(*values):
+        """show_views for another model handler to call (it is already where model work runs), with the values of
+        `inputs` and the request."""
+        *args, request = values
+        return present(payloads.serve(("views", *args), lambda: compute_views(*args)), args[inputs.index(lang_state)],
+                       request)
 
-    inputs = [model, prompt, ids, layer, head, position, focus, lang_state]
+    inputs = [model, prompt, ids, layer, head, position, focus, lang_state, *why.values()]
     outputs = [notes, layer, head, position] + [c for slot in slots for c in slot] + [last]
     run.click(show_views, inputs, outputs, api_name="inside")
     for slider in (layer, head, position):  # a drag's end, or a typed number once the box loses focus or on Enter
@@ -290,12 +352,11 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
     focus.input(show_views, inputs, outputs, api_name=False)
 
     def apply_preset(key: str):
-        which, prompt_text, ids_text = PRESETS.get(key, PRESETS["custom"])
         if key == "custom":
-            return gr.update(), gr.update(), gr.update()
-        return which, prompt_text, ids_text
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        return tuple(PRESETS.get(key, PRESETS["custom"]))
 
-    preset.input(apply_preset, preset, [model, prompt, ids], queue=False, api_name=False) \
+    preset.input(apply_preset, preset, [model, prompt, ids, corrupt], queue=False, api_name=False) \
         .then(show_views, inputs, outputs, api_name=False)
 
     # no model work: a browser draws the PNG; the torch thread stays free, and on ZeroGPU it takes no GPU call
@@ -331,12 +392,13 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
     export.click(export_zip, [last, lang_state], export_file, api_name=False)
 
     @models.handler(checks=True)  # no model work here either: show_views' (a lesson's payload, else `compute`)
-    def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None):
+    def refresh(views, which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request: gr.Request = None,
+                *why_values):
         """Rerun (e.g. in the new language) only when views are already on the page."""
         if not views:
             return [gr.update()] * len(outputs)
-        return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request)
+        return show_views(which, prompt_text, ids_text, layer_v, head_v, pos_v, focus_v, lang, request, *why_values)
 
-    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, run, show_views, show_in_handler,
+    return InsideTab(preset, model, prompt, ids, layer, head, position, focus, why, run, show_views, show_in_handler,
                      compute, inputs, outputs, dict(fn=refresh, inputs=[last, *inputs], outputs=outputs,
                                                      api_name=False))

@@ -32,6 +32,7 @@ LESSONS: list[Lesson] = [
     Lesson("kv_position", "inside", {"preset": "tutorial_kv", "focus": "kv_cache"}),
     Lesson("then_and_now", "inside", {"preset": "story", "focus": "then_now"}),
     Lesson("when_decide", "inside", {"preset": "story", "focus": "commitment"}),
+    Lesson("why_said", "inside", {"preset": "why_en", "focus": "patching"}),
 ]
 
 

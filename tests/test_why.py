@@ -67,8 +67,8 @@ def hooked(model: nanochat.GPT, ids: list[int]) -> dict[str, torch.Tensor]:
 
 def weights_written_out(model: nanochat.GPT) -> tuple[float, list[float]]:
     """The factor by which x0 and each block's output reach the residual the final norm reads, in closed form:
-    block i's output is multiplied by λr[j] of every later block j; x0 enters block 0 as (λr[0] + λ0[0])·x0 and again
-    as λ0[i]·x0 before block i; the backout subtracts λb times the same sums taken up to block L // 2."""
+    block i's output is multiplied by λr[j] of every later block j; x0 enters block 0 as (λr[0] + λ0[0])·x0 and
+    again as λ0[i]·x0 before block i; the backout subtracts λb times the same sums taken up to block L // 2."""
     L, f = model.config.n_layer, model.features
     lr = model.resid_lambdas.detach().double().tolist() if f.lambdas else [1.0] * L
     l0 = model.x0_lambdas.detach().double().tolist() if f.lambdas else [0.0] * L
@@ -299,7 +299,8 @@ def test_a_one_token_change_is_undone_at_its_token_and_at_the_last_residual(whic
 
 def test_patching_the_default_model(default):
     model, tok = default.model, default.tokenizer
-    clean, corrupt = tok.encode("He is a good man, and she is a good"), tok.encode("He is a good boy, and she is a good")
+    clean = tok.encode("He is a good man, and she is a good")
+    corrupt = tok.encode("He is a good boy, and she is a good")
     p = next(i for i, (a, b) in enumerate(zip(clean, corrupt)) if a != b)
     man, boy = tok.encode(" man")[0], tok.encode(" boy")[0]
     z = patching_sweep(model, clean, corrupt, man, boy, "resid")["effect"].to_numpy().reshape(-1, len(clean))
@@ -460,3 +461,51 @@ def test_a_third_language_reaches_the_why_views(fake_language, tiny_tokenizer): 
         assert fake_only(view.title) and fake_only(view.text), view.name
         assert all(fake_only(tr.hovertemplate or "") for tr in view.fig.data), view.name
     assert t("view.patching.row_token", fake_language) in list(views[0].fig.data[0].y)
+
+
+# ---- the Inside tab, its presets, lesson and links -----------------------------------------------------------------
+def test_the_presets_pair_prompts_of_equal_length_on_the_default_model(default):
+    from demo.inside import PRESETS
+
+    for key in ("why_en", "why_zh"):
+        pair = PRESETS[key]
+        clean, corrupt = default.tokenizer.encode(pair.prompt), default.tokenizer.encode(pair.corrupt)
+        assert len(clean) == len(corrupt) and clean != corrupt, key
+        a, b = (int(default.model(torch.tensor([ids]))[0, -1].argmax()) for ids in (clean, corrupt))
+        assert a != b, key  # the changed token changes the answer: there is something to explain
+
+
+def test_the_inside_tab_shows_the_why_views_and_says_what_is_wrong(demo, models):
+    import gradio as gr
+
+    from demo.inside import PRESETS
+    from demo.lessons import LESSONS
+    from urllib.parse import parse_qsl
+
+    from demo.inside import LINK_FIELDS
+    from demo.links import decode, encode
+
+    run = next(f.fn for f in demo.fns.values() if f.name == "show_views")
+    request = gr.Request(session_hash="why-views")
+    pair = PRESETS["why_en"]
+    for focus in ("patching", "saliency", "attribution"):
+        out = run("loaded", pair.prompt, "", 0, 0, -1, focus, "zh", request, pair.corrupt, "", "", "resid",
+                  "integrated_gradients")
+        views = out[-1]
+        assert [v.name for v in views] == [focus] and views[0].title == out[6].split("\n")[0].removeprefix("### ")
+    n = len(models.main.tokenizer.encode(pair.prompt))
+    for why, message in (((pair.corrupt + " again", "", ""), t("ui.unequal_lengths", "zh", a=n, b=n + 1)),
+                         (("", "", ""), t("ui.empty_corrupt", "zh")),
+                         ((pair.corrupt, " man", " man"), t("ui.contrast_is_target", "zh"))):
+        with pytest.raises(gr.Error) as caught:
+            run("loaded", pair.prompt, "", 0, 0, -1, "patching", "zh", request, *why, "resid", "integrated_gradients")
+        assert caught.value.message == message
+    with pytest.raises(gr.Error) as caught:
+        run("loaded", pair.prompt, "", 0, 0, -1, "attribution", "en", request, "", "#99999", "", "resid",
+            "integrated_gradients")
+    assert "#99999" in caught.value.message and "target" in caught.value.message
+    lesson = next(x for x in LESSONS if x.id == "why_said")
+    assert lesson.settings == {"preset": "why_en", "focus": "patching"}
+    link = {"focus": "saliency", "corrupt": pair.corrupt, "target": " man", "site": "mlp",
+            "method": "gradient_x_input"}
+    assert decode(dict(parse_qsl(encode(link, LINK_FIELDS))), LINK_FIELDS) == link  # a link carries them all
