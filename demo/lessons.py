@@ -33,6 +33,7 @@ LESSONS: list[Lesson] = [
     Lesson("then_and_now", "inside", {"preset": "story", "focus": "then_now"}),
     Lesson("when_decide", "inside", {"preset": "story", "focus": "commitment"}),
     Lesson("why_said", "inside", {"preset": "why_en", "focus": "patching"}),
+    Lesson("what_if", "generate", {"gprompt": "Once upon a time", "gtemp": 0.8, "gtopk": 50, "gseed": 42, "gstep": 8}),
 ]
 
 

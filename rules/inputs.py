@@ -404,6 +404,18 @@ def parse_ids(text: str, vocab_size: int) -> Request:
     return Request(rows, prefix if prefix < len(rows[0]) else 0)
 
 
+def forced_ids(text: str | None, tokenizer: Tokenizer, model: GPT) -> list[int]:
+    """A branch of the Generate tab: the token ids fixed after the prompt, "12, 7, 301" ("" or None: none). Every id
+    must be one the model may sample (InputError "ui.bad_branch_ids" naming the bad ones)."""
+    vocab = min(model.config.vocab_size, tokenizer.vocab_size)
+    pieces = (text or "").replace(",", " ").split()
+    values = [_whole(piece) for piece in pieces]
+    bad = [piece for piece, value in zip(pieces, values) if value is None or value >= vocab]
+    if bad:
+        raise InputError("ui.bad_branch_ids", v=vocab, bad=", ".join(bad[:8]))
+    return values
+
+
 def forward_request(tokenizer: Tokenizer, model: GPT, prompt: str, ids: str, lang: str) -> Request:
     """The Inside-forward input on `model`: token ids if any were typed, else the tokenized prompt; cut to
     the last sequence_len positions (with a warning); a note on batches; refused past the work budget."""
