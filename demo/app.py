@@ -101,6 +101,7 @@ def link_fields(ctx: int) -> list[Field]:
         Field.of("temperature", SETTINGS["temperature"]), Field.of("top_k", SETTINGS["top_k"]),
         Field.of("top_p", SETTINGS["top_p"]), Field.of("max_tokens", max_tokens_setting(ctx)),
         Field("seed", "random", max_len=20),
+        Field("cbranch", "", max_len=2400),  # a chat's branch: its seed, the way to it, its message (rules.branches)
         *inside.LINK_FIELDS, *generate_tab.LINK_FIELDS,
     ]
 
@@ -164,7 +165,7 @@ def build_app(models: Models) -> tuple[gr.Blocks, Payloads]:
         fields = link_fields(ctx)
         parts = {"msg": chat_ui.message, "temperature": chat_ui.temperature, "top_k": chat_ui.top_k,
                  "top_p": chat_ui.top_p, "max_tokens": chat_ui.max_tokens, "seed": chat_ui.seed,
-                 **inside_ui.link_parts(), **gen_ui.link_parts()}
+                 **inside_ui.link_parts(), **gen_ui.link_parts(), **chat_ui.link_parts()}
         keys = [f.key for f in fields if f.key in parts]
         components = [parts[k] for k in keys]
 
@@ -204,10 +205,12 @@ def build_app(models: Models) -> tuple[gr.Blocks, Payloads]:
 
         # lang_state too, not only the radio: the radio's change event (which sets lang_state) may land after open_view
         # has read it, and its redraw finds no views yet, so a Chinese link drew English views
-        demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab, lang_state], queue=False,
-                  api_name=False) \
+        restored = demo.load(restore, None, [tabs, tab_state, *components, lang_radio, link_tab, lang_state],
+                             queue=False, api_name=False) \
             .then(open_view, [link_tab, lang_state, *inside_ui.inputs, *gen_ui.show_inputs],
                   [*inside_ui.outputs, *gen_ui.show_outputs], api_name=False)
+        for event in chat_ui.restore_events(link_tab):  # a chat link's branch: the reply and the branch, recomputed
+            restored = restored.then(**event)
         demo.unload(chat_ui.forget)
         demo.unload(scratch.forget_session)  # the session's download files
 

@@ -15,15 +15,17 @@ from demo.replies import stop_flag, stream_reply
 from explain.branching import alternatives_view
 from explain.trace import sequence_labels
 from gpt.stream import sampled_vocab
-from rules.branches import Branches
-from rules.inputs import InputError, check_forward, from_chatbot, to_chatbot
+from rules.branches import Branch, Branches, parse_link
+from rules.inputs import InputError, check_forward, fit_context, from_chatbot, sampling, to_chatbot, with_message
 
 
 @dataclass
 class BranchPanel:
     state: gr.State  # the reply's Branches (None before a reply)
+    link: gr.State  # the shown branch as a link's value (Branches.link; "" for none)
     show: Callable  # Branches, lang -> the panel's outputs (for .then after a reply)
     show_outputs: list
+    restore: Callable  # a link's chat: the reply and the branch it names, recomputed (a handler)
 
 
 def _shown_messages(history, branches: Branches, tokenizer) -> list[dict]:
@@ -41,6 +43,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
     Clear cancel them)."""
     tokenizer, model = models.main.tokenizer, models.main.model
     state = gr.State(None)
+    link = gr.State("")
     picked = gr.State(None)  # the index of the clicked token in the shown branch
     with relabel(gr.Accordion(t("ui.branch_panel"), open=True, elem_id="branch-panel"), "ui.branch_panel"):
         relabel(gr.Markdown(t("ui.branch_help")), value="ui.branch_help")
@@ -66,16 +69,16 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         branch picker; the alternatives of a token from before are cleared."""
         if branches is None:
             return (gr.HighlightedText(value=None), "", gr.Radio(choices=[], value=None), None, "",
-                    gr.Radio(choices=[], value=None), None)
+                    gr.Radio(choices=[], value=None), None, "")
         b = branches.shown
         labels = sequence_labels(tokenizer, b.tokens)
         start = 0 if b.parent is None else b.at
         spans = [(label, "new" if i >= start and b.parent is not None else "kept") for i, label in enumerate(labels)]
         names = [(branches.label(i, lang), i) for i in range(len(branches.branches))]
         return (spans, branches.html(tokenizer, lang), gr.Radio(choices=names, value=branches.current), None, "",
-                gr.Radio(choices=[], value=None), None)
+                gr.Radio(choices=[], value=None), None, branches.link())
 
-    show_outputs = [tokens, cards, which, plot, explanation, choice, picked]
+    show_outputs = [tokens, cards, which, plot, explanation, choice, picked, link]
 
     @models.handler
     def pick(branches: Branches | None, lang: str, evt: gr.SelectData):
@@ -141,6 +144,26 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         branches.drop()
         return to_chatbot(_shown_messages(history, branches, tokenizer)), branches
 
+    @models.handler(on_thread=False, duration=duration)
+    def restore(tab, value, temperature, top_k, top_p, max_tokens, lang):
+        """A link to a chat's branch: its message answered with the link's seed, then each branch on the way to the
+        one it names, recomputed (seeded: the same tokens). Nothing when the link names none."""
+        if tab != "chat" or not value:
+            return gr.skip(), gr.skip(), gr.skip()
+        seed, path, message = parse_link(value)
+        params = sampling(temperature, top_k, top_p, max_tokens, seed)
+        messages = with_message(tokenizer, [], message, model.config.sequence_len, params.max_tokens, seed)
+        prompt, _ = fit_context(tokenizer, messages, model.config.sequence_len, params.max_tokens)
+        messages.append({"role": "assistant", "content": ""})
+        *_, now = stream_reply(models, messages, prompt, params, None, lang)
+        branches = Branches(prompt, params, [Branch(now.tokens, stop=now.stop_reason)], message=message)
+        for at, token in path:
+            before = branches.shown.tokens[:at] + [token]
+            branch_prompt = branches.branch_prompt(at, token, sampled_vocab(model.config.vocab_size, tokenizer))
+            *_, now = stream_reply(models, messages, branch_prompt, branches.settings(len(before)), None, lang, before)
+            branches.add(at, now.tokens[at:], now.stop_reason)
+        return now.chat, now.stats, branches
+
     quiet = dict(api_name=False, show_progress="hidden")
     tokens.select(pick, [state, lang_state], [picked, plot, explanation, choice], api_name=False)
     redraw = dict(fn=show, inputs=[state, lang_state], outputs=show_outputs, api_name=False, queue=False)
@@ -152,4 +175,4 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         event.then(**redraw)
     which.select(switch, [chatbot, state, which, lang_state], [chatbot, state], **quiet).then(**redraw)
     drop.click(drop_shown, [chatbot, state, lang_state], [chatbot, state], **quiet).then(**redraw)
-    return BranchPanel(state, show, show_outputs)
+    return BranchPanel(state, link, show, show_outputs, restore)

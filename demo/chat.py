@@ -28,6 +28,19 @@ class ChatTab:
     seed: gr.Textbox
     look_inside: gr.Button
     forget: object  # for demo.unload: drops the session's state
+    branch_link: gr.State  # the shown branch as a link's value
+    restore_fn: object  # a link's chat branch, recomputed (see restore_event)
+    restore_inputs: list
+    restore_outputs: list
+    redraw: dict  # .then(**redraw): the branch panel drawn again
+
+    def link_parts(self) -> dict:
+        return {"cbranch": self.branch_link}
+
+    def restore_events(self, tab: gr.State) -> list[dict]:
+        """.then(**event) for each, after a link's values are restored: the chat branch it names, then its panel."""
+        return [dict(fn=self.restore_fn, inputs=[tab, *self.restore_inputs], outputs=self.restore_outputs,
+                     api_name=False), self.redraw]
 
 
 def make_reply(models: Models):
@@ -46,7 +59,9 @@ def make_reply(models: Models):
         messages.append({"role": "assistant", "content": ""})
         for now in stream_reply(models, messages, prompt, params, flag.is_set, lang):
             ended = now.stop_reason is not None
-            kept = Branches(prompt, params, [Branch(now.tokens, stop=now.stop_reason)]) if ended else gr.skip()
+            one = messages[:-1] if len(messages) == 2 else None  # one user message (and this reply): a link can carry it
+            kept = (Branches(prompt, params, [Branch(now.tokens, stop=now.stop_reason)],
+                             message=one[0]["content"] if one else "") if ended else gr.skip())
             yield now.chat, now.stats, notice, kept
 
     return reply
@@ -104,9 +119,10 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
         stopped = f"{t('ui.stats_stop', lang)}: {t('ui.stop_stopped', lang)}"
         return f"{line} · {stopped}" if line else f"{t('ui.stopped', lang)} {stopped}"
 
-    # As many replies stream at once as the engine decodes together (its batch rows); more wait in Gradio's queue,
-    # which shows them their place. One limit for every way to start a reply (Send, Regenerate, a branch, Continue).
-    together = dict(concurrency_limit=models.chat_rows, concurrency_id="chat")
+    # As many replies stream at once as the engine decodes together (its batch rows; with --chat-backend, as many as
+    # Models.chat_streams allows); more wait in Gradio's queue, which shows them their place. One limit for every way
+    # to start a reply (Send, Regenerate, a branch, Continue).
+    together = dict(concurrency_limit=models.chat_streams, concurrency_id="chat")
     streaming = []
     panel = branch_panel.build(models, relabel, lang_state, chatbot, stats, streaming, together)
     redraw = dict(fn=panel.show, inputs=[panel.state, lang_state], outputs=panel.show_outputs, api_name=False,
@@ -128,4 +144,6 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> ChatTab:
                 **instant).then(**redraw)
     # (Clear cancels too: a reply still streaming would write the conversation back.)
 
-    return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside, forget_session)
+    return ChatTab(chatbot, message, temperature, top_k, top_p, max_tokens, seed, look_inside, forget_session,
+                   panel.link, panel.restore, [panel.link, temperature, top_k, top_p, max_tokens, lang_state],
+                   [chatbot, stats, panel.state], redraw)

@@ -33,6 +33,7 @@ class Branches:
     params: SamplingParams  # the reply's settings, its seed the one it was drawn with
     branches: list[Branch] = field(default_factory=list)
     current: int = 0  # the branch the chat shows
+    message: str = ""  # the one user message the reply answers, when the chat was one message ("": more, no link)
 
     @property
     def shown(self) -> Branch:
@@ -93,6 +94,24 @@ class Branches:
             raise InputError("ui.branch_none", n=len(self.branches))
         self.current = index
 
+    def path(self) -> list[tuple[int, int]]:
+        """How the shown branch is reached from the reply as written: (at, token) for each branch on the way, first
+        to last (each departs from the one before at its token `at`, which it makes `token`)."""
+        steps, i = [], self.current
+        while self.branches[i].parent is not None:
+            b = self.branches[i]
+            steps.append((b.at, b.tokens[b.at]))
+            i = b.parent
+        return steps[::-1]
+
+    def link(self) -> str:
+        """The shown branch as a link's value, "SEED|AT:TOKEN,...|MESSAGE": the reply's seed, the path to the branch,
+        the message it answers ("" when the chat was more than one message: a link carries one message)."""
+        if not self.message:
+            return ""
+        path = ",".join(f"{at}:{token}" for at, token in self.path())
+        return f"{self.params.seed}|{path}|{self.message}"
+
     def label(self, index: int, lang: str) -> str:
         b = self.branches[index]
         if b.parent is None:
@@ -117,3 +136,17 @@ class Branches:
                 f'<span style="color:#5f6368">{html.escape(same)}</span>{marked}{html.escape(rest)}'
                 f'<div style="color:#5f6368;font-size:0.85em;margin-top:4px">{html.escape(stop)}</div></div>')
         return f'<div id="branch-cards" style="display:flex;gap:8px;overflow-x:auto">{"".join(cards)}</div>'
+
+
+def parse_link(text: str) -> tuple[int, list[tuple[int, int]], str]:
+    """A link's branch value (Branches.link) -> (seed, path, message); InputError "ui.bad_branch_link" when it is not
+    one (links are typed and cut by hand)."""
+    parts = (text or "").split("|", 2)
+    try:
+        seed = int(parts[0])
+        path = [tuple(int(x) for x in step.split(":")) for step in parts[1].split(",") if step.strip()]
+    except (ValueError, IndexError):
+        raise InputError("ui.bad_branch_link") from None
+    if seed < 0 or len(parts) < 3 or not parts[2].strip() or any(len(step) != 2 for step in path):
+        raise InputError("ui.bad_branch_link")
+    return seed, path, parts[2]

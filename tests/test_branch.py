@@ -14,7 +14,7 @@ from explain.branching import alternatives
 from gpt import nanochat
 from gpt.engine import Engine
 from gpt.stream import SamplingParams
-from rules.branches import Branch, Branches
+from rules.branches import Branch, Branches, parse_link
 from rules.inputs import InputError
 
 # no windows nor smear; windows of half the context; today's (windows of 128, smear carried across the branch point)
@@ -173,3 +173,19 @@ def test_branch_cards_escape_what_the_model_wrote(tiny_tokenizer):
     shown = b.html(tiny_tokenizer, "zh")
     assert "<script>" not in shown and "<b>" not in shown and "&lt;script&gt;" in shown
     assert shown.count("<mark>") == 1 and shown.count('class="branch-card"') == 2
+
+
+def test_a_branch_link_names_the_way_to_it():
+    b = Branches([1], SamplingParams(seed=42), [Branch([10, 11, 12, 13])], message="a|b 你好")
+    b.add(2, [50, 51], None)
+    b.add(1, [60], None)
+    assert b.path() == [(2, 50), (1, 60)]
+    assert parse_link(b.link()) == (42, [(2, 50), (1, 60)], "a|b 你好")  # a '|' in the message survives
+    b.select(0)
+    assert parse_link(b.link()) == (42, [], "a|b 你好")
+    b.message = ""  # a chat of several messages: no link
+    assert b.link() == ""
+    for bad in ("", "x|1:2|hi", "5|1:2:3|hi", "5|1:2|", "5|1-2|hi", "-1||hi"):
+        with pytest.raises(InputError) as caught:
+            parse_link(bad)
+        assert caught.value.key == "ui.bad_branch_link"

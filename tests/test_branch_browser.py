@@ -3,6 +3,8 @@ What the page shows is held against a computation done here: the alternatives of
 the branch as a fresh plain loop writes it for the longer prompt with the same seed."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -65,8 +67,19 @@ def test_branch_a_chat_reply(browser: Browser, live_app: LiveApp, lang: str) -> 
         expect(stats).to_contain_text(t("ui.stats_cached", lang, n=len(prompt) + AT))  # only the new token computed
         assert words(last.inner_text()) == words(tok.decode(branch))  # exactly the fresh reply to the longer prompt
 
+        page.locator("#copy-link").click()  # a link to the branch shown
+        expect(page.locator("#link-box textarea")).to_have_value(re.compile("cbranch="), timeout=30_000)
+        link = page.locator("#link-box textarea").input_value()
+
         page.locator("#branch-which label").first.click()  # back to the reply as written
         expect(cards.nth(0)).to_have_css("border-top-width", "2px", timeout=30_000)
         assert words(last.inner_text()) == words(tok.decode(reply))
+
+        other = context.new_page()  # the link opens the same branch: the reply and the branch recomputed, seeded
+        goto(other, link)
+        shown = other.locator("#branch-cards .branch-card")
+        expect(shown).to_have_count(2, timeout=60_000)
+        expect(shown.nth(1)).to_have_css("border-top-width", "2px")
+        assert words(other.locator("#chatbot .message.bot").last.inner_text()) == words(tok.decode(branch))
     finally:
         context.close()
