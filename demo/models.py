@@ -127,6 +127,12 @@ class Models:
         wrapped.model_handler = True
         return wrapped
 
+    @property
+    def chat_streams(self) -> int:
+        """How many chat replies stream at once (Gradio's queue shows the others their place): as many as the engine
+        decodes together, or with a chat backend BACKEND_CHAT_STREAMS (the server batches them)."""
+        return self.chat_rows if self.chat_backend is None else BACKEND_CHAT_STREAMS
+
     def use_chat_backend(self, url: str, api_key: str | None = None) -> None:
         """The Chat tab's replies from now on: decoded by the OpenAI-compatible server at `url`, which serves the
         same weights (ValueError for a URL that is not http(s))."""
@@ -177,17 +183,17 @@ def in_users_language(fn: F) -> F:
             text, log = t("ui.internal_error", lang, what=f"{type(e).__name__}: {e}"[:300]), True
         return gr.Error(html.escape(text, quote=False), print_exception=log)  # (its heading: demo/app.py)
 
+    def refused(e: gr.Error, args, kwargs) -> gr.Error | None:
+        lang = language(args, kwargs)
+        text = refusal_message(e, lang if lang in LANGS else "en")
+        return None if text is None else gr.Error(html.escape(text, quote=False), print_exception=False)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
             try:
                 check_numbers([*args, *kwargs.values()])
                 yield from fn(*args, **kwargs)
-    def refused(e: gr.Error, args, kwargs) -> gr.Error | None:
-        lang = language(args, kwargs)
-        text = refusal_message(e, lang if lang in LANGS else "en")
-        return None if text is None else gr.Error(html.escape(text, quote=False), print_exception=False)
-
             except gr.Error as e:
                 raise refused(e, args, kwargs) or e
             except Exception as e:  # noqa: BLE001 - every failure becomes a message (see above)
@@ -219,6 +225,9 @@ def model_thread(device: torch.device) -> TorchThread:
 
 
 CPU_CHAT_ROWS = 8  # more only share the same few cores
+# Replies streaming at once from a --chat-backend server: each holds one of Gradio's 40 worker threads while it waits
+# for its next chunk, so some stay for every other event.
+BACKEND_CHAT_STREAMS = 32
 CPU_KV_BYTES = 512 * 2**20  # the chat rows' KV cache on a CPU (RAM is shared with everything else)
 
 
@@ -331,15 +340,6 @@ def _load(model: str | None, nanochat: bool, source: str | None, model_tag: str 
     return serve(untrained(FALLBACK_CONFIG, fallback_tokenizer(), dev), notice=notice)
 
 
-def _torch_dtype(dtype: str | None, dev: torch.device) -> torch.dtype:
-    """--dtype's name, or "auto"/None: the device's default (gpt.checkpoint.default_dtype)."""
-    return getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
-
-
-def _default_tokenizer() -> Tokenizer:
-    try:
-        return load_default(device="cpu").tokenizer
-    except FileNotFoundError:
 def _serve_on_zerogpu(serve: Callable[..., Models], gpu_dev: torch.device, dtype: str | None, loaded: LoadedModel,
                       notice: str = "") -> Models:
     """On ZeroGPU, what serves `loaded` (loaded onto the CPU): a model small enough for the Space's CPU stays there and
@@ -350,4 +350,13 @@ def _serve_on_zerogpu(serve: Callable[..., Models], gpu_dev: torch.device, dtype
     return Models(moved(loaded, gpu_dev, _torch_dtype(dtype, gpu_dev)), notice=notice, zerogpu=True)
 
 
+def _torch_dtype(dtype: str | None, dev: torch.device) -> torch.dtype:
+    """--dtype's name, or "auto"/None: the device's default (gpt.checkpoint.default_dtype)."""
+    return getattr(torch, dtype) if dtype and dtype != "auto" else default_dtype(dev)
+
+
+def _default_tokenizer() -> Tokenizer:
+    try:
+        return load_default(device="cpu").tokenizer
+    except FileNotFoundError:
         return fallback_tokenizer()

@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError
 
 from api.stop import StopStrings
 from demo.app import serve_in_background
-from demo.models import load
+from demo.models import BACKEND_CHAT_STREAMS, load
 from gpt.engine import Engine, SamplingParams
 from gpt.remote import RemoteEngine
 from live_app import LiveApp, free_port
@@ -287,9 +287,8 @@ def test_the_key_comes_from_the_command_line_or_the_environment(monkeypatch) -> 
 
 
 # ---- one engine for chats and API requests ------------------------------------------------------------------------
-def test_api_requests_decode_in_the_chat_engine_and_stop_when_the_client_goes(base, client, live_app, model) -> None:
-    """Concurrent API requests are rows of the Chat tab's batched engine, each the reply it would be alone; a stream
-    whose client goes away frees its row."""
+def test_api_requests_decode_together_in_the_chat_engine(client, live_app, model) -> None:
+    """Concurrent API requests are rows of the Chat tab's batched engine, each the reply it would be alone."""
     server = live_app.models.engine.server
     seeds = [21, 22, 23]
     alone = [reference(live_app, chat_prompt(live_app, QUESTION), max_tokens=16, seed=s)[1] for s in seeds]
@@ -305,16 +304,39 @@ def test_api_requests_decode_in_the_chat_engine_and_stop_when_the_client_goes(ba
     for thread in threads:
         thread.join(60)
     assert together == alone and server.steps > steps
-    with httpx.stream("POST", f"{base}/chat/completions", json=chat_body(model, max_tokens=400, stream=True,
-                                                                           messages=[{"role": "user",
-                                                                                      "content": "Tell a story."}],
-                                                                           temperature=1.0, seed=2)) as response:
+
+
+def test_a_client_that_hangs_up_ends_its_reply(base, client, live_app, model, monkeypatch) -> None:
+    """A streamed reply whose client goes away is closed in the engine (which frees its row) before its max_tokens,
+    which it would reach (checked with the plain loop); the server serves on."""
+    tok = live_app.models.main.tokenizer
+    prompt = [tok.bos_token_id] + tok.encode("1, 2, 3, 4, 5, 6, 7,")
+    asked = 300
+    tokens, _, reason = reference(live_app, prompt, max_tokens=asked, temperature=0.0)
+    assert reason == "max_tokens"  # (alone it runs all the way)
+    seen = {"events": 0, "closed_early": None}
+    stream = live_app.models.engine.stream
+
+    def watched(*args, **kwargs):
+        done = False
+        try:
+            for event in stream(*args, **kwargs):
+                seen["events"] += 1
+                done = event.done
+                yield event
+        finally:
+            seen["closed_early"] = not done
+
+    monkeypatch.setattr(live_app.models.engine, "stream", watched)
+    body = {"model": model, "prompt": prompt, "max_tokens": asked, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{base}/completions", json=body) as response:
         next(response.iter_lines())  # the reply has started; then the client hangs up
-    assert client.chat.completions.create(**chat_body(model)).usage.completion_tokens >= 1
-    deadline = time.monotonic() + 30  # (a bound on the wait, not on the speed: the row goes at the loop's next step)
-    while any(server.rows) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60  # (a bound on the wait, not on the speed)
+    while seen["closed_early"] is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(server.rows) and not server.waiting
+    assert seen["closed_early"] is True and seen["events"] < asked
+    monkeypatch.undo()
+    assert client.completions.create(model=model, prompt=prompt, max_tokens=2).usage.completion_tokens == 2
 
 
 # ---- --chat-backend --------------------------------------------------------------------------------------------
@@ -335,26 +357,29 @@ def test_remote_engine_streams_the_local_engines_events(base, live_app) -> None:
 
 
 @contextlib.contextmanager
-def second_app(backend: str) -> Iterator[tuple[str, object]]:
-    """Another copy of the app (the same weights) whose Chat tab is decoded by `backend`."""
+def second_app(backend: str) -> Iterator[tuple[str, object, object]]:
+    """Another copy of the app (the same weights) whose Chat tab is decoded by `backend`: (url, models, demo)."""
     models = load()
     models.use_chat_backend(backend)
     demo, url = serve_in_background(models, port=free_port())
     try:
-        yield url, models
+        yield url, models, demo
     finally:
         demo.close()
 
 
 def test_chat_backend_streams_the_chat_tab_from_another_copys_api(base, live_app, monkeypatch) -> None:
     """The second copy's Chat tab shows the reply the first copy's engine decodes (the local engine's, computed here),
-    and its own engine decodes nothing; a backend that is gone gives a message naming it, and the app serves on."""
+    and its own engine decodes nothing; more replies stream at once than its engine has rows (the server batches
+    them); a backend that is gone gives a message naming it, and the app serves on."""
     asked = []
     stream = live_app.models.engine.stream
     monkeypatch.setattr(live_app.models.engine, "stream", lambda *a, **k: asked.append(a[0]) or stream(*a, **k))
     message = "What is attention?"
-    with second_app(base) as (url, models):
+    with second_app(base) as (url, models, demo):
         monkeypatch.setattr(models.engine, "stream", None)  # not called: the backend decodes
+        limits = {f.concurrency_limit for f in demo.fns.values() if f.concurrency_id == "chat"}
+        assert limits == {BACKEND_CHAT_STREAMS} and BACKEND_CHAT_STREAMS > models.chat_rows
         client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
         try:
             history = [{"role": "user", "content": [{"type": "text", "text": message}]}]
