@@ -3,11 +3,13 @@ said (explain.branching), pick one and the reply goes on from there as a new bra
 the others; switch, continue or drop them. Layout and wiring only."""
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
 
+from demo import scratch
 from demo.gpu import chat_seconds
 from demo.i18n import Relabel, t
 from demo.models import Models
@@ -16,6 +18,8 @@ from explain.branching import alternatives_view
 from explain.trace import sequence_labels
 from gpt.stream import sampled_vocab
 from rules.branches import Branch, Branches, parse_link
+from rules.downloads import write_csv
+from rules.png import PngError, figure_png
 from rules.inputs import InputError, check_forward, fit_context, from_chatbot, sampling, to_chatbot, with_message
 
 
@@ -45,6 +49,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
     state = gr.State(None)
     link = gr.State("")
     picked = gr.State(None)  # the index of the clicked token in the shown branch
+    shown_view = gr.State(None)  # the alternatives' ViewResult (for its CSV and PNG)
     with relabel(gr.Accordion(t("ui.branch_panel"), open=True, elem_id="branch-panel"), "ui.branch_panel"):
         relabel(gr.Markdown(t("ui.branch_help")), value="ui.branch_help")
         tokens = relabel(gr.HighlightedText(label=t("ui.branch_tokens"), combine_adjacent=False, show_legend=False,
@@ -58,6 +63,12 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
                 explanation = gr.Markdown(elem_classes=["view-text"], elem_id="branch-text")
                 choice = relabel(gr.Radio([], label=t("ui.branch_pick"), elem_id="branch-pick"), "ui.branch_pick")
                 go = relabel(gr.Button(t("ui.branch_go"), variant="primary", elem_id="branch-go"), value="ui.branch_go")
+                with gr.Row():
+                    csv_btn = relabel(gr.Button(t("ui.branch_csv"), size="sm", elem_id="branch-csv"),
+                                      value="ui.branch_csv")
+                    png_btn = relabel(gr.Button(t("ui.branch_png"), size="sm", elem_id="branch-png"),
+                                      value="ui.branch_png")
+                download = gr.File(visible=False, interactive=False, elem_id="branch-file")
         cards = gr.HTML(elem_id="branch-list")
         with gr.Row():
             which = relabel(gr.Radio([], label=t("ui.branch_which"), elem_id="branch-which"), "ui.branch_which")
@@ -69,16 +80,16 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         branch picker; the alternatives of a token from before are cleared."""
         if branches is None:
             return (gr.HighlightedText(value=None), "", gr.Radio(choices=[], value=None), None, "",
-                    gr.Radio(choices=[], value=None), None, "")
+                    gr.Radio(choices=[], value=None), None, "", None)
         b = branches.shown
         labels = sequence_labels(tokenizer, b.tokens)
         start = 0 if b.parent is None else b.at
         spans = [(label, "new" if i >= start and b.parent is not None else "kept") for i, label in enumerate(labels)]
         names = [(branches.label(i, lang), i) for i in range(len(branches.branches))]
         return (spans, branches.html(tokenizer, lang), gr.Radio(choices=names, value=branches.current), None, "",
-                gr.Radio(choices=[], value=None), None, branches.link())
+                gr.Radio(choices=[], value=None), None, branches.link(), None)
 
-    show_outputs = [tokens, cards, which, plot, explanation, choice, picked, link]
+    show_outputs = [tokens, cards, which, plot, explanation, choice, picked, link, shown_view]
 
     @models.handler
     def pick(branches: Branches | None, lang: str, evt: gr.SelectData):
@@ -91,7 +102,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         view = alternatives_view(model, tokenizer, context, branches.params, branches.shown.tokens[at], lang)
         options = [(f"{row.rank}. {row.token} ({row.p:.3f})", int(row.token_id))
                    for row in view.df.itertuples() if not row.chosen]
-        return at, view.fig, f"### {view.title}\n\n{view.text}", gr.Radio(choices=options, value=None)
+        return at, view.fig, f"### {view.title}\n\n{view.text}", gr.Radio(choices=options, value=None), view
 
     duration = lambda a: chat_seconds(model.config.sequence_len, model.config)  # noqa: E731 - at most a whole reply
 
@@ -165,7 +176,26 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, chatbot: gr.Ch
         return now.chat, now.stats, branches
 
     quiet = dict(api_name=False, show_progress="hidden")
-    tokens.select(pick, [state, lang_state], [picked, plot, explanation, choice], api_name=False)
+    tokens.select(pick, [state, lang_state], [picked, plot, explanation, choice, shown_view], api_name=False)
+
+    # no model work: a file, or a browser drawing the PNG (no GPU call on ZeroGPU)
+    @models.handler(on_thread=False, needs_gpu=False)
+    def export(view, kind, lang, request: gr.Request = None):
+        """The alternatives shown, as CSV (every column, full precision) or PNG."""
+        if view is None:
+            raise InputError("ui.branch_no_token", n=0)
+        folder = scratch.run_folder(request, "branch")
+        if kind == "csv":
+            return gr.update(value=str(write_csv(view, folder / "alternatives.csv")), visible=True)
+        try:
+            data = figure_png(view.fig, scale=2)
+        except PngError as e:
+            raise gr.Error(html.escape(e.message(lang), quote=False), print_exception=not e.unavailable) from None
+        (folder / "alternatives.png").write_bytes(data)
+        return gr.update(value=str(folder / "alternatives.png"), visible=True)
+
+    csv_btn.click(export, [shown_view, gr.State("csv"), lang_state], download, api_name=False)
+    png_btn.click(export, [shown_view, gr.State("png"), lang_state], download, api_name=False)
     redraw = dict(fn=show, inputs=[state, lang_state], outputs=show_outputs, api_name=False, queue=False)
     for event in (go.click(branch, [chatbot, state, picked, choice, lang_state], [chatbot, stats, state],
                            api_name=False, **together),

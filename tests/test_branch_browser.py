@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import pandas as pd
+
 import pytest
 from playwright.sync_api import Browser, expect
 
@@ -55,6 +58,12 @@ def test_branch_a_chat_reply(browser: Browser, live_app: LiveApp, lang: str) -> 
         expect(options.first).to_be_visible(timeout=60_000)
         assert options.count() == len(others) - 1  # every shown candidate but the one the reply took
         expect(page.locator("#branch-text")).to_contain_text(str(others[others["chosen"]]["rank"].item()))
+        page.locator("#branch-csv").click()  # the alternatives as CSV: the candidates shown, every digit
+        with page.expect_download() as download:
+            page.locator("#branch-file a[download]").click()
+        table = pd.read_csv(download.value.path())
+        assert table["token_id"].tolist() == others["token_id"].tolist()
+        assert np.allclose(table["p"], others["p"], atol=1e-6)
         options.first.click()
         page.locator("#branch-go").click()
 
