@@ -263,9 +263,18 @@ def tokenizer_from_json(path: str | Path, name: str | None = None) -> Tokenizer:
 
 
 # ---- writing -------------------------------------------------------------------------------------------------------
+def special_token_ids(tokenizer: Tokenizer) -> dict:
+    """The token ids a config.json and generation_config.json carry: <|bos|>, and the two a reply ends at."""
+    bos, end = tokenizer.bos_token_id, tokenizer.special_id("<|assistant_end|>")
+    return {"bos_token_id": bos, "eos_token_id": [end, bos], "pad_token_id": end}  # nanochat's engine stops at either
+
+
+def write_generation_config(tokenizer: Tokenizer, out: Path) -> Path:
+    return write_json(out / "generation_config.json", special_token_ids(tokenizer))
+
+
 def hf_config(config: GPTConfig, tokenizer: Tokenizer, dtype: torch.dtype) -> dict:
     """config.json of transformers' NanoChatForCausalLM for this GPT config."""
-    bos, end = tokenizer.bos_token_id, tokenizer.special_id("<|assistant_end|>")
     return {
         "architectures": [ARCHITECTURE],
         "model_type": MODEL_TYPE,
@@ -283,9 +292,7 @@ def hf_config(config: GPTConfig, tokenizer: Tokenizer, dtype: torch.dtype) -> di
         "attention_bias": False,
         "attention_dropout": 0.0,
         "tie_word_embeddings": False,
-        "bos_token_id": bos,
-        "eos_token_id": [end, bos],  # nanochat's engine stops at either
-        "pad_token_id": end,
+        **special_token_ids(tokenizer),
         "use_cache": True,
         "dtype": _DTYPE_NAMES[dtype],
     }
@@ -316,10 +323,21 @@ def to_transformers(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, dt
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype {dtype} cannot be stored; use one of {list(_DTYPE_NAMES)}")
 
-    # shards in transformers' layout, greedy in state_dict order
+    out = Path(out_dir)
+    written = write_safetensors({names[k]: v for k, v in sd.items()}, out, dtype, max_shard_bytes)
+    hf = hf_config(config, tokenizer, dtype)
+    written += [write_json(out / "config.json", hf), write_generation_config(tokenizer, out)]
+    return written + write_tokenizer(tokenizer, out, config.sequence_len)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], out: Path, dtype: torch.dtype,
+                      max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[Path]:
+    """`tensors` (name -> tensor) in `dtype` as model.safetensors, or as shards of at most max_shard_bytes (greedy, in
+    order) with model.safetensors.index.json: transformers' layout, which vLLM reads too. Earlier weight files in
+    `out` are removed first. Returns the files written."""
     shards: list[list[str]] = [[]]
     size, total = 0, 0
-    for k, v in sd.items():
+    for k, v in tensors.items():
         nbytes = v.numel() * dtype.itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
@@ -329,7 +347,6 @@ def to_transformers(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, dt
     n = len(shards)
     files = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("model*.safetensors"), out / INDEX_FILE]:  # an earlier export with other sharding
         stale.unlink(missing_ok=True)
@@ -337,27 +354,26 @@ def to_transformers(model: GPT, tokenizer: Tokenizer, out_dir: str | Path, *, dt
     weight_map = {}
     for name, keys in zip(files, shards):
         # copies: the fused q/k/v weights are views of one matrix, and safetensors refuses shared storage
-        tensors = {names[k]: sd[k].detach().to("cpu", dtype, copy=True).contiguous() for k in keys}
-        bad = [k for k, t in tensors.items() if not torch.isfinite(t).all()]
+        shard = {k: tensors[k].detach().to("cpu", dtype, copy=True).contiguous() for k in keys}
+        bad = [k for k, t in shard.items() if not torch.isfinite(t).all()]
         if bad:
             raise CheckpointError(f"{bad}: not finite after casting to {dtype} (overflow?)")
-        save_file(tensors, out / name, metadata={"format": "pt"})
-        weight_map.update({k: name for k in tensors})
+        save_file(shard, out / name, metadata={"format": "pt"})
+        weight_map.update({k: name for k in shard})
         written.append(out / name)
     if n > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        written.append(_write_json(out / INDEX_FILE, index))
-
-    hf = hf_config(config, tokenizer, dtype)
-    written.append(_write_json(out / "config.json", hf))
-    written.append(_write_json(out / "generation_config.json", {
-        "bos_token_id": hf["bos_token_id"], "eos_token_id": hf["eos_token_id"], "pad_token_id": hf["pad_token_id"]}))
-    written.append(_write_json(out / TOKENIZER_FILE, tokenizer_json(tokenizer), indent=None))
-    written.append(_write_json(out / TOKENIZER_CONFIG_FILE, _tokenizer_config(tokenizer, config.sequence_len)))
+        written.append(write_json(out / INDEX_FILE, index))
     return written
 
 
-def _write_json(path: Path, data: dict, indent: int | None = 2) -> Path:
+def write_tokenizer(tokenizer: Tokenizer, out: Path, max_length: int) -> list[Path]:
+    """tokenizer.json and tokenizer_config.json (chat template included): what AutoTokenizer, and so vLLM, loads."""
+    return [write_json(out / TOKENIZER_FILE, tokenizer_json(tokenizer), indent=None),
+            write_json(out / TOKENIZER_CONFIG_FILE, _tokenizer_config(tokenizer, max_length))]
+
+
+def write_json(path: Path, data: dict, indent: int | None = 2) -> Path:
     path.write_text(json.dumps(data, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -542,4 +558,5 @@ def from_transformers(folder: str | Path, device: torch.device | str | None = No
 
 
 __all__ = ["to_transformers", "from_transformers", "read_transformers", "tokenizer_json", "tokenizer_from_json",
-           "config_from_hf", "hf_config", "TransformersFolder", "NORM_EPS", "NOT_IN_TRANSFORMERS"]
+           "config_from_hf", "hf_config", "TransformersFolder", "NORM_EPS", "NOT_IN_TRANSFORMERS", "write_safetensors",
+           "write_tokenizer", "write_generation_config", "write_json", "special_token_ids"]

@@ -10,13 +10,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MAY_IMPORT = {"app": {"demo", "api", "publish"}, "api": {"rules", "text", "gpt"},
               "publish": {"demo", "rules", "explain", "text", "gpt"}, "demo": {"rules", "explain", "text", "gpt"},
               "rules": {"explain", "text", "gpt"},
-              "explain": {"text", "gpt"}, "text": set(), "gpt": set(), "bench": {"rules", "explain", "text", "gpt"}}
+              "explain": {"text", "gpt"}, "text": set(), "gpt": set(), "bench": {"rules", "explain", "text", "gpt"},
+              "vllm_nanochat": set()}
 
 
 def modules() -> dict[str, Path]:
     """Every module of the rooms, by dotted name."""
     found = {"app": ROOT / "app.py"}
-    for room in ("publish", "demo", "api", "rules", "explain", "text", "gpt", "bench"):
+    for room in ("publish", "demo", "api", "rules", "explain", "text", "gpt", "bench", "vllm_nanochat"):
         for path in (ROOT / room).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts
             found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
