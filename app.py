@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
 
     stay_offline_unless_hub(model)
     from api import OpenAIServer
-    from demo.app import build_demo, launch_kwargs
+    from demo.app import build_app, launch_kwargs
     from demo.models import ARCH_CHOICES, load
 
     if args.arch is not None and args.arch not in ARCH_CHOICES:
@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         print("note: no /v1 API on ZeroGPU")
     else:
         routes.append(OpenAIServer(models.engine, models.main.name, models.chat_rows, args.api_key).mount())
-    demo = build_demo(models)
+    demo, payloads = build_app(models)
+    if not models.zerogpu:  # the lessons' views, ready before the first visitor asks (on ZeroGPU's GPU: on first use)
+        import threading
+
+        threading.Thread(target=payloads.warm, name="lessons", daemon=True).start()
     demo.queue(default_concurrency_limit=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(routes))
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (RESULTS, app_dtype, config_dict, machine_info, median, model_under_test, n_params,  # noqa: E402
-                          random_weights, synthetic_tokenizer, table, write_json)
+from bench.common import (RESULTS, app_dtype, config_dict, machine_info, median,  # noqa: E402
+                          model_under_test, n_params, random_weights, synthetic_tokenizer, table, write_json)
 from explain.branching import alternatives  # noqa: E402
 from explain.build import build_views  # noqa: E402
 from explain.commitment import commitment  # noqa: E402

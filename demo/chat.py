@@ -59,7 +59,7 @@ def make_reply(models: Models):
         messages.append({"role": "assistant", "content": ""})
         for now in stream_reply(models, messages, prompt, params, flag.is_set, lang):
             ended = now.stop_reason is not None
-            one = messages[:-1] if len(messages) == 2 else None  # one user message (and this reply): a link can carry it
+            one = messages[:-1] if len(messages) == 2 else None  # one user message and this reply: a link carries it
             kept = (Branches(prompt, params, [Branch(now.tokens, stop=now.stop_reason)],
                              message=one[0]["content"] if one else "") if ended else gr.skip())
             yield now.chat, now.stats, notice, kept

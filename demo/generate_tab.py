@@ -203,7 +203,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State) -> GenerateTab
         return view.fig, f"### {view.title}\n\n{view.text}"
 
     cost_inputs, cost_outputs = [prompt, cost_len, lang_state], [cost_plot, cost_text]
-    tab = GenerateTab(prompt, temperature, top_k, seed, steps, step, forced, show, state_after, show_inputs, show_outputs,
-                      cost, cost_inputs, cost_outputs)
+    tab = GenerateTab(prompt, temperature, top_k, seed, steps, step, forced, show, state_after, show_inputs,
+                      show_outputs, cost, cost_inputs, cost_outputs)
     cost_btn.click(cost, cost_inputs, cost_outputs, api_name="generate_cost").then(**tab.show_cost_plot())
     return tab

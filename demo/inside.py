@@ -54,6 +54,8 @@ THEN_NOW = "then_now"  # shown alone (it runs a second model, of another nanocha
 # then and now beside a chosen version: "then_now@<commit>" (THEN_NOW alone: the tutorial's, or today's)
 THEN_NOW_VS = tuple(f"{THEN_NOW}@{m.name}" for m in family.MEMBERS)
 COMPARE = "compare"  # shown alone too: the model beside the second one (--compare), or another version's
+# the compare view's picker: beside an untrained model of a chosen version, "compare@<commit>"
+COMPARE_VS = tuple(f"{COMPARE}@{m.name}" for m in family.MEMBERS)
 PATCHING, SALIENCY = "patching", "saliency"  # shown alone: a sweep over a second prompt; many forwards and backwards
 SALIENCY_STEPS = 64  # integrated gradients' path points
 MODEL_CHOICES = ("loaded", "tutorial", "tutorial_2026")
@@ -70,7 +72,7 @@ def _size(value, lo: int) -> int:
     return min(max(number, lo), MAX_SHAPE_SIZE)
 
 LINK_FIELDS = [
-    Field("focus", "all", choices=("all", *VIEWS, PATCHING, SALIENCY, COMPARE, THEN_NOW, *THEN_NOW_VS)),
+    Field("focus", "all", choices=("all", *VIEWS, PATCHING, SALIENCY, COMPARE, THEN_NOW, *THEN_NOW_VS, *COMPARE_VS)),
     Field("preset", "custom", choices=tuple(PRESETS)),
     Field("model", "loaded", choices=MODEL_CHOICES),
     Field("prompt", ""),
@@ -125,7 +127,9 @@ def model_choices(lang: str) -> list[tuple[str, str]]:
 def focus_choices(lang: str) -> list[tuple[str, str]]:
     return [(t("ui.view_all", lang), "all")] + [(t("ui.view_" + v, lang), v) for v in (
         *VIEWS, PATCHING, SALIENCY, COMPARE, THEN_NOW)] + [
-        (t("ui.view_then_now_vs", lang, member=m.name, date=m.date), v) for m, v in zip(family.MEMBERS, THEN_NOW_VS)]
+        (t(f"ui.view_{kind}_vs", lang, member=m.name, date=m.date), v)
+        for kind, choices in (("then_now", THEN_NOW_VS), ("compare", COMPARE_VS))
+        for m, v in zip(family.MEMBERS, choices)]
 
 
 def site_choices(lang: str) -> list[tuple[str, str]]:
@@ -274,8 +278,9 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
             elif focus_v == SALIENCY:
                 views = [saliency_view(loaded.model, tokenizer, req.ids[0], pos_v, target_id, method_v, SALIENCY_STEPS,
                                        lang)]
-            elif focus_v == COMPARE:
-                other = models.beside(which)
+            elif focus_v.startswith(COMPARE):  # "compare": the second model; "compare@<commit>": that version's
+                versus = family.member(focus_v.partition("@")[2]) if "@" in focus_v else None
+                other = models.beside(which) if versus is None else models.counterpart(which, versus)
                 if other.model.config.vocab_size != loaded.model.config.vocab_size:
                     raise gr.Error(t("ui.compare_vocab", lang, a=other.model.config.vocab_size,
                                      b=loaded.model.config.vocab_size))

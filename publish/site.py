@@ -29,7 +29,7 @@ from markdown_it import MarkdownIt
 
 from demo.app import build_app
 from demo.i18n import headers
-from demo.lessons import lesson_md
+from demo.lessons import lesson_md, lesson_values
 from demo.models import Models, describe
 from demo.payloads import LessonEvent, Payloads
 from text import LANGS, REFERENCE, t
@@ -123,7 +123,8 @@ def _replay(event: LessonEvent, payloads: Payloads, data: dict, lang: str) -> st
     lesson = event.lesson.id
     steps = []
     for n in range(event.steps + 1):
-        shown, spans, fig, md, table = payloads.payload(event.at_step(n))  # demo.generate_tab's state_after
+        # the Generate tab's show_outputs begin with the step, the running text, the plot, its text and the table
+        shown, spans, fig, md, table = payloads.payload(event.at_step(n))[:5]
         steps.append({"label": t("site.step", lang, n=shown, total=event.steps), "fig": _figure(fig),
                       "text": _spans(spans), "md": _markdown(md), "table": _table(table, lang)})
     data["replays"][lesson] = steps
@@ -169,7 +170,8 @@ def _page(models: Models, lang: str, langs: list[str], events: list[LessonEvent]
     switch = " · ".join(f"<strong>{html.escape(LANGS[code])}</strong>" if code == lang else
                         f'<a class="lang-link" hreflang="{code}" href="{page_name(code)}" '
                         f'data-page="{page_name(code)}">{html.escape(LANGS[code])}</a>' for code in langs)
-    contents = "".join(f'<li><a href="#{_attr(e.lesson.id)}">{html.escape(t(f"lesson.{e.lesson.id}.question", lang))}'
+    contents = "".join(f'<li><a href="#{_attr(e.lesson.id)}">'
+                       f'{_MARKDOWN.renderInline(t(f"lesson.{e.lesson.id}.question", lang, **lesson_values(e.lesson)))}'
                        "</a></li>" for e in events)
     model = _MARKDOWN.renderInline(describe(models.main, lang))
     return f"""<!doctype html>

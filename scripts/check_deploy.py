@@ -2,8 +2,9 @@
 """Offline checks that this repository deploys to a Hugging Face Space (Gradio SDK) the way the README says.
 
     python3 scripts/check_deploy.py [--root DIR]     # one line per check, OK or FAIL and why; exit code 0 or 1
-    python3 scripts/check_deploy.py --zerogpu        # the same, on the repository as docs/zerogpu.md's switch leaves
-                                                     # it (computed in memory: no file is edited)
+    python3 scripts/check_deploy.py --zerogpu        # the same, as a ZeroGPU Space (this repository is one; another
+                                                     # is switched as docs/zerogpu.md says, in memory: nothing edited)
+    python3 scripts/check_deploy.py --cpu            # the same, as the README's paid alternative, a CPU Space
 
 1. The README's front matter agrees with requirements.txt: sdk gradio, sdk_version = the gradio pin, a python_version
    Spaces accepts, an app_file that is tracked.
@@ -14,8 +15,8 @@
    satisfies requirements.txt's torch specifier (so installing requirements.txt afterwards keeps it).
 5. With PNG export on (kaleido in requirements.txt), packages.txt installs chromium and a CJK font.
 6. A ZeroGPU Space (suggested_hardware: zero-a10g) gets what ZeroGPU runs and this app can: python_version 3.12, no
-   pre-requirements.txt pinning torch's CPU build, requirements.txt pinning a torch ZeroGPU supports (PyPI's CUDA
-   build), and `spaces` in requirements.txt.
+   pre-requirements.txt pinning torch's CPU build, requirements.txt pinning a torch ZeroGPU lists (PyPI's CUDA
+   build; the list is hub-docs', cited at ZEROGPU_TORCH_LISTED), and `spaces` in requirements.txt.
 
 The deploy profile comes from the front matter's suggested_hardware: zero-a10g is ZeroGPU, cpu-* is CPU (also when it
 is absent: cpu-basic is Spaces' default), anything else a GPU. Checks 4 and 6 hold each profile to its own rules.
@@ -70,12 +71,12 @@ CJK_FONT_PACKAGES = frozenset({"fonts-wqy-microhei", "fonts-wqy-zenhei", "fonts-
 # (src/huggingface_hub/_space_api.py, github.com/huggingface/huggingface_hub; the name outlived the A10Gs, ZeroGPU
 # lends H200 slices now). Spaces' CPU flavors all start with "cpu-" (cpu-basic, cpu-upgrade, cpu-xl, ...).
 ZEROGPU_HARDWARE = "zero-a10g"
-# hub-docs docs/hub/spaces-zerogpu.md, "Supported Versions" (at 242f4a1, 2026-08-22): Python 3.12.12 and 3.10.13 only;
-# PyTorch "almost all versions from 2.8.0 to latest", the full list 2.8.0, 2.9.1, 2.10.0, 2.11.0, to which hub-docs
-# PR #2763 (2026-09-04) adds 2.12.1 and 2.13.0. The range is the rule checked (raise the top when hub-docs lists a
-# newer torch); a pin inside it but off the list passes with a note.
+# hub-docs docs/hub/spaces-zerogpu.md, "Supported Versions" (github.com/huggingface/hub-docs at 242f4a1, 2026-08-22;
+# https://huggingface.co/docs/hub/spaces-zerogpu): Python "3.12.12" and "3.10.13"; PyTorch "almost all versions
+# from 2.8.0 to latest", its full list 2.8.0, 2.9.1, 2.10.0, 2.11.0, to which hub-docs PR #2763 "[ZeroGPU] Update
+# PyTorch versions" (merged 2026-09-04) adds 2.12.1 and 2.13.0. The list is the rule checked: a torch it does not name
+# (2.12.0, say) fails, naming the list. Add a version here when hub-docs lists it.
 ZEROGPU_PYTHON = {"3.10": "3.10.13", "3.12": "3.12.12"}  # major.minor -> the one patch release ZeroGPU runs
-ZEROGPU_TORCH_RANGE = (Version("2.8.0"), Version("2.13.0"))
 ZEROGPU_TORCH_LISTED = frozenset(Version(v) for v in ("2.8.0", "2.9.1", "2.10.0", "2.11.0", "2.12.1", "2.13.0"))
 # What the switch of docs/zerogpu.md ("Switching a Space to ZeroGPU") writes; zerogpu_variant() applies it.
 ZEROGPU_SWITCH_PYTHON = "3.12"
@@ -501,29 +502,28 @@ def check_zerogpu(root: Path, changes: Changes | None = None) -> Result:
                             "build (delete pre-requirements.txt)")
     torch = _named(reqs, "torch")
     pinned = _pinned_version(torch) if torch else None
-    low, high = ZEROGPU_TORCH_RANGE
-    torch_note = ""
+    listed = ", ".join(map(str, sorted(ZEROGPU_TORCH_LISTED)))
     try:
         version = Version(pinned) if pinned else None
     except InvalidVersion:
         version = None
     if version is None:
-        problems.append(f"requirements.txt must pin torch==X, a version ZeroGPU supports ({low} to {high}); found "
+        problems.append(f"requirements.txt must pin torch==X, a version ZeroGPU lists ({listed}); found "
                         f"{torch or 'no torch'}")
     elif version.local is not None:
         problems.append(f"requirements.txt pins torch {version}: ZeroGPU installs PyPI's CUDA build, which has no "
                         "local label")
-    elif not low <= version <= high:
-        problems.append(f"requirements.txt pins torch {version}, outside ZeroGPU's supported {low} to {high}")
     elif version not in ZEROGPU_TORCH_LISTED:
-        torch_note = f" (in the range, not on hub-docs' list: {', '.join(map(str, sorted(ZEROGPU_TORCH_LISTED)))})"
+        problems.append(f"requirements.txt pins torch {version}, which ZeroGPU does not list (hub-docs "
+                        f"spaces-zerogpu.md: {listed})")
     spaces = _named(reqs, "spaces")
     if spaces is None:
         problems.append("requirements.txt does not list spaces: on ZeroGPU the app stops at start without it "
                         "(demo/gpu.py)")
     if problems:
         return Result(name, False, "; ".join(problems))
-    return Result(name, True, f"{hardware}: python_version \"{py}\", torch {version} from PyPI{torch_note}, {spaces}")
+    return Result(name, True, f"{hardware}: python_version \"{py}\", torch {version} from PyPI (on ZeroGPU's list), "
+                              f"{spaces}")
 
 
 CHECKS = (check_front_matter, check_binaries_under_lfs, check_file_sizes, check_cpu_torch, check_apt_packages,
@@ -536,13 +536,16 @@ def run_checks(root: Path, changes: Changes | None = None) -> list[Result]:
 
 
 def _set_front_matter_key(text: str, key: str, value: str) -> str:
-    """The README text with `key: value` in its front matter, in place of the key's line or added at its end."""
+    """The README text with `key: value` in its front matter, in place of the key's line or added at its end (a line
+    that already says so, its comment included, stays as it is)."""
     lines = text.splitlines(keepends=True)
     end = _front_matter_end([line.rstrip("\r\n") for line in lines], "README.md")
     line = f"{key}: {value}\n"
     for i in range(1, end):
         if re.match(rf"^{re.escape(key)}\s*:", lines[i]):
-            lines[i] = line
+            said = _scalar(_strip_comment(lines[i]).split(":", 1)[1])[0]
+            if said != _scalar(value)[0]:
+                lines[i] = line
             break
     else:
         lines.insert(end, line)
@@ -577,8 +580,38 @@ def zerogpu_variant(root: Path) -> dict[str, str | None]:
     return changes
 
 
-def _describe(changes: Changes) -> str:
-    return ", ".join(f"{path} deleted" if text is None else f"{path} edited" for path, text in changes.items())
+def cpu_pre_requirements(torch_version: str) -> str:
+    """The pre-requirements.txt of a CPU Space: PyTorch's CPU build of `torch_version`, from PyTorch's CPU index."""
+    return ("# A CPU Space: PyTorch's CPU build, installed before requirements.txt (PyPI's torch is the CUDA build, GBs\n"
+            "# of NVIDIA wheels a CPU cannot use); requirements.txt's torch pin accepts it (PEP 440 ignores +cpu).\n"
+            f"--extra-index-url {PYTORCH_CPU_INDEX}\ntorch=={torch_version}+cpu\n")
+
+
+def cpu_variant(root: Path) -> dict[str, str | None]:
+    """The files the paid alternative, CPU hardware (README: "CPU hardware instead"), changes, {path: new text}:
+    README.md's suggested_hardware cpu-basic, and a pre-requirements.txt installing PyTorch's CPU build of
+    requirements.txt's torch pin (cpu_pre_requirements). Only files that would change; nothing is written. Raises
+    ValueError when README.md has no front matter or requirements.txt pins no torch."""
+    changes: dict[str, str | None] = {}
+    readme = read_text(root, "README.md")
+    if readme is None:
+        raise ValueError("README.md is missing (its front matter configures the Space)")
+    switched = _set_front_matter_key(readme, "suggested_hardware", "cpu-basic")
+    if switched != readme:
+        changes["README.md"] = switched
+    torch = _named(parse_requirements(read_text(root, "requirements.txt") or "")[0], "torch")
+    pinned = _pinned_version(torch) if torch else None
+    if pinned is None:
+        raise ValueError("requirements.txt pins no torch==X for the CPU build to match")
+    pre = cpu_pre_requirements(pinned)
+    if read_text(root, "pre-requirements.txt") != pre:
+        changes["pre-requirements.txt"] = pre
+    return changes
+
+
+def _describe(changes: Changes, existing: set[str]) -> str:
+    return ", ".join(f"{path} deleted" if text is None else f"{path} edited" if path in existing else f"{path} written"
+                     for path, text in changes.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -586,17 +619,23 @@ def main(argv: list[str] | None = None) -> int:
     changes, then the checks on the repository as switched."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="the repository root")
-    p.add_argument("--zerogpu", action="store_true",
-                   help="check the repository as docs/zerogpu.md's switch leaves it (no file is edited)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--zerogpu", action="store_true",
+                       help="check the repository as a ZeroGPU Space (docs/zerogpu.md's switch, where it is not one "
+                            "already; no file is edited)")
+    which.add_argument("--cpu", action="store_true",
+                       help="check the repository as the README's paid alternative, a CPU Space, leaves it (no file "
+                            "is edited)")
     args = p.parse_args(argv)
     changes: dict[str, str | None] | None = None
-    if args.zerogpu:
+    if args.zerogpu or args.cpu:
+        what, variant = ("ZeroGPU", zerogpu_variant) if args.zerogpu else ("CPU hardware", cpu_variant)
         try:
-            changes = zerogpu_variant(args.root)
+            changes = variant(args.root)
         except (OSError, ValueError) as e:
-            print(f"FAIL ZeroGPU switch: {e}")
+            print(f"FAIL {what} switch: {e}")
             return 1
-        print(f"as switched to ZeroGPU (docs/zerogpu.md): {_describe(changes) or 'nothing to change'}")
+        print(f"as switched to {what} (README, docs/zerogpu.md): {_describe(changes, set(tracked_files(args.root))) or 'nothing to change'}")
     results = run_checks(args.root, changes)
     for r in results:
         print(r.line())

@@ -251,3 +251,22 @@ def test_a_chat_streams_while_a_long_explainer_request_runs(live_app: LiveApp, m
     assert still_running and time.monotonic() < deadline  # the chat's reply came while the views were running
     assert chat[-1]["role"] == "assistant" and chat[-1]["content"]
     assert json.loads(out[SLOT]["plot"])["data"]  # and the views then finished as usual
+
+
+@pytest.mark.parametrize("member", ["4a87a0d", "a825e63"])
+def test_the_compare_picker_puts_the_chosen_version_beside(client: Client, live_app: LiveApp, member: str) -> None:
+    """Focus 'compare@<commit>': the served model beside an untrained model of that version; the KL per position
+    against one computed here in float64 from both models' own logits."""
+    from gpt import nanochat
+    out = client.predict("loaded", MESSAGE, "", 0, 0, -1, f"compare@{member}", corrupt_text="", target_text="",
+                         contrast_text="", api_name="/inside")
+    rows = table(out[SLOT + 2])
+    models = live_app.models
+    other = models.counterpart("loaded", nanochat.member(member)).model
+    assert other.member.name == member and other is not models.main.model
+    ids = torch.tensor([models.main.tokenizer.encode(MESSAGE)], device=models.main.model.get_device())
+    with torch.no_grad():
+        la = models.main.model(ids)[0].double().log_softmax(-1)
+        lb = other(ids)[0].double().log_softmax(-1)
+    kl = (la.exp() * (la - lb)).sum(-1).cpu().numpy()
+    assert np.allclose([r[t("column.kl")] for r in rows], kl, rtol=1e-3, atol=1e-3)

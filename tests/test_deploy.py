@@ -256,36 +256,65 @@ def test_zerogpu_hardware_is_huggingface_hubs_name():
     assert hub.SpaceHardware.ZERO_A10G == cd.ZEROGPU_HARDWARE == "zero-a10g"
 
 
-def test_the_switched_repository_passes(tmp_path):
-    """The switch of docs/zerogpu.md, computed for this repository, passes every check (ZeroGPU's included), and
-    nothing on disk changes."""
-    readme, pre = (ROOT / "README.md").read_text(encoding="utf-8"), (ROOT / "pre-requirements.txt").read_text()
-    changes = cd.zerogpu_variant(ROOT)
-    assert set(changes) == {"README.md", "pre-requirements.txt", "requirements.txt"}
-    assert changes["pre-requirements.txt"] is None and "spaces==0.51.3" in changes["requirements.txt"]
+def test_this_repository_is_a_zerogpu_space_as_it_is():
+    """The README leads with ZeroGPU (issue 23): the switch has nothing left to do, and check 6 holds the repository to
+    ZeroGPU's Python and its torch list."""
+    assert cd.zerogpu_variant(ROOT) == {}
+    fm = cd.read_front_matter(ROOT / "README.md")
+    assert fm.values["suggested_hardware"] == cd.ZEROGPU_HARDWARE and fm.values["python_version"] == "3.12"
+    assert not (ROOT / "pre-requirements.txt").exists()
+    zerogpu = cd.check_zerogpu(ROOT)
+    assert zerogpu.reason == ('zero-a10g: python_version "3.12", torch 2.13.0 from PyPI (on ZeroGPU\'s list), '
+                              'spaces==0.51.3')
+
+
+def test_the_cpu_alternative_of_this_repository_passes(tmp_path):
+    """The paid alternative, computed for this repository: only suggested_hardware changes in the README, a
+    pre-requirements.txt installs the CPU build of requirements.txt's torch; every check passes; nothing on disk
+    changes."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    changes = cd.cpu_variant(ROOT)
+    assert set(changes) == {"README.md", "pre-requirements.txt"}
+    assert changes["pre-requirements.txt"].splitlines()[-2:] == ["--extra-index-url https://download.pytorch.org/whl/cpu",
+                                                                 "torch==2.13.0+cpu"]
     fm = cd.parse_front_matter(changes["README.md"])
-    assert fm.values["python_version"] == "3.12" and fm.values["suggested_hardware"] == "zero-a10g"
-    assert {k: v for k, v in fm.values.items() if k not in ("python_version", "suggested_hardware")} == {
-        k: v for k, v in cd.read_front_matter(ROOT / "README.md").values.items()
-        if k not in ("python_version", "suggested_hardware")}  # the switch touches those two keys only
+    assert fm.values["suggested_hardware"] == "cpu-basic"
+    assert {k: v for k, v in fm.values.items() if k != "suggested_hardware"} == {
+        k: v for k, v in cd.read_front_matter(ROOT / "README.md").values.items() if k != "suggested_hardware"}
     results = cd.run_checks(ROOT, changes)
     assert all(r.ok for r in results), [r.line() for r in results if not r.ok]
-    zerogpu = cd.check_zerogpu(ROOT, changes)
-    assert zerogpu.reason == 'zero-a10g: python_version "3.12", torch 2.13.0 from PyPI, spaces==0.51.3'
-    assert (ROOT / "README.md").read_text(encoding="utf-8") == readme
-    assert (ROOT / "pre-requirements.txt").read_text() == pre
+    assert cd.check_cpu_torch(ROOT, changes).reason.startswith("pre-requirements.txt installs torch 2.13.0+cpu")
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == readme and not (ROOT / "pre-requirements.txt").exists()
 
 
-def test_the_zerogpu_command(tmp_path):
-    """What CI runs: --zerogpu says what the switch changes, then one OK line per check; exit code 0."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_deploy.py"), "--zerogpu"],
+@pytest.mark.parametrize("flag, first", [
+    ("--zerogpu", "as switched to ZeroGPU (README, docs/zerogpu.md): nothing to change"),
+    ("--cpu", "as switched to CPU hardware (README, docs/zerogpu.md): README.md edited, pre-requirements.txt written"),
+])
+def test_the_zerogpu_and_cpu_commands(flag, first):
+    """What CI runs: the flag says what the switch changes, then one OK line per check; exit code 0."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_deploy.py"), flag],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    first, *lines = done.stdout.splitlines()
-    assert first == ("as switched to ZeroGPU (docs/zerogpu.md): README.md edited, pre-requirements.txt deleted, "
-                     "requirements.txt edited")
+    line, *lines = done.stdout.splitlines()
+    assert line == first
     assert len(lines) == len(cd.CHECKS) and all(line.startswith("OK ") for line in lines), done.stdout
-    assert lines[-1].startswith("OK   ZeroGPU: zero-a10g:")
+
+
+def test_a_copy_pinning_a_torch_zerogpu_does_not_list_fails_naming_it(tmp_path):
+    """A copy of this repository's Space files with torch==2.12.0 (between two listed versions): --zerogpu exits 1,
+    its ZeroGPU line naming the pin and the documented list."""
+    files = {name: (ROOT / name).read_text(encoding="utf-8") for name in
+             ("README.md", "requirements.txt", "packages.txt", "app.py", ".gitattributes")}
+    assert "torch==2.13.0\n" in files["requirements.txt"]
+    files["requirements.txt"] = files["requirements.txt"].replace("torch==2.13.0\n", "torch==2.12.0\n")
+    root = make_repo(tmp_path, {**{name: None for name in FILES}, "model.safetensors": None, **files})
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_deploy.py"), "--root", str(root), "--zerogpu"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stdout
+    failed = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == ["FAIL ZeroGPU: requirements.txt pins torch 2.12.0, which ZeroGPU does not list (hub-docs "
+                      "spaces-zerogpu.md: 2.8.0, 2.9.1, 2.10.0, 2.11.0, 2.12.1, 2.13.0)"]
 
 
 def test_the_switch_of_the_small_repository(tmp_path):
@@ -331,9 +360,9 @@ def test_a_switched_small_repository_passes(tmp_path):
      "pre-requirements.txt installs torch's CPU build (torch)"),
     ({"requirements.txt": FILES["requirements.txt"]}, "requirements.txt does not list spaces"),
     ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.7.1")},
-     "requirements.txt pins torch 2.7.1, outside ZeroGPU's supported 2.8.0 to 2.13.0"),
+     "requirements.txt pins torch 2.7.1, which ZeroGPU does not list"),
     ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.14.0")},
-     "pins torch 2.14.0, outside"),
+     "pins torch 2.14.0, which ZeroGPU does not list"),
     ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch>=2.8")},
      "requirements.txt must pin torch==X"),
     ({"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", "torch==2.13.0+cu128")},
@@ -351,25 +380,28 @@ def test_the_zerogpu_profile_fails_as_changes_too(tmp_path):
     root = make_repo(tmp_path)
     changes = {**cd.zerogpu_variant(root), "requirements.txt": "torch==2.7.1\ngradio==6.31.0\n"}
     result = cd.check_zerogpu(root, changes)
-    assert not result.ok and "pins torch 2.7.1, outside" in result.reason and "does not list spaces" in result.reason
+    assert not result.ok and "pins torch 2.7.1, which ZeroGPU" in result.reason and "does not list spaces" in result.reason
 
 
-def test_a_torch_in_the_range_but_off_the_list_passes_with_a_note(tmp_path):
-    root = make_repo(tmp_path, {**ZEROGPU,
-                                "requirements.txt": ZEROGPU["requirements.txt"].replace("2.13.0", "2.12.0")})
-    result = cd.check_zerogpu(root)
-    assert result.ok and "not on hub-docs' list" in result.reason
+def test_each_listed_torch_passes_and_its_neighbours_fail(tmp_path):
+    """The list is the rule: every version hub-docs lists passes, the patch releases between them do not."""
+    for version, ok in (("2.8.0", True), ("2.9.1", True), ("2.12.1", True), ("2.9.0", False), ("2.12.0", False)):
+        changes = {"requirements.txt": ZEROGPU["requirements.txt"].replace("torch==2.13.0", f"torch=={version}")}
+        assert cd.check_zerogpu(make_repo(tmp_path / version, ZEROGPU), changes).ok is ok, version
 
 
-def test_docs_state_the_switch_the_check_applies():
-    """docs/zerogpu.md states the steps zerogpu_variant applies, and names the command; the README points there."""
+def test_docs_state_what_the_checks_hold():
+    """docs/zerogpu.md and the README state the ZeroGPU Space this repository is, the switch zerogpu_variant applies
+    to another, the CPU alternative, the commands and the documented versions."""
     doc = (ROOT / "docs" / "zerogpu.md").read_text(encoding="utf-8")
     for step in ("suggested_hardware: zero-a10g", f'python_version: "{cd.ZEROGPU_SWITCH_PYTHON}"',
                  "delete `pre-requirements.txt`", f"`{cd.SPACES_REQUIREMENT}`", "torch==2.13.0",
-                 "python3 scripts/check_deploy.py --zerogpu", "zerogpu_variant"):
+                 "python3 scripts/check_deploy.py --zerogpu", "zerogpu_variant", "3.10.13 or 3.12.12",
+                 ", ".join(map(str, sorted(cd.ZEROGPU_TORCH_LISTED)))):
         assert step in doc, step
     assert "docs/zerogpu.md" in cd.zerogpu_variant.__doc__
-    low, high = cd.ZEROGPU_TORCH_RANGE
-    assert f"{low} to {high}" in doc and "3.10.13 or 3.12.12" in doc
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "docs/zerogpu.md" in readme and "--zerogpu" in readme
+    for step in ("docs/zerogpu.md", "--zerogpu", "--cpu", "suggested_hardware: cpu-basic", "torch==2.13.0+cpu",
+                 "python app.py --publish"):
+        assert step in readme, step
+    assert readme.index("ZeroGPU") < readme.index("suggested_hardware: cpu-basic")  # ZeroGPU first
