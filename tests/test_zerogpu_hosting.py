@@ -90,6 +90,14 @@ def on_zerogpu(monkeypatch):
     torch.backends.cuda.enable_cudnn_sdp(cudnn)
 
 
+LANG_AT = 7  # the Inside tab's inputs: model, prompt, ids, layer, head, position, focus, lang, then the why-views'
+
+
+def as_sent(args: tuple, request: gr.Request) -> tuple:
+    """The Inside tab's inputs as Gradio passes them to show_views: the request after the language."""
+    return (*args[:LANG_AT + 1], request, *args[LANG_AT + 1:])
+
+
 def handlers(demo: gr.Blocks) -> dict:
     return {f.name: f.fn for f in demo.fns.values()}
 
@@ -151,13 +159,14 @@ def test_a_quota_refusal_reaches_the_visitor_as_a_message_and_lessons_still_work
     demo, payloads = build_app(models)
     fns = handlers(demo)
     lesson = next(e for e in payloads.events if e.kind == "views" and e.lang == "zh")
-    first = fns["show_views"](*lesson.args, chat_request("before"))  # computed in a GPU call, kept for everyone
+    first = fns["show_views"](*as_sent(lesson.args, chat_request("before")))  # computed in a GPU call, kept for everyone
     on_zerogpu.refusal = QUOTA
     calls = len(on_zerogpu.calls)
     changed = (*lesson.args[:3], 1, *lesson.args[4:])  # the visitor moved the layer slider
     for lang in ("zh", "en"):
+        asked = (*changed[:LANG_AT], lang, *changed[LANG_AT + 1:])
         with pytest.raises(gr.Error) as refused:
-            fns["show_views"](*changed[:-1], lang, chat_request("after"))
+            fns["show_views"](*as_sent(asked, chat_request("after")))
         assert refused.value.message == html.escape(t("ui.zerogpu.quota", lang, why=QUOTA[1]), quote=False)
     assert "Try again in 0:41:27" in refused.value.message
     with pytest.raises(gr.Error) as refused:
@@ -165,14 +174,14 @@ def test_a_quota_refusal_reaches_the_visitor_as_a_message_and_lessons_still_work
     assert refused.value.message == html.escape(t("ui.zerogpu.quota", "zh", why=QUOTA[1]), quote=False)
     assert [name for name, _ in on_zerogpu.calls[calls:]] == ["compute_views", "compute_views", "reply"]
 
-    again = fns["show_views"](*lesson.args, chat_request("lesson-after"))  # the lesson: from its payload
+    again = fns["show_views"](*as_sent(lesson.args, chat_request("lesson-after")))  # the lesson: from its payload
     assert len(on_zerogpu.calls) == calls + 3 and again[-1] is first[-1]
     shapes = fns["any_config_shapes"]("n_layer=2,n_head=2,n_embd=64", 1, 5, 0, "zh")
     assert shapes[0] is not None
 
     on_zerogpu.refusal = ("ZeroGPU queue timeout", "No GPU was available after 60s")
     with pytest.raises(gr.Error) as refused:
-        fns["show_views"](*changed, chat_request("busy"))
+        fns["show_views"](*as_sent(changed, chat_request("busy")))
     assert refused.value.message == html.escape(t("ui.zerogpu.busy", "zh"), quote=False)
 
 
@@ -193,7 +202,7 @@ def test_lessons_are_served_from_their_payloads_with_no_model_call(tiny_tokenize
     with monkeypatch.context() as m:
         m.setattr(torch.nn.Module, "__call__", no_model)
         for event in payloads.events:
-            args = (*event.args, chat_request("lesson")) if event.kind == "views" else event.args
+            args = as_sent(event.args, chat_request("lesson")) if event.kind == "views" else event.args
             out = fns[handler_of[event.kind]](*args)
             assert out is not None, event.lesson.id
         with pytest.raises(gr.Error):  # not a lesson's: computed, so the model runs
