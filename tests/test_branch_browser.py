@@ -3,7 +3,9 @@ What the page shows is held against a computation done here: the alternatives of
 the branch as a fresh plain loop writes it for the longer prompt with the same seed."""
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from live_app import VIEWPORT, LiveApp, goto
 from text import t
 
 MESSAGE = {"en": "Why is the sky blue?", "zh": "天空为什么是蓝色的？"}
+SHOTS = os.environ.get("SCREENSHOTS_DIR")
 SEED, MAX_TOKENS, AT = 7, 24, 3  # the reply's seed and length; the token clicked (0-based)
 
 
@@ -76,6 +79,9 @@ def test_branch_a_chat_reply(browser: Browser, live_app: LiveApp, lang: str) -> 
         expect(stats).to_contain_text(t("ui.stats_cached", lang, n=len(prompt) + AT))  # only the new token computed
         assert words(last.inner_text()) == words(tok.decode(branch))  # exactly the fresh reply to the longer prompt
 
+        if SHOTS and lang == "en":  # the README's picture (tests/test_browser.py takes the others)
+            page.mouse.move(0, 0)
+            page.locator("#branch-panel").screenshot(path=Path(SHOTS) / "branches.png")
         page.locator("#copy-link").click()  # a link to the branch shown
         expect(page.locator("#link-box textarea")).to_have_value(re.compile("cbranch="), timeout=30_000)
         link = page.locator("#link-box textarea").input_value()
