@@ -238,6 +238,16 @@ def test_unknown_routes_and_methods(base) -> None:
     assert response.status_code == 405 and set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_past_the_waiting_line_a_request_is_told_the_server_is_busy(base, client, live_app, model,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(live_app.api, "streams", 0)  # no room at all: the next request is past the line
+    for stream in (False, True):
+        response = httpx.post(f"{base}/chat/completions", json=chat_body(model, stream=stream))
+        assert response.status_code == 503 and response.json()["error"]["code"] == "server_busy"
+    monkeypatch.undo()
+    assert client.chat.completions.create(**chat_body(model)).usage.completion_tokens >= 1
+
+
 def test_a_failure_inside_is_a_500_without_a_traceback(base, client, live_app, model, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("the engine broke")
