@@ -12,8 +12,9 @@ it changes nothing. Sites:
 - "attn" and "mlp", layer l: the output of block l's attention or MLP at position p.
 Every patched run is the model's own: `run_blocks` resumed at block l from the corrupt run's recorded stream with row
 p's position p taken from the clean run; an attention or MLP output is written into the forward at its recording
-point (gpt/recorder.py: a tap may write). Rows patching different positions run as one batch; the head reads only the
-last position.
+point (gpt/recorder.py: a tap may write). Rows patching different positions run as one batch, from the batch's first
+patched position on: every position before it is the corrupt run's, read from its recording as a KV cache
+(resume.RecordedPrefix). The head reads only the last position.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch
 
 from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover,
                             position_axis)
-from explain.resume import SameTokens, check_token, final_residual, forward_last, last_logits, run_from, stream_before
+from explain.resume import (RecordedPrefix, SameTokens, check_token, final_residual, forward_last, last_logits,
+                            run_from, stream_before)
 from explain.trace import next_labels, sequence_labels, to_idx
 from gpt.nanochat import GPT
 from gpt.recorder import Recorder, no_tap
@@ -32,6 +34,7 @@ from text import t
 
 SITES = ("resid", "attn", "mlp")
 BATCH_TOKENS = 16384  # rows x tokens of one patched batch: memory stays bounded at any prompt length
+PREFIX_CHUNKS = 8  # the positions of a layer are patched in this many batches, each run from its first position on
 MARGIN = dict(l=70, r=20, t=70, b=90)
 
 
@@ -43,9 +46,9 @@ def sweep_layers(model: GPT, site: str) -> int:
 
 
 def sweep_flops(model: GPT, T: int, site: str) -> int:
-    """About the FLOPs of a sweep over every layer and position of T tokens: for layer l, T rows of T tokens through
+    """At most the FLOPs of a sweep over every layer and position of T tokens: for layer l, T rows of T tokens through
     blocks l .. n_layer-1 (a share (L − l) / L of a forward; GPT.forward_flops counts it), plus the two recorded
-    runs."""
+    runs (the rows of a batch run only from its first patched position: about 60% of this)."""
     L = model.config.n_layer
     one = model.forward_flops(T)
     return 2 * one + sum(T * one * (L - layer) // L for layer in range(sweep_layers(model, site)))
@@ -87,23 +90,27 @@ def _with_clean(corrupt: torch.Tensor, clean: torch.Tensor, positions: torch.Ten
 @torch.inference_mode()
 def _patched_logits(model: GPT, site: str, layer: int, positions: torch.Tensor, clean: torch.Tensor,
                     corrupt: torch.Tensor, rec_clean: Recorder, rec_corrupt: Recorder) -> torch.Tensor:
-    """[R, V]: the last position's logits of the corrupt run with row r patched at (layer, positions[r])."""
+    """[R, V]: the last position's logits of the corrupt run with row r patched at (layer, positions[r]). Positions
+    before the first patched one are the corrupt run's: they come from its recording (RecordedPrefix), not again."""
     L = model.config.n_layer
     if site == "resid" and layer == L:  # the residual the final norm reads: the head alone
         name = final_residual(model)
         return last_logits(model, _with_clean(rec_corrupt[name], rec_clean[name], positions), None)
+    start = int(positions[0])
+    cache = RecordedPrefix(rec_corrupt, start) if start else None
     if site == "resid" and layer == 0:  # the token itself
-        return forward_last(model, _with_clean(corrupt, clean, positions))
+        return forward_last(model, _with_clean(corrupt, clean, positions)[:, start:], cache=cache)
     stream = stream_before(model, layer)
     if site == "resid":  # the stream before block `layer`, row r's position positions[r] from the clean run
-        take = lambda name: _with_clean(rec_corrupt[name], rec_clean[name], positions)  # noqa: E731
-        idx, tap = _with_clean(corrupt, clean, positions), no_tap
+        take = lambda name: _with_clean(rec_corrupt[name], rec_clean[name], positions)[:, start:]  # noqa: E731
+        idx, tap = _with_clean(corrupt, clean, positions)[:, start:], no_tap
     else:  # the corrupt stream; block `layer` then gets the clean attention (MLP) output written in at its point
-        take = lambda name: rec_corrupt[name].expand(len(positions), *rec_corrupt[name].shape[1:])  # noqa: E731
+        take = lambda name: rec_corrupt[name][:, start:].expand(len(positions), -1, -1)  # noqa: E731
         name = f"blocks.{layer}.{site}.out"
-        idx, tap = corrupt.expand(len(positions), -1), _WriteAt(name, positions, rec_clean[name][0, positions])
+        idx = corrupt[:, start:].expand(len(positions), -1)
+        tap = _WriteAt(name, positions - start, rec_clean[name][0, positions])
     return run_from(model, layer, take(stream.x), idx, take(stream.x0), take(stream.kept) if stream.kept else None,
-                    tap)
+                    tap, cache)
 
 
 @torch.inference_mode()
@@ -128,7 +135,7 @@ def patching_sweep(model: GPT, clean_ids, corrupt_ids, target: int, contrast: in
     if m_clean == m_corrupt:
         raise NothingToRestore()
     T = clean.size(1)
-    chunk = max(1, BATCH_TOKENS // T)
+    chunk = max(1, min(BATCH_TOKENS // T, -(-T // PREFIX_CHUNKS)))
     rows = []
     for layer in range(n_layers):
         for lo in range(0, T, chunk):

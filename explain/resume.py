@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from gpt.nanochat import GPT
-from gpt.recorder import Tap, no_tap
+from gpt.recorder import Recorder, Tap, no_tap
 
 
 class SameTokens(ValueError):
@@ -37,7 +37,7 @@ def final_residual(model: GPT) -> str:
 
 class Stream(NamedTuple):
     """The recording points of the residual stream before block `layer` (what run_blocks(start=layer) reads)."""
-    x: str  # the residual before the block's lambdas mix: where the stream starts (layer 0), else block layer-1's output
+    x: str  # the residual before the block's lambdas mix: the stream's start (layer 0), else block layer-1's output
     x0: str  # where the stream starts (the lambdas mix it back in)
     kept: str | None  # the residual kept for the backout, once the forward is past it; else None
 
@@ -58,15 +58,46 @@ def last_logits(model: GPT, x: torch.Tensor, kept: torch.Tensor | None, tap: Tap
     return model.head(x[:, -1:], tap, kept[:, -1:])[:, 0]
 
 
+class RecordedPrefix:
+    """A KV cache (the model-cache interface of gpt/kv_cache.py) that already holds a recorded run's positions
+    0 .. start-1, the same for every row: the keys and values each layer recorded, and the normalized embedding of
+    the token before `start` (what the smear reads). A forward of positions start.. through it computes exactly what
+    the whole forward computes there, without the prefix: a patch at position p leaves every position before p as
+    it was, so a sweep runs only from the patched positions on."""
+
+    def __init__(self, rec: Recorder, start: int):
+        self.rec, self.start = rec, start
+
+    def positions(self, T: int) -> torch.Tensor:
+        return torch.arange(self.start, self.start + T, device=self.rec["embed"].device)[None]
+
+    def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        names = f"blocks.{layer_idx}.attn.k", f"blocks.{layer_idx}.attn.v"
+        old = [self.rec[n][:, :, : self.start].expand(k.size(0), -1, -1, -1) for n in names]
+        return torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)
+
+    def attn_mask(self, Tq: int, Tk: int, window: int | None) -> None:
+        return None  # one sequence whose last Tq positions are the new ones: the causal rule (and window) applies
+
+    def carry_embedding(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.start == 0:
+            return None
+        return self.rec["embed_norm"][:, self.start - 1: self.start].expand(x.size(0), -1, -1)
+
+
 def run_from(model: GPT, layer: int, x: torch.Tensor, idx: torch.Tensor, x0: torch.Tensor | None = None,
-             kept: torch.Tensor | None = None, tap: Tap = no_tap) -> torch.Tensor:
-    """Blocks `layer` .. n_layer-1 of the model on the stream (x, x0, kept) of the token ids idx [B, T], then its head
-    at the last position: softcapped logits [B, V]."""
-    factors = model.rotary_at(idx.size(1), None, tap)
-    x, kept = model.run_blocks(x, factors, None, tap, start=layer, idx=idx, x0=x0, x_backout=kept)
+             kept: torch.Tensor | None = None, tap: Tap = no_tap, cache: RecordedPrefix | None = None
+             ) -> torch.Tensor:
+    """Blocks `layer` .. n_layer-1 of the model on the stream (x, x0, kept) of the token ids idx [B, T] (positions
+    cache.start.. after a recorded prefix, with a cache), then its head at the last position: softcapped logits
+    [B, V]."""
+    factors = model.rotary_at(idx.size(1), cache, tap)
+    x, kept = model.run_blocks(x, factors, cache, tap, start=layer, idx=idx, x0=x0, x_backout=kept)
     return last_logits(model, x, kept, tap)
 
 
-def forward_last(model: GPT, idx: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
-    """The model's whole forward of idx [B, T] with the head at the last position only: softcapped logits [B, V]."""
-    return run_from(model, 0, model.embed(idx, None, tap), idx, tap=tap)
+def forward_last(model: GPT, idx: torch.Tensor, tap: Tap = no_tap, cache: RecordedPrefix | None = None
+                 ) -> torch.Tensor:
+    """The model's whole forward of idx [B, T] (after a recorded prefix, with a cache) with the head at the last
+    position only: softcapped logits [B, V]."""
+    return run_from(model, 0, model.embed(idx, cache, tap), idx, tap=tap, cache=cache)

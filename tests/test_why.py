@@ -3,6 +3,8 @@
 the backout), on a test model of every nanochat version and on the shipped default model."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -16,7 +18,7 @@ from explain.saliency import saliency, saliency_flops, saliency_table, saliency_
 from explain.trace import trace_forward
 from gpt import nanochat
 from rules.inputs import WHY_FLOPS, InputError, check_why, corrupt_ids, parse_token, why_tokens
-from test_family import family_model
+from test_family import SMALL, family_model
 from test_text import fake_language, fake_only  # noqa: F401 - a fixture, used below
 from text import t
 
@@ -297,6 +299,24 @@ def test_a_one_token_change_is_undone_at_its_token_and_at_the_last_residual(whic
     np.testing.assert_allclose(z[-1], np.eye(T)[T - 1], atol=1e-4)  # the final residual: only the last position's
 
 
+@pytest.mark.parametrize("which", [nanochat.member("fbc1484"), nanochat.TODAY], ids=lambda m: m.name)
+def test_a_sweep_from_a_recorded_prefix_is_the_whole_run(which, monkeypatch):
+    """A batch of patches runs from its first patched position, the positions before it read from the corrupt run's
+    recorded keys and values: the same effects as rerunning every position, with sliding windows that bite (fbc1484's
+    short window is 8 keys at a context of 16) and with the smear (today's reads the token before the batch)."""
+    import explain.patching
+
+    model = family_model(which, config=dataclasses.replace(SMALL, sequence_len=16))
+    clean, corrupt, target, contrast = one_token_pair(model, 14, 6)
+    for site in ("resid", "attn", "mlp"):
+        from_prefix = patching_sweep(model, clean, corrupt, target, contrast, site)["effect"]
+        monkeypatch.setattr(explain.patching, "PREFIX_CHUNKS", 1)  # one batch a layer, from position 0
+        whole = patching_sweep(model, clean, corrupt, target, contrast, site)["effect"]
+        monkeypatch.undo()
+        np.testing.assert_allclose(from_prefix, whole, rtol=1e-6, atol=1e-6)
+        assert np.abs(whole).max() > 0.1
+
+
 def test_patching_the_default_model(default):
     model, tok = default.model, default.tokenizer
     clean = tok.encode("He is a good man, and she is a good")
@@ -509,3 +529,13 @@ def test_the_inside_tab_shows_the_why_views_and_says_what_is_wrong(demo, models)
     link = {"focus": "saliency", "corrupt": pair.corrupt, "target": " man", "site": "mlp",
             "method": "gradient_x_input"}
     assert decode(dict(parse_qsl(encode(link, LINK_FIELDS))), LINK_FIELDS) == link  # a link carries them all
+
+
+def test_the_benchmark_runs_and_writes_its_json(tmp_path):
+    from bench import why_bench
+
+    out = why_bench.main(["--quick", "--out", str(tmp_path / "why.json")])
+    saved = json.loads((tmp_path / "why.json").read_text())
+    assert saved["T"] == 8 and set(saved["results"]) == {"attribution", "attribution_view", "resid_sweep",
+                                                          "patching_view", "saliency", "saliency_view"}
+    assert all(r["seconds"] > 0 and r["cpu_seconds"] >= 0 for r in out["results"].values())
