@@ -90,7 +90,8 @@ from explain.trace import Trace, trace_forward
 from explain.training import training_view
 
 __all__ = ["VIEWS", "Trace", "ViewResult", "attention_view", "attention_weights", "attribution_view",
-           "logit_attribution", "patching_sweep", "patching_view", "saliency", "saliency_view", "build_all", "build_views",
+           "logit_attribution", "patching_sweep", "patching_view", "saliency", "saliency_view", "build_all",
+           "build_views",
            "causality_view", "commitment", "commitment_view", "compare_models", "compare_view", "generate_steps", "generate_time_view", "generate_view",
            "generation_flops", "incremental_logits", "kv_cache_view", "lens_logits", "logit_lens_view", "mask_view",
            "next_token_stats", "next_token_view", "rotary_view", "shape_table", "shapes_view", "softcap_view",
