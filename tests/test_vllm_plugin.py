@@ -3,8 +3,8 @@
 The trees nanochat's own code wrote (tests/fixtures/nanochat/, one per forward nanochat had) are exported with
 `python -m gpt.export --format vllm` and served by vLLM's CPU build, which lives in its own virtual environment
 (scripts/test.sh makes it: $VLLM_VENV, by default ~/.cache/inside-forward/vllm-venv; these tests are skipped without
-it). One subprocess serves every tree with vLLM's offline `LLM` in turn (tests/vllm_driver.py), one engine start per
-tree; one tree also goes through vLLM's OpenAI-compatible HTTP server.
+it). One subprocess serves every tree with vLLM's offline `LLM` in turn (scripts/vllm_generate.py), one engine start
+per tree; one tree also goes through vLLM's OpenAI-compatible HTTP server.
 
 Held against two computations of ours: the greedy tokens of our Engine (gpt/engine.py: prefill once, then one token
 per step through its KV cache), and the log-softmax of our model's full forward over the same tokens (float32, no
@@ -50,14 +50,15 @@ needs_vllm = pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"no vLLM virtu
                                                                   f"(scripts/test.sh makes it)")
 
 
-def vllm_env(plugin_path: Path) -> dict[str, str]:
-    """The environment of a vLLM process: this checkout's plugin first on the path (the venv's installed copy only
-    registers the entry point), one process (on 2 shared cores, vLLM's engine and worker processes polling each
-    other cost more than these tiny models), a small KV cache, nothing fetched."""
+def vllm_env(plugin_path: Path | None = None) -> dict[str, str]:
+    """The environment of a vLLM process: none of this project's Python settings, and for the server (which
+    scripts/vllm_generate.py's settings do not reach) this checkout's plugin first on the path (the venv's installed
+    copy only registers the entry point), a small KV cache, nothing fetched."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "PYTHON"))}
-    return env | {"PYTHONPATH": str(plugin_path), "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
-                  "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-                  "DO_NOT_TRACK": "1"}
+    if plugin_path is None:
+        return env
+    return env | {"PYTHONPATH": str(plugin_path), "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+                  "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 def short_window(model: nanochat.GPT) -> int:
@@ -104,10 +105,11 @@ def served(exported, ours, tmp_path_factory) -> dict[str, dict]:
     """vLLM's outputs for every tree: one subprocess in vLLM's venv, every engine in turn."""
     work = tmp_path_factory.mktemp("driver")
     runs = [{"folder": str(exported[c]), "calls": requests_for(ours[c].model, prompt_ids(c))} for c in TREES]
-    (work / "job.json").write_text(json.dumps({"runs": runs, "logprobs": TOP, "max_num_batched_tokens": BATCH_TOKENS}))
+    (work / "job.json").write_text(json.dumps({"runs": runs, "logprobs": TOP, "ignore_eos": True,
+                                               "max_num_batched_tokens": BATCH_TOKENS}))
     started = time.perf_counter()
-    done = subprocess.run([str(VLLM_PYTHON), str(ROOT / "tests" / "vllm_driver.py"), str(work / "job.json"),
-                           str(work / "result.json")], env=vllm_env(exported[TREES[0]].parent / "plugin"),
+    done = subprocess.run([str(VLLM_PYTHON), str(ROOT / "scripts" / "vllm_generate.py"), str(work / "job.json"),
+                           str(work / "result.json")], env=vllm_env(),
                           cwd=work, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     results = json.loads((work / "result.json").read_text())["runs"]
@@ -158,8 +160,8 @@ def test_vllm_serves_the_member_as_our_engine(commit, served, ours):
     first_call = served[commit]["calls"][0]
     past = []
     worst = 0.0
-    for requests, outputs in zip(served[commit]["calls"], served[commit]["run"]["calls"]):
-        for request, out in zip(requests, outputs):
+    for requests, call in zip(served[commit]["calls"], served[commit]["run"]["calls"]):
+        for request, out in zip(requests, call["outputs"]):
             prompt, got = request["prompt"], out["tokens"]
             assert len(got) == request["max_tokens"]
             agreed = check_greedy(loaded, prompt, got)
@@ -169,7 +171,8 @@ def test_vllm_serves_the_member_as_our_engine(commit, served, ours):
             prompt_err, n_prompt = logprob_error(out["prompt_logprobs"][1:], lp, 0)
             assert n_gen >= TOP * len(got) and n_prompt >= TOP * (len(prompt) - 1)
             worst = max(worst, gen_err, prompt_err)
-    assert first_call[0]["prompt"].__len__() < S  # request A's decode starts inside the window and crosses it
+    print(f"{commit}: {past[0]} greedy tokens past the short window agree; largest logprob difference {worst:.1e}")
+    assert len(first_call[0]["prompt"]) < S  # request A's decode starts inside the window and crosses it
     assert past[0] >= PAST_WINDOW, f"greedy agreement reached only {past[0]} tokens past the window"
     assert worst < TOLERANCE, f"largest logprob difference {worst:.2e}"
 
