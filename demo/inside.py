@@ -35,6 +35,8 @@ class Preset(NamedTuple):
     prompt: str
     ids: str  # rows split by ';', a '|' ends the cached prefix; "random BxT": B rows of T ids, seed 0 (torch.randint)
     corrupt: str = ""  # patching's corrupt prompt (the prompt with a token changed, as many tokens)
+    target: str = ""  # the token the why-views explain, and the one it could have been ("": the views' defaults)
+    contrast: str = ""
 
 
 PRESETS: dict[str, Preset] = {
@@ -44,9 +46,10 @@ PRESETS: dict[str, Preset] = {
     "tutorial_2x5": Preset("tutorial", "", "100, 200, 300, 400, 500; 600, 700, 800, 900, 1000"),
     "tutorial_train": Preset("tutorial", "", "random 2x128"),
     "tutorial_kv": Preset("tutorial", "", "100, 200, 300 | 400"),
-    # a pair for "why did it say that?": one word changed, the answer changes (the default model: " man" / " girl")
+    # a pair for "why did it say that?": one word changed, the answer changes (the default model: " man" / " boy";
+    # in Chinese its top-1 is a byte of a character, so the preset names two whole ones: 了 (its second) and ，)
     "why_en": Preset("loaded", "He is a good man, and she is a good", "", "He is a good boy, and she is a good"),
-    "why_zh": Preset("loaded", "床前明月光", "", "床前明日光"),
+    "why_zh": Preset("loaded", "床前明月光", "", "床前明日光", "了", "，"),
 }
 
 VIEWS = tuple(v for v in EXPLAIN_VIEWS if v != "generate")  # generation has its own tab
@@ -173,7 +176,7 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
             relabel(focus, "ui.focus", choices=focus_choices)
             run = relabel(gr.Button(t("ui.run_forward"), variant="primary", elem_id="inside-run"),
                           value="ui.run_forward")
-    with relabel(gr.Accordion(t("ui.why"), open=False, elem_id="inside-why"), "ui.why"):
+    with relabel(gr.Accordion(t("ui.why"), open=False, elem_id="inside-why"), "ui.why") as why_box:
         relabel(gr.Markdown(t("ui.why_help")), value="ui.why_help")
         with gr.Row():
             corrupt = relabel(gr.Textbox(label=t("ui.corrupt"), placeholder=t("ui.corrupt_ph"), lines=1, scale=3,
@@ -357,11 +360,14 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
     focus.input(show_views, inputs, outputs, api_name=False)
 
     def apply_preset(key: str):
+        """The preset's inputs; the why-inputs shown when it has a corrupt prompt."""
         if key == "custom":
-            return gr.update(), gr.update(), gr.update(), gr.update()
-        return tuple(PRESETS.get(key, PRESETS["custom"]))
+            return [gr.update()] * 7
+        chosen = PRESETS.get(key, PRESETS["custom"])
+        return [*chosen, gr.update(open=True) if chosen.corrupt else gr.update()]
 
-    preset.input(apply_preset, preset, [model, prompt, ids, corrupt], queue=False, api_name=False) \
+    preset.input(apply_preset, preset, [model, prompt, ids, corrupt, target, contrast, why_box], queue=False,
+                 api_name=False) \
         .then(show_views, inputs, outputs, api_name=False)
 
     # no model work: a browser draws the PNG; the torch thread stays free, and on ZeroGPU it takes no GPU call

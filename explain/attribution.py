@@ -28,7 +28,7 @@ from text import t
 
 COLUMNS = ["component", "kind", "layer", "head", "contribution", "weight"]
 COLORS = {"embed": "#9aa0a6", "smear": "#5f6368", "attn": "#1a73e8", "mlp": "#d93025"}
-MARGIN = dict(l=70, r=20, t=80, b=60)
+MARGIN = dict(l=70, r=20, t=80, b=70)
 
 
 def part_weights(model: GPT) -> torch.Tensor:
@@ -145,20 +145,25 @@ def attribution_view(trace: Trace, position: int = -1, target: int | None = None
     z = heads["contribution"].to_numpy(dtype=float).reshape(L, H)
     bound = float(np.abs(z).max()) or 1.0
     fig.add_trace(go.Heatmap(z=z, x=list(range(H)), y=list(range(L)), colorscale="RdBu", zmid=0, zmin=-bound,
-                             zmax=bound, colorbar=dict(title=t("view.attribution.colorbar", lang), len=0.4, y=0.2),
-                             hovertemplate=hover("view.attribution.hover_head", lang)), row=2, col=1)
+                             zmax=bound, hovertemplate=hover("view.attribution.hover_head", lang)), row=2, col=1)
     sums = [t("view.attribution.rows_sum", lang), t("view.attribution.real", lang), t("view.attribution.capped", lang)]
     values = [info["total"], info["logit"], info["capped"]]
     fig.add_trace(go.Bar(x=sums, y=values, marker_color=["#1a73e8", "#188038", "#f9ab00"], showlegend=False,
-                         text=[f"{v:.3f}" for v in values], textposition="outside",
+                         text=[f"{v:.3f}" for v in values], textposition="inside",
                          hovertemplate=hover("view.attribution.hover_sum", lang)), row=2, col=2)
     fig.update_xaxes(title_text=t("view.attribution.layer", lang), row=1, col=1)
     fig.update_yaxes(title_text=t("view.attribution.contribution", lang), row=1, col=1)
     fig.update_xaxes(title_text=t("view.attribution.head", lang), row=2, col=1)
     fig.update_yaxes(title_text=t("view.attribution.layer", lang), autorange="reversed", row=2, col=1)
-    fig.update_layout(base_layout(title, height=700, margin=dict(MARGIN), barmode="group",
-                                  legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom")))
+    fig.update_layout(base_layout(title, height=700, margin=dict(MARGIN), barmode="group"))
     fit_titles(fig)
+    # the legend inside the bars' panel, the heatmap's colour bar beside the heatmap (not beside the sums)
+    bars_top, heat_x = fig.layout.yaxis.domain[1], fig.layout.xaxis2.domain[1]
+    fig.update_layout(legend=dict(x=0.01, y=bars_top, yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
+    fig.update_traces(colorbar=dict(title=t("view.attribution.colorbar", lang), x=heat_x + 0.01, xanchor="left",
+                                    len=fig.layout.yaxis2.domain[1] - fig.layout.yaxis2.domain[0],
+                                    y=fig.layout.yaxis2.domain[0], yanchor="bottom", thickness=12),
+                      selector=dict(type="heatmap"))
     body = df[df["kind"] != "head"]
     top, bottom = body.loc[body["contribution"].idxmax()], body.loc[body["contribution"].idxmin()]
     text = t("view.attribution.body", lang, what=what, pos=p, token=labels[p], total=info["total"],

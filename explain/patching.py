@@ -35,7 +35,7 @@ from text import t
 SITES = ("resid", "attn", "mlp")
 BATCH_TOKENS = 16384  # rows x tokens of one patched batch: memory stays bounded at any prompt length
 PREFIX_CHUNKS = 8  # the positions of a layer are patched in this many batches, each run from its first position on
-MARGIN = dict(l=70, r=20, t=70, b=90)
+MARGIN = dict(l=110, r=20, t=70, b=90)
 
 
 def sweep_layers(model: GPT, site: str) -> int:

@@ -136,7 +136,7 @@ def saliency_view(model: GPT, tokenizer, ids, position: int = -1, target: int | 
                    subplot_titles=[t("view.saliency.strip", lang), t("view.saliency.bars", lang)])
     cells = np.array([[fit_label(label, 8) for label in labels]], dtype=object)
     fig.add_trace(go.Heatmap(z=[scores], x=list(range(T)), y=[""], text=cells, texttemplate="%{text}" if T <= 24
-                             else "", textfont=dict(size=10), colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound,
+                             else "", textfont=dict(size=10), colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound,
                              colorbar=dict(title=t("view.saliency.colorbar", lang), len=0.35, y=0.85),
                              customdata=np.array([labels], dtype=object),
                              hovertemplate=hover("view.saliency.hover_strip", lang)), row=1, col=1)

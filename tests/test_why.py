@@ -493,6 +493,7 @@ def test_the_presets_pair_prompts_of_equal_length_on_the_default_model(default):
         assert len(clean) == len(corrupt) and clean != corrupt, key
         a, b = (int(default.model(torch.tensor([ids]))[0, -1].argmax()) for ids in (clean, corrupt))
         assert a != b, key  # the changed token changes the answer: there is something to explain
+        assert all(text == "" or len(default.tokenizer.encode(text)) == 1 for text in (pair.target, pair.contrast))
 
 
 def test_the_inside_tab_shows_the_why_views_and_says_what_is_wrong(demo, models):
