@@ -238,6 +238,15 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(out + [line(c) for c in cells])
 
 
+def repeated_ids(tokenizer: Tokenizer, text: str, T: int) -> list[int]:
+    """<|bos|> followed by the tokens of `text` (repeated as needed), exactly T ids: a prompt of any length."""
+    body = tokenizer.encode(text)
+    ids = [tokenizer.bos_token_id]
+    while len(ids) < T:
+        ids += body
+    return ids[:T]
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import (DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg, machine_info,  # noqa: E402
-                          median, model_under_test, n_params, start_idle_torch_thread, table, write_json)
+                          median, model_under_test, n_params, repeated_ids, start_idle_torch_thread, table,
+                          write_json)
 from explain.build import VIEWS, build_views  # noqa: E402
 from explain.trace import trace_forward  # noqa: E402
 
@@ -34,11 +35,7 @@ TEXT = ("Once upon a time, a small model read a prompt one token at a time. "
 
 def prompt_ids(tokenizer, T: int) -> list[int]:
     """<|bos|> followed by the tokens of TEXT (repeated as needed), exactly T ids."""
-    body = tokenizer.encode(TEXT)
-    ids = [tokenizer.bos_token_id]
-    while len(ids) < T:
-        ids += body
-    return ids[:T]
+    return repeated_ids(tokenizer, TEXT, T)
 
 
 def one_run(model, tokenizer, ids: list[int], lang: str, views: tuple[str, ...]) -> dict:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.common import (RESULTS, app_dtype, config_dict, machine_info, median,  # noqa: E402
-                          model_under_test, n_params, random_weights, synthetic_tokenizer, table, write_json)
+                          model_under_test, n_params, random_weights, repeated_ids, synthetic_tokenizer,
+                          table, write_json)
 from explain.branching import alternatives  # noqa: E402
 from explain.build import build_views  # noqa: E402
 from explain.commitment import commitment  # noqa: E402
@@ -39,11 +40,7 @@ RERENDER = (("attention", dict(layer=1, head=1)), ("logit_lens", dict(position=-
 
 
 def ids_of(tokenizer, T: int) -> list[int]:
-    body = tokenizer.encode(TEXT)
-    ids = [tokenizer.bos_token_id]
-    while len(ids) < T:
-        ids += body
-    return ids[:T]
+    return repeated_ids(tokenizer, TEXT, T)
 
 
 def timed(fn, repeats: int, sync) -> tuple[float, list[float]]:
