@@ -155,7 +155,8 @@ class GPT(nn.Module):
         gen = torch.Generator().manual_seed(seed + 1)
         for p in self.parameters():
             if p.ndim == 2 and not p.any():
-                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=gen, device="cpu") / p.shape[-1] ** 0.5)  # (even under a
+                # `with torch.device(...)`: the draw is the CPU generator's)
 
     # ---- shared machinery -----------------------------------------------------------------------------------------
     def rotary_tables(self, dtype: torch.dtype, device: torch.device | str | None = None
