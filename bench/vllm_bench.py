@@ -5,8 +5,8 @@ The default model is exported with `python -m gpt.export --format vllm`; the sam
 as the Chat tab renders them) are answered greedily, up to --tokens tokens each, ending at the same stop tokens, first
 one at a time, then all at once. Ours: gpt.engine.Engine, the plain cached loop one at a time and the batched server
 (gpt/serving.py) for all at once. vLLM: one offline LLM (scripts/vllm_generate.py, one process, float32, no
-torch.compile), one generate call per request and then one call for all. Engine start-up is not timed, only the
-generation. Also reported: whether vLLM's greedy tokens are ours (the plugin's exactness on the trained model).
+torch.compile), one generate call per request and then one call for all. Both on --threads CPU threads. Engine
+start-up is not timed, only the generation. Also reported: whether vLLM's greedy tokens are ours (the plugin's exactness on the trained model).
 """
 from __future__ import annotations
 
@@ -49,14 +49,15 @@ def ours(loaded, prompts: list[list[int]], tokens: int) -> dict:
     return out
 
 
-def vllm(folder: Path, prompts: list[list[int]], tokens: int) -> dict:
+def vllm(folder: Path, prompts: list[list[int]], tokens: int, threads: int) -> dict:
     """vLLM through scripts/vllm_generate.py: a warm-up call, each prompt alone, then all prompts in one call."""
     requests = [{"prompt": p, "max_tokens": tokens} for p in prompts]
     calls = [requests[:1]] + [[r] for r in requests] + [requests]
     work = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
     (work / "job.json").write_text(json.dumps({"runs": [{"folder": str(folder), "calls": calls}], "logprobs": None,
                                                "ignore_eos": False}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "PYTHON"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "PYTHON"))} | {
+        "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run([str(VENV / "bin" / "python"), str(ROOT / "scripts" / "vllm_generate.py"),
                            str(work / "job.json"), str(work / "result.json")], env=env, cwd=work, capture_output=True,
                           text=True)
@@ -74,8 +75,11 @@ def vllm(folder: Path, prompts: list[list[int]], tokens: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64, help="the most tokens of each reply")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads for both engines (torch's for ours, OpenMP's for vLLM's kernels)")
     parser.add_argument("--out", default=str(RESULTS / "vllm_cpu.json"))
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if not (VENV / "bin" / "python").exists():
         raise SystemExit(f"no vLLM venv at {VENV}: run scripts/test.sh (or set VLLM_VENV)")
     info = machine_info(torch.device("cpu"))
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="vllm-default-"))
     to_vllm(loaded.model, loaded.tokenizer, folder)
     stops = {loaded.tokenizer.special_id(s) for s in ("<|assistant_end|>", "<|bos|>")}
-    ours_out, vllm_out = ours(loaded, prompts, args.tokens), vllm(folder, prompts, args.tokens)
+    ours_out, vllm_out = ours(loaded, prompts, args.tokens), vllm(folder, prompts, args.tokens, args.threads)
     rows = []
     for mode in ("one at a time", "all at once"):
         a, b = ours_out[mode], vllm_out[mode]
@@ -96,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
                      "vllm_tokens": n_vllm, "vllm_tok_s": n_vllm / b["seconds"],
                      "ratio": (n_vllm / b["seconds"]) / (n_ours / a["seconds"]), "same_tokens": same})
     print(f"# vLLM (vllm-cpu, plugin) next to our engine: {loaded.name}, float32, {info['nproc']} CPUs "
-          f"({info['cpu_model']}), replies up to {args.tokens} tokens, greedy")
+          f"({info['cpu_model']}), {args.threads} thread(s) each, replies up to {args.tokens} tokens, greedy")
     warning = busy_warning(info)
     if warning:
         print(warning)
     print(table(rows, [("mode", "mode"), ("requests", "requests"), ("ours_tokens", "tokens"), ("ours_tok_s", "ours tok/s"),
                        ("vllm_tok_s", "vLLM tok/s"), ("ratio", "vLLM / ours"), ("same_tokens", "same tokens")]))
     print(f"vLLM engine start (not timed above): {fmt(vllm_out['start_s'])} s")
-    write_json(args.out, {**info, "model": loaded.name, "tokens": args.tokens, "questions": QUESTIONS, "rows": rows,
+    write_json(args.out, {**info, "model": loaded.name, "tokens": args.tokens, "threads": args.threads,
+                          "questions": QUESTIONS, "rows": rows,
                           "vllm_start_s": vllm_out["start_s"], "loadavg_end": list(os.getloadavg())})
     return 0
 
