@@ -6,7 +6,8 @@ with 64 steps < 2 s; a d20-sized model on a GPU (`--model d20 --device cuda`: ra
 bfloat16), 256 tokens: each < 1 s. Each is the function the app calls (explain.logit_attribution, patching_sweep,
 saliency), timed alone (median of --repeats runs after one warm-up run); the figure of each view is timed beside it
 (what the Inside tab adds: the view, its text, the default tokens). The clean prompt is <|bos|> and a text; the corrupt
-one changes one token in its middle. Prints a table and writes JSON.
+one changes one token in its middle, and, for the sweep's worst case, the first token after <|bos|> (a sweep patches
+only the positions from the first changed token on). Prints a table and writes JSON.
 """
 from __future__ import annotations
 
@@ -29,19 +30,19 @@ from gpt.nanochat import GPTConfig  # noqa: E402
 
 TEXT = "He is a good man, and she is a good woman. Once upon a time, a small model read a prompt one token at a time. "
 D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
-BARS = {"cpu": dict(attribution=0.2, resid_sweep=3.0, saliency=2.0), "cuda": dict(attribution=1.0, resid_sweep=1.0,
-                                                                                 saliency=1.0)}
+BARS = {"cpu": dict(attribution=0.2, resid_sweep=3.0, resid_sweep_first_token=3.0, saliency=2.0),
+        "cuda": dict(attribution=1.0, resid_sweep=1.0, resid_sweep_first_token=1.0, saliency=1.0)}
 
 
-def prompts(tokenizer, T: int) -> tuple[list[int], list[int]]:
-    """<|bos|> and TEXT (repeated as needed), exactly T ids; the same with the token in the middle changed."""
+def prompts(tokenizer, T: int, changed: int) -> tuple[list[int], list[int]]:
+    """<|bos|> and TEXT (repeated as needed), exactly T ids; the same with the token at `changed` changed."""
     body = tokenizer.encode(TEXT)
     clean = [tokenizer.bos_token_id]
     while len(clean) < T:
         clean += body
     clean = clean[:T]
     corrupt = list(clean)
-    corrupt[T // 2] = (clean[T // 2] + 1) % tokenizer.vocab_size
+    corrupt[changed] = (clean[changed] + 1) % tokenizer.vocab_size
     return clean, corrupt
 
 
@@ -96,12 +97,14 @@ def main(argv: list[str] | None = None) -> dict:
     if busy_warning(info):
         print(busy_warning(info))
 
-    clean, corrupt = prompts(tok, T)
+    clean, corrupt = prompts(tok, T, T // 2)
+    _, early = prompts(tok, T, 1)  # the worst case: every position from the first token after <|bos|> on differs
     target, contrast = default_pair_tokens(model, clean, corrupt)
     runs = {
         "attribution": lambda: logit_attribution(model, clean),
         "attribution_view": lambda: attribution_view(trace_forward(model, [clean], tok)),
         "resid_sweep": lambda: patching_sweep(model, clean, corrupt, target, contrast, "resid"),
+        "resid_sweep_first_token": lambda: patching_sweep(model, clean, early, target, contrast, "resid"),
         "patching_view": lambda: patching_view(model, tok, clean, corrupt, site="resid"),
         "saliency": lambda: saliency(model, clean, steps=args.steps),
         "saliency_view": lambda: saliency_view(model, tok, clean, steps=args.steps),

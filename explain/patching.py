@@ -14,7 +14,9 @@ Every patched run is the model's own: `run_blocks` resumed at block l from the c
 p's position p taken from the clean run; an attention or MLP output is written into the forward at its recording
 point (gpt/recorder.py: a tap may write). Rows patching different positions run as one batch, from the batch's first
 patched position on: every position before it is the corrupt run's, read from its recording as a KV cache
-(resume.RecordedPrefix). The head reads only the last position.
+(resume.RecordedPrefix). A piece the clean run has exactly as the corrupt run has it (at every position before the
+first changed token) is not patched at all: writing what is already there changes nothing, its effect is exactly 0.
+The head reads only the last position.
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ from text import t
 
 SITES = ("resid", "attn", "mlp")
 BATCH_TOKENS = 16384  # rows x tokens of one patched batch: memory stays bounded at any prompt length
-PREFIX_CHUNKS = 8  # the positions of a layer are patched in this many batches, each run from its first position on
+PREFIX_CHUNKS = 8  # the positions of a layer are patched in up to this many batches, each from its first position on
+MIN_BATCH_ROWS_TOKENS = 512  # ... each of at least this many rows x tokens (fewer, larger ops: small ones cost more
+# than their work on a CPU shared with other processes)
 MARGIN = dict(l=110, r=20, t=70, b=90)
 
 
@@ -48,7 +52,8 @@ def sweep_layers(model: GPT, site: str) -> int:
 def sweep_flops(model: GPT, T: int, site: str) -> int:
     """At most the FLOPs of a sweep over every layer and position of T tokens: for layer l, T rows of T tokens through
     blocks l .. n_layer-1 (a share (L − l) / L of a forward; GPT.forward_flops counts it), plus the two recorded
-    runs (the rows of a batch run only from its first patched position: about 60% of this)."""
+    runs (the rows of a batch run only from its first patched position, and only the positions from the first changed
+    token on are patched: a change in the middle of the prompt costs about a sixth of this)."""
     L = model.config.n_layer
     one = model.forward_flops(T)
     return 2 * one + sum(T * one * (L - layer) // L for layer in range(sweep_layers(model, site)))
@@ -85,6 +90,21 @@ def _with_clean(corrupt: torch.Tensor, clean: torch.Tensor, positions: torch.Ten
     out = corrupt.expand(len(positions), *corrupt.shape[1:]).clone()
     out[torch.arange(len(positions), device=out.device), positions] = clean[0, positions]
     return out
+
+
+def _differs(model: GPT, site: str, layer: int, clean: torch.Tensor, corrupt: torch.Tensor, rec_clean: Recorder,
+             rec_corrupt: Recorder) -> torch.Tensor:
+    """[T] bool: the positions where the clean run's piece differs from the corrupt run's (elsewhere a patch writes
+    what is already there: before the first changed token, every position of the two runs is the same)."""
+    if site == "resid" and layer == 0:
+        return clean[0] != corrupt[0]
+    if site == "resid" and layer < model.config.n_layer:
+        stream = stream_before(model, layer)
+        names = [n for n in (stream.x, stream.x0, stream.kept) if n is not None]
+        token = clean[0] != corrupt[0]  # the value embeddings read it
+    else:
+        names, token = [final_residual(model) if site == "resid" else f"blocks.{layer}.{site}.out"], False
+    return torch.stack([(rec_clean[n][0] != rec_corrupt[n][0]).any(-1) for n in names]).any(0) | token
 
 
 @torch.inference_mode()
@@ -135,15 +155,16 @@ def patching_sweep(model: GPT, clean_ids, corrupt_ids, target: int, contrast: in
     if m_clean == m_corrupt:
         raise NothingToRestore()
     T = clean.size(1)
-    chunk = max(1, min(BATCH_TOKENS // T, -(-T // PREFIX_CHUNKS)))
-    rows = []
+    chunk = max(1, min(BATCH_TOKENS // T, max(-(-T // PREFIX_CHUNKS), -(-MIN_BATCH_ROWS_TOKENS // T))))
+    effects = np.zeros((n_layers, T))  # a patch that writes what is already there changes nothing: exactly 0
     for layer in range(n_layers):
-        for lo in range(0, T, chunk):
-            positions = torch.arange(lo, min(T, lo + chunk), device=clean.device)
+        todo = _differs(model, site, layer, clean, corrupt, rec_clean, rec_corrupt).nonzero()[:, 0]
+        for lo in range(0, len(todo), chunk):
+            positions = todo[lo:lo + chunk]
             patched = metric(_patched_logits(model, site, layer, positions, clean, corrupt, rec_clean, rec_corrupt))
-            effect = ((patched - m_corrupt) / (m_clean - m_corrupt)).cpu().numpy()
-            rows += [(layer, int(p), float(e)) for p, e in zip(positions.tolist(), effect)]
-    df = pd.DataFrame(rows, columns=["layer", "position", "effect"])
+            effects[layer, positions.cpu().numpy()] = ((patched - m_corrupt) / (m_clean - m_corrupt)).cpu().numpy()
+    df = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), T), "position": np.tile(np.arange(T), n_layers),
+                       "effect": effects.ravel()})
     df.attrs.update(clean=m_clean, corrupt=m_corrupt, target=target, contrast=contrast, site=site)
     return df
 

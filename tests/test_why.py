@@ -538,5 +538,6 @@ def test_the_benchmark_runs_and_writes_its_json(tmp_path):
     out = why_bench.main(["--quick", "--out", str(tmp_path / "why.json")])
     saved = json.loads((tmp_path / "why.json").read_text())
     assert saved["T"] == 8 and set(saved["results"]) == {"attribution", "attribution_view", "resid_sweep",
-                                                          "patching_view", "saliency", "saliency_view"}
+                                                          "resid_sweep_first_token", "patching_view", "saliency",
+                                                          "saliency_view"}
     assert all(r["seconds"] > 0 and r["cpu_seconds"] >= 0 for r in out["results"].values())
