@@ -297,3 +297,20 @@ def test_vllm_http_server_chats_in_nanochat_format(server, ours):
     want = engine_tokens(loaded, prompt, 48)
     assert got[: len(want)] == want
     assert choice["finish_reason"] == ("length" if len(want) == 48 else "stop")
+
+
+@needs_vllm
+def test_the_benchmark_finds_vllm_decoding_the_trained_default_model_as_ours(tmp_path):
+    """bench/vllm_bench.py end to end with short replies: the shipped model (trained, 64-wide heads, no padding) served
+    by vLLM with the plugin answers the chat prompts with our engine's greedy tokens, one at a time and all at once.
+    No timing is asserted."""
+    from bench import vllm_bench
+
+    threads = torch.get_num_threads()
+    try:
+        assert vllm_bench.main(["--tokens", "16", "--threads", "1", "--out", str(tmp_path / "bench.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["same_tokens"] for r in rows] == [True, True]
+    assert all(r["ours_tokens"] == r["vllm_tokens"] > 0 for r in rows)
