@@ -29,5 +29,6 @@ if [ "$(cat "$VLLM_VENV/.installed" 2>/dev/null)" != "$VLLM_SPEC" ]; then
   echo "$VLLM_SPEC" > "$VLLM_VENV/.installed"
 fi
 "$VLLM_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation --force-reinstall ./vllm_nanochat
+rm -rf vllm_nanochat/build vllm_nanochat/*.egg-info  # setuptools builds in the source folder
 export GRADIO_ANALYTICS_ENABLED=False
 python3 -m pytest "$@"
