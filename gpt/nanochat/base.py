@@ -5,7 +5,8 @@ config, the rotary tables, the teaching `generate` loop, inference preparation, 
 (as nanochat 92d63d4's gpt.py answers `num_matmul_params`, `estimate_decode_flops`, `kv_bytes_per_token`): its window
 per layer, its recording points, where its residual stream starts, its backout layer, its FLOPs per token at a
 context length, its KV bytes per token, its feature card. A subclass builds `self.transformer` and `self.lm_head`
-and defines `forward`, `head` and `init_weights`.
+and defines `forward` and its stages (`embed`: where the residual stream starts; `run_blocks`: the blocks, from any
+one of them; `head`), and `init_weights`.
 
 Shapes: B batch, T sequence, C = n_embd, H = n_head, Hkv = n_kv_head, hd = C // H, V = vocab_size.
 """
