@@ -178,12 +178,12 @@ def build(models: Models, relabel: Relabel, lang_state: gr.State, payloads: Payl
                           value="ui.run_forward")
     with relabel(gr.Accordion(t("ui.why"), open=False, elem_id="inside-why"), "ui.why") as why_box:
         relabel(gr.Markdown(t("ui.why_help")), value="ui.why_help")
-        with gr.Row():
-            corrupt = relabel(gr.Textbox(label=t("ui.corrupt"), placeholder=t("ui.corrupt_ph"), lines=1, scale=3,
+        with gr.Row():  # ("" a value, not None: an API call may leave them out)
+            corrupt = relabel(gr.Textbox("", label=t("ui.corrupt"), placeholder=t("ui.corrupt_ph"), lines=1, scale=3,
                                          elem_id="inside-corrupt"), "ui.corrupt", placeholder="ui.corrupt_ph")
-            target = relabel(gr.Textbox(label=t("ui.target"), max_lines=1, scale=1, elem_id="inside-target"),
+            target = relabel(gr.Textbox("", label=t("ui.target"), max_lines=1, scale=1, elem_id="inside-target"),
                              "ui.target")
-            contrast = relabel(gr.Textbox(label=t("ui.contrast"), max_lines=1, scale=1, elem_id="inside-contrast"),
+            contrast = relabel(gr.Textbox("", label=t("ui.contrast"), max_lines=1, scale=1, elem_id="inside-contrast"),
                                "ui.contrast")
         with gr.Row():
             site = gr.Radio(site_choices("en"), value=SITES[0], label=t("ui.site"), elem_id="inside-site")

@@ -541,3 +541,34 @@ def test_the_benchmark_runs_and_writes_its_json(tmp_path):
                                                           "resid_sweep_first_token", "patching_view", "saliency",
                                                           "saliency_view"}
     assert all(r["seconds"] > 0 and r["cpu_seconds"] >= 0 for r in out["results"].values())
+
+
+def test_the_api_serves_the_why_views_and_refuses_with_a_message(live_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from demo.inside import PRESETS
+
+    pair = PRESETS["why_en"]
+    tok, model = live_app.models.main.tokenizer, live_app.models.main.model
+    n = len(tok.encode(pair.prompt))
+    client = Client(live_app.url, verbose=False, analytics_enabled=False, download_files=False)
+    try:
+        out = client.predict("loaded", pair.prompt, "", 0, 0, -1, "patching", pair.corrupt, "", "", "attn",
+                             "integrated_gradients", api_name="/inside")
+        text, table = out[4 + 1], out[4 + 2]  # the notes and three sliders, then the view's plot, text, table, CSV
+        # the default tokens: the prompt's top-1 and the corrupt prompt's (the default model: " man" and " boy")
+        title = t("view.patching.title", site=t("view.patching.site_attn"), target="·man", contrast="·boy", T=n)
+        assert text.startswith(f"### {title}\n")
+        rows = [dict(zip(table["headers"], row)) for row in table["data"]]
+        assert len(rows) == model.config.n_layer * n and {"layer", "position", "effect"} <= set(rows[0])
+        with pytest.raises(AppError) as err:
+            client.predict("loaded", pair.prompt, "", 0, 0, -1, "patching", pair.corrupt + " again", "", "", "resid",
+                           "integrated_gradients", api_name="/inside")
+        assert t("ui.unequal_lengths", a=n, b=n + 1) in str(err.value)
+        out = client.predict("loaded", pair.prompt, "", 0, 0, -1, "attribution", api_name="/inside")  # why: defaults
+        what = t("view.attribution.logit", target="·man")
+        assert out[4 + 1].startswith("### " + t("view.attribution.title", target="·man", what=what, pos=n - 1,
+                                                token="·good"))
+    finally:
+        client.close()
