@@ -39,7 +39,8 @@ def turn(role: str, text: str = "x") -> dict:
 # A call that works, per endpoint (cheap: few tokens, one view); an endpoint not listed starts from its defaults.
 GOOD = {
     "/respond": [user("Hi"), 0.0, 0, 1.0, 4, "0"],
-    "/inside": ["loaded", "Once upon a time", "", 0, 0, -1, "shapes"],
+    "/inside": ["loaded", "Once upon a time", "", 0, 0, -1, "attribution", "Once upon a day", " upon", "", "resid",
+                "integrated_gradients"],
     "/generate_step": ["Once upon a time", 0.0, 0, 42, 16, 0],
     "/generate_reset": ["Once upon a time", 0.0, 0, 42, 16, 0],
     "/generate_cost": ["Once upon a time", 8],
