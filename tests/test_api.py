@@ -102,10 +102,11 @@ def test_generate_steps_are_greedy_decoding(client: Client, live_app: LiveApp) -
         for _ in range(3):
             greedy.append(int(model(ids)[0, -1].argmax()))
             ids = torch.cat([ids, ids.new_tensor([[greedy[-1]]])], dim=1)
-    step, spans, _, _, steps = client.predict(PROMPT, 0, 0, 42, 16, 2, api_name="/generate_step")
+    step, spans, _, _, steps, at_step, _ = client.predict(PROMPT, 0, 0, 42, 16, 2, api_name="/generate_step")
     assert step == 3
     assert [s["token"] for s in spans] == [PROMPT] + [tok.decode([i]) for i in greedy]
     assert [r["step"] for r in table(steps)] == [1, 2, 3]
+    assert [c[1] for c in at_step["choices"]] == [1, 2, 3]  # the steps a branch may start at
 
 
 def test_link_carries_what_differs_from_the_defaults(client: Client) -> None:
