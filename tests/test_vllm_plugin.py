@@ -300,6 +300,38 @@ def test_vllm_http_server_chats_in_nanochat_format(server, ours):
 
 
 @needs_vllm
+def test_the_chat_tab_streams_from_vllm(server, ours):
+    """`app.py --chat-backend URL` with vLLM serving the plugin: the Chat tab's reply (through the app, as a browser's
+    /respond) is vLLM's, and equals our Engine's greedy reply to the same conversation; the app's own engine decodes
+    nothing."""
+    import os as _os
+    _os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from gradio_client import Client
+
+    from demo.app import serve_in_background
+    from demo.models import Models
+    from rules.chat_markdown import typed
+
+    loaded = ours[HTTP_TREE]
+    models = Models(main=loaded)
+    models.use_chat_backend(f"{server}/v1")
+    models.engine.stream = None  # not called: the backend decodes
+    demo, url = serve_in_background(models, port=free_port())
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    try:
+        message = "Why is the sky blue?"
+        history = [{"role": "user", "content": [{"type": "text", "text": message}]}]
+        chat = client.predict(history, 0.0, 0, 1.0, 32, "0", api_name="/respond")[0]
+        prompt = loaded.tokenizer.render_for_completion([{"role": "user", "content": message}])
+        want = loaded.tokenizer.decode(engine_tokens(loaded, prompt, 32))
+        assert want.strip()  # a reply to compare (the tiny model does not end at once)
+        assert typed("".join(part["text"] for part in chat[-1]["content"])) == want  # (the Chatbot's escaping undone)
+    finally:
+        client.close()
+        demo.close()
+
+
+@needs_vllm
 def test_the_benchmark_finds_vllm_decoding_the_trained_default_model_as_ours(tmp_path):
     """bench/vllm_bench.py end to end with short replies: the shipped model (trained, 64-wide heads, no padding) served
     by vLLM with the plugin answers the chat prompts with our engine's greedy tokens, one at a time and all at once.
