@@ -13,7 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, fit_titles, hover,
+from explain.canvas import Canvas, fit_titles
+from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, hover,
                             np32, position_axis, resolve_position, window, window_kind)
 from text import t
 from explain.trace import Trace
@@ -87,16 +88,16 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
         title += t(f"view.attention.kind_{kind.lower()}", lang, w=keys_back)
     if lo > 0:
         title += t("view.attention.windowed", lang, lo=lo, hi=hi - 1, T=T)
-    fig = go.Figure(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
-                               hovertemplate=hover("plot.query_key_hover", lang)),
-                    layout=base_layout(title, height=HEIGHT, margin=dict(MARGIN)))
+    fig = Canvas(base_layout(title, height=HEIGHT, margin=dict(MARGIN)))
+    fig.add_trace(go.Heatmap(z=z_masked, x=x, y=queries, colorscale="Viridis", zmin=0,
+                             hovertemplate=hover("plot.query_key_hover", lang)))
     fit_titles(fig)  # sets the top margin: the plot's height below is measured with it
     # no more tick labels than the plot holds at the narrowest width the app draws it (APP_WIDTH)
     fig.update_xaxes(position_axis(list(x), axis_labels, max_ticks=window_size + 1,
                                    axis_px=axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)),
                      title=t("view.attention.key", lang))
     fig.update_yaxes(dict(position_axis(list(queries), query_labels, max_ticks=window_size, angle=0,
-                                        axis_px=axis_px(HEIGHT, fig.layout.margin.t, MARGIN["b"])),
+                                        axis_px=axis_px(HEIGHT, fig.layout["margin"]["t"], MARGIN["b"])),
                           autorange="reversed"), title=t("view.attention.query", lang))
     text = t("view.attention.body", lang, layer=layer, head=head, H=H, Hkv=trace.config.n_kv_head,
              hd=trace.config.n_embd // H)
@@ -106,4 +107,5 @@ def attention_view(trace: Trace, layer: int = 0, head: int = 0, row: int = 0, po
         hides = T - 1 > keys_back  # some query of this prompt has keys further back than the window
         text += t("view.attention.body_s_" + ("hides" if hides else "fits"), lang, w=keys_back, n=keys_back + 1, T=T,
                   first=keys_back + 1, context=trace.config.sequence_len)
+    fig = fig.figure()
     return ViewResult("attention", title, df, fig, text + bytes_note(df, fig, lang))

@@ -20,7 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, bytes_note, fit_titles, hover, resolve_position, subplots
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, bytes_note, hover, resolve_position
 from explain.resume import SameTokens, check_token, final_residual
 from explain.trace import Trace, next_labels, trace_forward
 from gpt.nanochat import GPT
@@ -158,11 +159,11 @@ def attribution_view(trace: Trace, position: int = -1, target: int | None = None
     fig.update_layout(base_layout(title, height=700, margin=dict(MARGIN), barmode="group"))
     fit_titles(fig)
     # the legend inside the bars' panel, the heatmap's colour bar beside the heatmap (not beside the sums)
-    bars_top, heat_x = fig.layout.yaxis.domain[1], fig.layout.xaxis2.domain[1]
+    bars_top, heat_x = fig.layout["yaxis"]["domain"][1], fig.layout["xaxis2"]["domain"][1]
+    heat_y = fig.layout["yaxis2"]["domain"]
     fig.update_layout(legend=dict(x=0.01, y=bars_top, yanchor="top", bgcolor="rgba(255,255,255,0.8)"))
     fig.update_traces(colorbar=dict(title=t("view.attribution.colorbar", lang), x=heat_x + 0.01, xanchor="left",
-                                    len=fig.layout.yaxis2.domain[1] - fig.layout.yaxis2.domain[0],
-                                    y=fig.layout.yaxis2.domain[0], yanchor="bottom", thickness=12),
+                                    len=heat_y[1] - heat_y[0], y=heat_y[0], yanchor="bottom", thickness=12),
                       selector=dict(type="heatmap"))
     body = df[df["kind"] != "head"]
     top, bottom = body.loc[body["contribution"].idxmax()], body.loc[body["contribution"].idxmin()]
@@ -180,4 +181,5 @@ def attribution_view(trace: Trace, position: int = -1, target: int | None = None
         notes.append(t("view.attribution.note_smear", lang))
     df["target"] = info["target"]
     df["position"] = p
+    fig = fig.figure()
     return ViewResult("attribution", title, df, fig, "\n\n".join([text, *notes]) + bytes_note(df, fig, lang))

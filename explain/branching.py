@@ -12,7 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, fit_titles, hover, np32
+from explain.canvas import Canvas, fit_titles
+from explain.common import ViewResult, base_layout, hover, np32
 from explain.trace import next_labels
 from gpt.nanochat import GPT
 from gpt.sampling import filter_logits, sampling_tensors
@@ -65,11 +66,11 @@ def alternatives_view(model: GPT, tokenizer, ids: list[int], params: SamplingPar
     marked = [f"▶ {tok}" if c else tok for tok, c in zip(df["token"], df["chosen"])]
     colors = ["#d93025" if c else "#1a73e8" for c in df["chosen"]]
     title = t("view.branch.title", lang, n=len(ids))
-    fig = go.Figure(layout=base_layout(title, height=360, margin=dict(l=110, r=20, t=70, b=50)))
-    fig.add_bar(y=marked, x=df["p"], orientation="h", marker_color=colors, name=t("view.branch.p", lang),
-                customdata=df[["rank", "p_model"]], hovertemplate=hover("view.branch.hover", lang))
-    fig.add_bar(y=marked, x=df["p_model"], orientation="h", marker_color="#dadce0", name=t("view.branch.p_model", lang),
-                hovertemplate=hover("view.branch.hover_model", lang))
+    fig = Canvas(base_layout(title, height=360, margin=dict(l=110, r=20, t=70, b=50)))
+    fig.add_trace(go.Bar(y=marked, x=df["p"], orientation="h", marker_color=colors, name=t("view.branch.p", lang),
+                         customdata=df[["rank", "p_model"]], hovertemplate=hover("view.branch.hover", lang)))
+    fig.add_trace(go.Bar(y=marked, x=df["p_model"], orientation="h", marker_color="#dadce0",
+                         name=t("view.branch.p_model", lang), hovertemplate=hover("view.branch.hover_model", lang)))
     fig.update_yaxes(autorange="reversed", title=None)
     fig.update_xaxes(title=t("view.branch.x", lang), range=[0, 1])
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.15))
@@ -77,4 +78,5 @@ def alternatives_view(model: GPT, tokenizer, ids: list[int], params: SamplingPar
     row = df[df["chosen"]].iloc[0]
     text = t("view.branch.body", lang, token=row["token"], rank=int(row["rank"]), p=float(row["p"]),
              p_model=float(row["p_model"]), kept=df.attrs["kept"], temperature=params.temperature)
+    fig = fig.figure()
     return ViewResult("branch", title, df, fig, text)

@@ -6,8 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (ViewResult, base_layout, bytes_note, constant_logits, fit_titles, hover, position_axis,
-                            subplots, window)
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, bytes_note, constant_logits, hover, position_axis, window
 from text import t
 from explain.trace import Trace, token_labels
 from gpt.recorder import Recorder, residual_points
@@ -86,4 +86,5 @@ def causality_view(trace: Trace, j: int | None = None, new_token: int | None = N
         title = t("plot.vacuous_title", lang)
         fig.update_layout(title_text=title)
         text = t("plot.vacuous", lang) + "\n\n" + text
+    fig = fig.figure()
     return ViewResult("causality", title, df, fig, text + bytes_note(df, fig, lang))

@@ -16,9 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, fit_titles,
-                            hover, position_axis)
-from explain.lens import lens_inputs, lens_logits
+from explain.canvas import Canvas, fit_titles
+from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, hover,
+                            position_axis)
+from explain.lens import lens_chunks, lens_stack
 from explain.trace import Trace, next_labels, trace_forward
 from gpt.nanochat import GPT
 from text import t
@@ -39,19 +40,23 @@ def _first_from(holds: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def commitment_trace(trace: Trace, row: int = 0) -> pd.DataFrame:
-    """commitment() of a trace you already have (one row of it)."""
-    layers = len(lens_inputs(trace)[0])
-    final = trace.logits[row].argmax(-1)  # [T]
-    top1, top3, p50 = [], [], []
-    for layer in range(layers):
-        p = lens_logits(trace, layer, row).float().softmax(-1)  # [T, V], on the device
-        top1.append(p.argmax(-1) == final)
-        top3.append((p.topk(min(3, p.size(-1)), -1).indices == final[:, None]).any(-1))
-        p50.append(p.gather(-1, final[:, None])[:, 0] > 0.5)
-    firsts = [_first_from(torch.stack(h)).cpu().numpy() for h in (top1, top3, p50)]
-    T = trace.T
-    return pd.DataFrame({"position": np.arange(T), "top1": final.cpu().numpy(),
-                         **dict(zip(VARIANTS, firsts))})
+    """commitment() of a trace you already have (one row of it). Computed once per trace and row (kept in
+    trace.derived): the view drawn again at another layer, head or position reads it back."""
+    key = ("commitment", row)
+    if key not in trace.derived:
+        final = trace.logits[row].argmax(-1)  # [T]
+        top1, top3, p50 = [], [], []
+        step = lens_chunks(trace)
+        for lo in range(0, trace.T, step):
+            p = lens_stack(trace, row, slice(lo, lo + step)).float().softmax(-1)  # [layers, chunk, V], on the device
+            answer = final[lo: lo + step]
+            top1.append(p.argmax(-1) == answer)
+            top3.append((p.topk(min(3, p.size(-1)), -1).indices == answer[:, None]).any(-1))
+            p50.append(p.gather(-1, answer[None, :, None].expand(p.size(0), -1, 1))[..., 0] > 0.5)
+        firsts = [_first_from(torch.cat(h, 1)).cpu().numpy() for h in (top1, top3, p50)]
+        trace.derived[key] = pd.DataFrame({"position": np.arange(trace.T), "top1": final.cpu().numpy(),
+                                           **dict(zip(VARIANTS, firsts))})
+    return trace.derived[key].copy()
 
 
 def commitment(model: GPT, ids) -> pd.DataFrame:
@@ -74,16 +79,16 @@ def commitment_view(trace: Trace, row: int = 0, lang: str = "en") -> ViewResult:
     z[z < 0] = np.nan  # never (p > 0.5 not even at the end): left blank
     x_px = axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)
     title = t("view.commitment.title", lang, T=trace.T, L=L)
-    fig = go.Figure(go.Heatmap(z=z, x=df["position"], y=names, text=np.array([answers] * 3, dtype=object),
-                               texttemplate="%{text}" if trace.T <= 24 else "", textfont=dict(size=9),
-                               colorscale="Viridis", zmin=0, zmax=L,
-                               colorbar=dict(title=t("view.commitment.colorbar", lang)),
-                               hovertemplate=hover("view.commitment.hover", lang)),
-                    layout=base_layout(title, height=300, margin=dict(MARGIN)))
+    fig = Canvas(base_layout(title, height=300, margin=dict(MARGIN)))
+    fig.add_trace(go.Heatmap(z=z, x=df["position"], y=names, text=np.array([answers] * 3, dtype=object),
+                             texttemplate="%{text}" if trace.T <= 24 else "", textfont=dict(size=9),
+                             colorscale="Viridis", zmin=0, zmax=L,
+                             colorbar=dict(title=t("view.commitment.colorbar", lang)),
+                             hovertemplate=hover("view.commitment.hover", lang)))
     fig.update_xaxes(position_axis(df["position"].tolist(), labels, max_ticks=64, axis_px=x_px),
                      title=t("view.commitment.x", lang))
     fig.update_yaxes(autorange="reversed")
-    fit_titles(fig)
+    fig = fit_titles(fig).figure()
     early = int((df["first_layer"] < L).sum())
     text = t("view.commitment.body", lang, T=trace.T, L=L, early=early,
              median=float(np.median(df["first_layer"])), last=labels[-1], answer=df["answer"].iloc[-1],

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from text import t, t_count
 
@@ -117,6 +116,8 @@ def base_layout(title: str, height: int = 420, **kw) -> dict:
 
 def text_units(text: str) -> int:
     """Width of `text` in Latin-glyph units: a wide (CJK) character counts two."""
+    if text.isascii():
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
@@ -145,51 +146,16 @@ def wrap(text: str, units: int) -> list[str]:
     own."""
     pieces = _PIECE.findall(text)
     lines = _greedy(pieces, units)
-    while units > 1 and len(narrower := _greedy(pieces, units - 1)) == len(lines):
-        lines, units = narrower, units - 1
-    return lines
-
-
-def fit_titles(fig: go.Figure, width: int = APP_WIDTH) -> go.Figure:
-    """Titles that fit: the figure's title and each subplot title wrapped (<br>) to the width they have when the
-    figure is `width` px wide, and a top margin that holds the figure's title (pinned to the top) above the first
-    row's subplot titles. Call it once the layout (margins, title) is set."""
-    margin, layout = fig.layout.margin, fig.layout
-    plot_px = width - (margin.l or 0) - (margin.r or 0)
-    if layout.title.text:
-        layout.title.text = "<br>".join(wrap(layout.title.text.replace("<br>", " "),
-                                             int((width - 20) / (GLYPH_EM * TITLE_SIZE))))
-    title_lines = (layout.title.text or "").count("<br>") + 1
-    centres = [(sum(ax.domain) / 2, ax.domain[1] - ax.domain[0]) for ax in fig.select_xaxes() if ax.domain]
-    titles = [a for a in layout.annotations if a.name == SUBPLOT_TITLE]
-    for a in titles:
-        column_px = plot_px * max(w for x, w in centres if abs(x - a.x) < 1e-6)
-        a.text = "<br>".join(wrap(a.text.replace("<br>", " "), int(column_px / (GLYPH_EM * SUBPLOT_TITLE_SIZE))))
-    lines = 0
-    if titles:
-        top = max(a.y for a in titles)
-        lines = max(a.text.count("<br>") + 1 for a in titles if a.y == top)
-    pad = TITLE_PAD + (math.ceil(TITLE_LIFT_EM * TITLE_SIZE) if title_lines > 1 else 0)  # what Plotly lifts back
-    needed = pad + LINE_EM * (title_lines * TITLE_SIZE + lines * SUBPLOT_TITLE_SIZE) + 8
-    fig.update_layout(margin_t=max(margin.t or 0, math.ceil(needed)),
-                      title=dict(y=1, yref="container", yanchor="top", pad=dict(t=pad)))
-    return fig
+    lo, hi = 1, units  # the fewest units that still give len(lines) lines (the count only grows as units shrink)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if len(_greedy(pieces, mid)) == len(lines) else (mid + 1, hi)
+    return _greedy(pieces, lo)
 
 
 def hover(key: str, lang: str) -> str:
     """The hover template `key` of the text registry, without Plotly's trace-name box."""
     return t(key, lang) + "<extra></extra>"
-
-
-SUBPLOT_TITLE = "subplot title"  # the name subplots() gives its titles' annotations (fit_titles finds them by it)
-
-
-def subplots(**kw) -> go.Figure:
-    """make_subplots on a figure that already has our template (so plotly's default template is never built), its
-    subplot titles named SUBPLOT_TITLE and in SUBPLOT_TITLE_SIZE: give the figure fit_titles() once it is laid out."""
-    fig = make_subplots(figure=go.Figure(layout=dict(template=TEMPLATE)), **kw)
-    fig.update_annotations(name=SUBPLOT_TITLE, font_size=SUBPLOT_TITLE_SIZE)  # so far, its only annotations
-    return fig
 
 
 TICK_FONT_PX = 12  # the layout's font size: a tick label's height

@@ -10,8 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover,
-                            position_axis, resolve_position, subplots)
+from explain.canvas import fit_titles, subplots
+from explain.common import (APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, hover, position_axis,
+                            resolve_position)
 from explain.trace import Trace, next_labels, trace_forward
 from gpt.nanochat import GPT
 from text import t
@@ -85,4 +86,5 @@ def compare_view(trace_a: Trace, trace_b: Trace, name_a: str, name_b: str, posit
     text = t("view.compare.body", lang, a=name_a, b=name_b, T=T, agree=float(df["agree"].mean()),
              mean=float(df["kl"].mean()), worst=labels[int(df["kl"].idxmax())], kl_max=float(df["kl"].max()),
              pos=p)
+    fig = fig.figure()
     return ViewResult("compare", title, df, fig, text + bytes_note(df, fig, lang))

@@ -16,8 +16,9 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from explain.common import (ViewResult, base_layout, bytes_note, fit_label, fit_titles, hover, np32, rank_and_ties,
-                            rank_text, subplots, text_units, wrap)
+from explain.canvas import Canvas, fit_titles, subplots
+from explain.common import (ViewResult, base_layout, bytes_note, fit_label, hover, np32, rank_and_ties, rank_text,
+                            text_units, wrap)
 from text import t
 from explain.trace import next_labels, sequence_labels
 from gpt.detok import StreamDecoder
@@ -196,6 +197,7 @@ def generate_view(model: GPT, tokens: list[int], tokenizer=None, max_tokens: int
     text += specials_note(tokenizer, chosen, lang)
     labels = sequence_labels(tokenizer, tokens + chosen)
     raw = None if tokenizer is None else tokenizer.token_labels(tokens + chosen)
+    fig = fig.figure()
     return ViewResult("generate", title, df, fig, text + bytes_note(df, fig, lang, labels, raw))
 
 
@@ -227,7 +229,7 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
                          naive_gflop=f_naive / 1e9, cached_gflop=f_cached / 1e9, same_tokens=naive_out == cached_out))
     df = pd.DataFrame(rows)
     title = t("view.generate_time.title", lang, P=len(tokens), device=str(model.get_device()))
-    fig = go.Figure(layout=base_layout(title, height=420, legend=dict(orientation="h", y=-0.2)))
+    fig = Canvas(base_layout(title, height=420, legend=dict(orientation="h", y=-0.2)))
     for key, column, color in (("naive", "naive_s", "#d93025"), ("cached", "cached_s", "#188038")):
         fig.add_trace(go.Scatter(x=df["n_new"], y=df[column] * 1000, mode="lines+markers",
                                  name=t(f"view.generate.{key}", lang), line=dict(color=color)))
@@ -236,4 +238,5 @@ def generate_time_view(model: GPT, tokens: list[int], lengths: tuple[int, ...] =
     last = rows[-1]
     text = t("view.generate_time.body", lang, n=last["n_new"], naive=last["naive_s"] * 1000,
              cached=last["cached_s"] * 1000, speedup=last["speedup"])
+    fig = fig.figure()
     return ViewResult("generate_time", title, df, fig, text)

@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (ViewResult, base_layout, bytes_note, constant_logits, fit_titles, hover, position_axis,
-                            subplots)
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, bytes_note, constant_logits, hover, position_axis
 from text import t
 from explain.trace import Trace
 from gpt.kv_cache import KVCache
@@ -89,5 +89,6 @@ def kv_cache_view(trace: Trace, steps: list[int] | None = None, lang: str = "en"
         title = t("plot.vacuous_title", lang)
         fig.update_layout(title_text=title)
         text = t("plot.vacuous", lang) + "\n\n" + text
+    fig = fig.figure()
     return ViewResult("kv_cache", title, df, fig, text + bytes_note(df, fig, lang, trace.labels[0],
                                                                     (trace.raw_labels or [None])[0]))

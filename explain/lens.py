@@ -13,8 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from explain.canvas import Canvas, fit_titles
 from explain.common import (APP_WIDTH, COLORBAR_PX, GLYPH_EM, ViewResult, axis_px, base_layout, bytes_note,
-                            fit_label, fit_titles, hover, np32, position_axis, resolve_position, window)
+                            fit_label, hover, np32, position_axis, resolve_position, window)
 from text import t
 from explain.trace import Trace, next_labels
 from gpt.recorder import residual_points
@@ -49,6 +50,31 @@ def lens_logits(trace: Trace, layer: int, row: int = 0, positions: slice = slice
     return trace.model.head(x, x_backout=trace.rec[f"blocks.{first - 1}.output"][row, positions])
 
 
+LENS_ELEMENTS = 1 << 24  # logits one call of lens_stack holds at most (64 MB in float32): longer prompts go in chunks
+
+
+@torch.inference_mode()
+def lens_stack(trace: Trace, row: int = 0, positions: slice = slice(None)) -> torch.Tensor:
+    """[layers, T', V] every lens layer's softcapped logits at `positions`, as lens_logits reads them, in one call of
+    the head (the residuals stacked: one matrix product instead of one per layer; the layers before the backout get
+    a backout of zeros, which subtracts nothing). The last layer is the recorded output itself."""
+    _, names = lens_inputs(trace)
+    x = torch.stack([trace.rec[name][row, positions] for name in names[:-1]])
+    first = backout_from(trace)
+    if first is None:
+        inner = trace.model.head(x)
+    else:
+        kept = trace.rec[f"blocks.{first - 1}.output"][row, positions]
+        inner = trace.model.head(x, x_backout=torch.stack([kept if layer >= first else torch.zeros_like(kept)
+                                                             for layer in range(len(names) - 1)]))
+    return torch.cat([inner, trace.logits[row, positions][None]])
+
+
+def lens_chunks(trace: Trace) -> int:
+    """How many positions one lens_stack call may read (LENS_ELEMENTS over layers x vocabulary)."""
+    return max(1, LENS_ELEMENTS // (len(lens_inputs(trace)[0]) * trace.config.vocab_size))
+
+
 @torch.inference_mode()
 def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size: int = 16,
                     lang: str = "en") -> ViewResult:
@@ -61,14 +87,15 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     final = trace.logits[row, lo:hi].argmax(-1)  # the model's answer at each position
     ar = torch.arange(hi - lo, device=final.device)
     top_ids, top_p, p_final = [], [], []
-    for layer in range(len(shown)):
-        p = lens_logits(trace, layer, row, slice(lo, hi)).softmax(-1)  # [window, V], stays on the device
+    step = lens_chunks(trace)
+    for a in range(lo, hi, step):
+        p = lens_stack(trace, row, slice(a, min(a + step, hi))).softmax(-1)  # [layers, chunk, V], on the device
         best = p.max(-1)
         top_ids.append(best.indices)
         top_p.append(best.values)
-        p_final.append(p[ar, final])
-    top_ids = torch.stack(top_ids).cpu().numpy()
-    top_p, p_final = np32(torch.stack(top_p), 4), np32(torch.stack(p_final), 4)
+        p_final.append(p[:, ar[: p.size(1)], final[a - lo: a - lo + p.size(1)]])
+    top_ids = torch.cat(top_ids, 1).cpu().numpy()
+    top_p, p_final = np32(torch.cat(top_p, 1), 4), np32(torch.cat(p_final, 1), 4)
     final_ids = final.cpu().numpy()
     ids = trace.ids(row)
     # each guess labelled after its own prefix, as the next-token view does: a guess that completes a character the
@@ -92,17 +119,16 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     units = max(2, int(x_px / n_pos / (CELL_FONT_PX * GLYPH_EM)))  # Latin glyphs one cell holds
     cell = np.array([[fit_label(names[k][int(i)], units) for k, i in enumerate(r)] for r in top_ids], dtype=object)
     x = np.arange(lo, hi)
-    fig = go.Figure(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}",
-                               textfont=dict(size=CELL_FONT_PX),
-                               colorscale="Greens", zmin=0, zmax=1,
-                               colorbar=dict(title=t("view.logit_lens.colorbar", lang)),
-                               hovertemplate=hover("view.logit_lens.hover", lang)),
-                    layout=base_layout(title, height=120 + 34 * n_layers, margin=dict(MARGIN)))
+    fig = Canvas(base_layout(title, height=120 + 34 * n_layers, margin=dict(MARGIN)))
+    fig.add_trace(go.Heatmap(z=p_final, x=x, y=shown, text=cell, texttemplate="%{text}",
+                             textfont=dict(size=CELL_FONT_PX), colorscale="Greens", zmin=0, zmax=1,
+                             colorbar=dict(title=t("view.logit_lens.colorbar", lang)),
+                             hovertemplate=hover("view.logit_lens.hover", lang)))
     fit_titles(fig)
     # no more tick labels than the plot holds at the narrowest width the app draws it (APP_WIDTH)
     fig.update_xaxes(position_axis(list(x), labels, max_ticks=window_size, axis_px=x_px),
                      title=t("view.logit_lens.x", lang))
-    fig.update_yaxes(autorange="reversed")
+    fig = fig.update_yaxes(autorange="reversed").figure()
     agree = float((top_ids[-1] == final_ids).mean())
     first = [next((shown[l] for l in range(n_layers) if top_ids[l, i] == final_ids[i]), "-") for i in range(n_pos)]
     text = t("view.logit_lens.body", lang, L=trace.config.n_layer, agree=agree,

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import (APP_WIDTH, GLYPH_EM, TICK_FONT_PX, ViewResult, axis_px, base_layout, bytes_note,
-                            fit_label, fit_titles, hover, position_axis, subplots, text_units, window_kind)
+from explain.canvas import fit_titles, subplots
+from explain.common import (APP_WIDTH, GLYPH_EM, TICK_FONT_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label,
+                            hover, position_axis, text_units, window_kind)
 from text import t
 from gpt.nanochat import causal_mask_for
 
@@ -83,7 +84,7 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
     title = t("view.mask.title", lang, T=T) + (t("view.mask.windowed", lang, lo=lo, hi=T - 1) if lo > 0 else "")
     fig.update_layout(base_layout(title, height=height, margin=dict(MARGIN)))
     fit_titles(fig)  # sets the top margin: the panels' heights below are measured with it
-    plot_h = axis_px(height, fig.layout.margin.t, MARGIN["b"]) * (1 - vertical_spacing)
+    plot_h = axis_px(height, fig.layout["margin"]["t"], MARGIN["b"]) * (1 - vertical_spacing)
     columns_px = [plot_px * (1 - 2 * spacing) * w / sum(COLUMNS) for w in COLUMNS]
     rows = []
     for col, (regime, Tq, Tk) in enumerate(regimes, start=1):
@@ -128,4 +129,5 @@ def mask_view(labels: list[str], chunk: int | None = None, window: int = 24, lan
         else:
             text += t("view.mask.body_band" if band else "view.mask.body_fits", lang, w=short, n=short + 1,
                       **said)
+    fig = fig.figure()
     return ViewResult("mask", title, df, fig, text + bytes_note(df, fig, lang))

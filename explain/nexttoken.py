@@ -10,8 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, fit_label, fit_titles, hover, np32,
-                            position_axis, rank_and_ties, rank_text, resolve_position, subplots, window)
+from explain.canvas import fit_titles, subplots
+from explain.common import (APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, fit_label, hover, np32,
+                            position_axis, rank_and_ties, rank_text, resolve_position, window)
 from text import t
 from explain.trace import Trace, next_labels
 
@@ -124,7 +125,7 @@ def next_token_view(trace: Trace, position: int = -1, row: int = 0, k: int = 10,
                      title_text=t("view.next_token.rank", lang), row=4, col=1)
     fig.update_layout(base_layout(title, height=HEIGHT, legend=dict(orientation="h", y=-0.06),
                                   margin=dict(MARGIN)))
-    fit_titles(fig)
+    fig = fit_titles(fig).figure()
     known = s["p_next"]
     text = t("view.next_token.body", lang, T=T, V=V, max_entropy=float(np.log(V)),
              mean_p=float(known.mean()) if known.size else float("nan"),

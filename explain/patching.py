@@ -25,8 +25,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover,
-                            position_axis)
+from explain.canvas import Canvas, fit_titles
+from explain.common import APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, hover, position_axis
 from explain.resume import (RecordedPrefix, SameTokens, check_token, final_residual, forward_last, last_logits,
                             run_from, stream_before)
 from explain.trace import next_labels, sequence_labels, to_idx
@@ -199,11 +199,11 @@ def patching_view(model: GPT, tokenizer, clean_ids, corrupt_ids, target: int | N
     x_labels = [f"{c}→{k}" if c != k else c for c, k in zip(labels, corrupt_labels)]
     title = t("view.patching.title", lang, site=t(f"view.patching.site_{site}", lang), target=name(target),
               contrast=name(contrast), T=T)
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(T)), y=rows, colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound,
-                               customdata=np.array([x_labels] * n_layers, dtype=object),
-                               colorbar=dict(title=t("view.patching.colorbar", lang)),
-                               hovertemplate=hover("view.patching.hover", lang)),
-                    layout=base_layout(title, height=160 + 30 * n_layers, margin=dict(MARGIN)))
+    fig = Canvas(base_layout(title, height=160 + 30 * n_layers, margin=dict(MARGIN)))
+    fig.add_trace(go.Heatmap(z=z, x=list(range(T)), y=rows, colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound,
+                             customdata=np.array([x_labels] * n_layers, dtype=object),
+                             colorbar=dict(title=t("view.patching.colorbar", lang)),
+                             hovertemplate=hover("view.patching.hover", lang)))
     for p in differ:
         fig.add_vrect(x0=p - 0.5, x1=p + 0.5, line=dict(color="black", width=2))
     x_px = axis_px(APP_WIDTH, MARGIN["l"], MARGIN["r"] + COLORBAR_PX)
@@ -217,4 +217,5 @@ def patching_view(model: GPT, tokenizer, clean_ids, corrupt_ids, target: int | N
              corrupt=df.attrs["corrupt"], n=len(differ), T=T, site=t(f"view.patching.site_{site}", lang),
              best_layer=rows[int(best["layer"])], best_token=x_labels[int(best["position"])],
              best=float(best["effect"]))
+    fig = fig.figure()
     return ViewResult("patching", title, df, fig, text + bytes_note(df, fig, lang))

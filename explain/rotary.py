@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from explain.common import ViewResult, base_layout, fit_titles, hover, np32, subplots
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, hover, np32
 from text import t
 from gpt.nanochat import GPT
 
@@ -49,4 +50,5 @@ def rotary_view(model: GPT, T: int, T0: int = 0, max_rows: int = 96, lang: str =
     text += t("view.rotary.note_base", lang, base=f"{f.rotary_base:g}")
     text += t("view.rotary.note_base_raised", lang) if f.rotary_base != 10000 else ""
     text += t("view.rotary.note_bf16", lang) if f.rotary_bf16 else ""
+    fig = fig.figure()
     return ViewResult("rotary", title, df, fig, text)

@@ -20,8 +20,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label,
-                            fit_titles, hover, position_axis, resolve_position, subplots)
+from explain.canvas import fit_titles, subplots
+from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, hover,
+                            position_axis, resolve_position)
 from explain.resume import check_token, forward_last
 from explain.trace import next_labels, sequence_labels, to_idx
 from gpt.nanochat import GPT
@@ -159,4 +160,5 @@ def saliency_view(model: GPT, tokenizer, ids, position: int = -1, target: int | 
                            bos=next_labels(tokenizer, [], [info["bos"]])[0])
     else:
         text += "\n\n" + t("view.saliency.gxi", lang, total=info["total"], f=info["f"])
+    fig = fig.figure()
     return ViewResult("saliency", title, df, fig, text + bytes_note(df, fig, lang))

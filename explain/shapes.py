@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from explain.canvas import Canvas
 from explain.common import ViewResult, base_layout
 from explain.family import feature_card_md
 from text import t
@@ -237,11 +238,11 @@ def _flow_figure(df: pd.DataFrame, config: GPTConfig, member: Member, title: str
     arrow(2.2, -1.36, 5.5, -4.14 - d2)   # ... and k
     arrow(X, -12.36 - d3, 2.8, -13.14 - d3)
     arrow(X, -12.36 - d3, 8.2, -13.14 - d3)
-    fig = go.Figure(layout=base_layout(title, height=820 + int(55 * d3), shapes=shapes, annotations=notes,
-                                       showlegend=False, xaxis=dict(visible=False, range=[-0.3, 12.3]),
-                                       yaxis=dict(visible=False, range=[-14.6 - d3, 0.6])))
+    fig = Canvas(base_layout(title, height=820 + int(55 * d3), shapes=shapes, annotations=notes,
+                             showlegend=False, xaxis=dict(visible=False, range=[-0.3, 12.3]),
+                             yaxis=dict(visible=False, range=[-14.6 - d3, 0.6])))
     fig.add_trace(go.Scatter(x=[0, 12], y=[0, -14 - d3], mode="markers", marker=dict(opacity=0), hoverinfo="skip"))
-    return fig
+    return fig.figure()
 
 
 def shapes_view(config: GPTConfig, member: Member, B: int = 1, T: int = 5, T0: int = 0,

@@ -10,7 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, bytes_note, fit_titles, np32, resolve_position, subplots
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, bytes_note, np32, resolve_position
 from text import t
 from explain.trace import Trace, token_labels
 
@@ -74,7 +75,7 @@ def softcap_view(trace: Trace, position: int = -1, row: int = 0, top: int = 12, 
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(tickmode="array", tickvals=ranks, ticktext=list(df["token"]), tickangle=-60, row=1, col=3)
     fig.update_layout(base_layout(title, height=460, barmode="group", legend=dict(orientation="h", y=-0.35)))
-    fit_titles(fig)
+    fig = fit_titles(fig).figure()
     text = t("view.softcap.body", lang, cap=softcap, pos=p, token=label, max_raw=float(raw.abs().max()),
              beyond=beyond, V=V, tv=tv)
     return ViewResult("softcap", title, df, fig, text + bytes_note(df, fig, lang))

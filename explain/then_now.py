@@ -18,7 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import ViewResult, base_layout, fit_titles, hover, subplots, window_kind
+from explain.canvas import fit_titles, subplots
+from explain.common import ViewResult, base_layout, hover, window_kind
 from explain.family import feature_line, feature_values
 from explain.shapes import point_code
 from text import t
@@ -194,6 +195,7 @@ def then_now_from_traces(trace_a: Trace, trace_b: Trace, row: int = 0, lang: str
     short = min((windows[i] for i in s_layers), default=cn.sequence_len)
     if s_layers and T - 1 > short:
         text += t("view.then_now.window_bites", lang, T=T, keys_last=min(T, short + 1))
+    fig = fig.figure()
     return ViewResult("then_now", title, df, fig, text)
 
 

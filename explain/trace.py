@@ -6,7 +6,7 @@ scalars, one head's attention window) to the CPU. Full [T, V] logits never leave
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -24,6 +24,8 @@ class Trace:
     tokenizer: object | None
     labels: list[list[str]]    # readable token labels, per row and position (sequence_labels: characters, not bytes)
     raw_labels: list[list[str]] | None = None  # the same as each token alone shows (token_labels: its bytes)
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # what a view computed from the
+    # recording once and others (or the same view at another layer, head or position) read again: see commitment
 
     @property
     def B(self) -> int:

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from explain.common import (APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, fit_titles, hover, np32,
-                            position_axis)
+from explain.canvas import Canvas, fit_titles
+from explain.common import APP_WIDTH, ViewResult, axis_px, base_layout, bytes_note, hover, np32, position_axis
 from text import t
 from explain.trace import Trace
 
@@ -81,10 +81,9 @@ def training_view(trace: Trace, row: int = 0, lang: str = "en", next_ids: list[i
     x = np.arange(T - pad)
     pair_labels = [f"{a}→{b}" for a, b in zip(labels, df[df["row"] == row]["target_token"])]
     margin = dict(l=60, r=20, t=60, b=110)
-    fig = go.Figure(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("view.training.ce", lang),
-                           customdata=np.round(p_target[row], 4),
-                           hovertemplate=hover("view.training.hover", lang)),
-                    layout=base_layout(title, height=460, margin=margin))
+    fig = Canvas(base_layout(title, height=460, margin=margin))
+    fig.add_trace(go.Bar(x=x, y=ce[row], marker_color="#1a73e8", name=t("view.training.ce", lang),
+                         customdata=np.round(p_target[row], 4), hovertemplate=hover("view.training.hover", lang)))
     fig.add_hline(y=model_loss, line=dict(color="#d93025", dash="dash"),
                   annotation_text=t("view.training.loss_line", lang, loss=model_loss), annotation_position="top left")
     fig.add_hline(y=uniform, line=dict(color="#9aa0a6", dash="dot"),
@@ -97,5 +96,6 @@ def training_view(trace: Trace, row: int = 0, lang: str = "en", next_ids: list[i
     how = t("view.training.how_loader" if loader else "view.training.how_shift", lang, B=B, T=T, T1=T + 1, n=n)
     text = t("view.training.body", lang, how=how, loss=model_loss, mean=mean_ce,
              diff=abs(model_loss - mean_ce), u=uniform, V=trace.config.vocab_size)
+    fig = fig.figure()
     return ViewResult("training", title, df, fig, text + bytes_note(df, fig, lang, labels,
                                                                     (trace.raw_labels or [None] * (row + 1))[row]))
