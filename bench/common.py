@@ -31,6 +31,9 @@ from gpt.checkpoint import build_model, default_dtype, load_default  # noqa: E40
 from gpt.nanochat import GPT, GPTConfig  # noqa: E402
 from gpt.tokenizer import SPECIAL_TOKENS, Tokenizer  # noqa: E402
 
+# nanochat's d20 (the speedrun's model, 561M parameters): the size every GPU figure of bench/ is measured at
+D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
+
 RESULTS = ROOT / "bench" / "results"
 # TrainConfig's model fields as of this writing; used only if gpt/training/train.py cannot be imported (another
 # engineer is editing it): the JSON records which source was used.

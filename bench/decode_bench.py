@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg, machine_info,  # noqa: E402
-                          median, model_under_test, n_params, random_weights, start_idle_torch_thread,
-                          synthetic_tokenizer, table, weight_bytes_per_token, write_json)
+from bench.common import (D20, DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg,  # noqa: E402
+                          machine_info, median, model_under_test, n_params, random_weights,
+                          start_idle_torch_thread, synthetic_tokenizer, table, weight_bytes_per_token, write_json)
 from gpt.checkpoint import build_model  # noqa: E402
 from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
@@ -57,7 +57,7 @@ from gpt.torch_thread import TorchThread  # noqa: E402
 
 CONFIGS = {  # the random-weight configs (n_kv_head = n_head, as nanochat)
     "tiny": GPTConfig(sequence_len=1024, vocab_size=32768, n_layer=6, n_head=6, n_kv_head=6, n_embd=384),
-    "d20": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280),
+    "d20": D20,
     "d32": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=32, n_head=16, n_kv_head=16, n_embd=2048),
     # nanochat's current architecture (92d63d4) at d20 size: sliding windows SSSL, value embeddings, smear, backout
     "d20-2026": GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280,

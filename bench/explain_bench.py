@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg, machine_info,  # noqa: E402
-                          median, model_under_test, n_params, repeated_ids, start_idle_torch_thread, table,
-                          write_json)
+from bench.common import (D20, DTYPES, RESULTS, ModelUnderTest, app_dtype, busy_warning, config_dict, loadavg,  # noqa: E402
+                          machine_info, median, model_under_test, n_params, random_weights, repeated_ids,
+                          start_idle_torch_thread, synthetic_tokenizer, table, write_json)
 from explain.build import VIEWS, build_views  # noqa: E402
 from explain.trace import trace_forward  # noqa: E402
 
 BAR_SECONDS = 1.0
 BAR_BYTES = 3_000_000
+GPU_BARS = {128: 0.4, 1024: 0.5}  # issue 25: every view of a d20-sized model on a GPU, at T=128 and T=1024 (seconds)
 TEXT = ("Once upon a time, a small model read a prompt one token at a time. "
         "今天天气不错，我们一起去公园散步吧。 "
         "It looked back at every earlier position, never forward, and wrote down what came next. ")
@@ -97,17 +98,29 @@ def main(argv: list[str] | None = None) -> dict:
                    help="auto = what the app serves in (gpt.checkpoint.default_dtype)")
     p.add_argument("--no-long", action="store_true", help="skip the full-context prompt")
     p.add_argument("--quick", action="store_true", help="T=32, 1 repeat, no long prompt (for tests)")
-    p.add_argument("--out", default=str(RESULTS / "explain_cpu.json"))
+    p.add_argument("--device", default="cpu", help="cpu (the default model, the 1 s bar) or cuda (with --d20)")
+    p.add_argument("--d20", action="store_true", help="a d20-sized random-weight model (issue 25's GPU bars: all "
+                                                      "views < 400 ms at T=128, < 500 ms at T=1024)")
+    p.add_argument("--out", default=None, help="JSON path (default: bench/results/explain_<device>[_d20].json)")
     args = p.parse_args(argv)
     if args.quick:
         args.T, args.repeats, args.no_long = 32, 1, True
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    device = torch.device("cpu")  # the bar is about the CPU app
+    device = torch.device(args.device)
     dtype = app_dtype(device, args.dtype)
-    mut = model_under_test(device, dtype)
-    model, tok = mut.model, mut.tokenizer
+    if args.d20:
+        mut = ModelUnderTest(random_weights(D20, device, dtype), synthetic_tokenizer(D20.vocab_size),
+                             "random weights, nanochat d20 shape", False)
+        model, tok = mut.model, mut.tokenizer
+        lengths = [args.T, 1024]
+    else:
+        mut = model_under_test(device, dtype)
+        model, tok = mut.model, mut.tokenizer
+        lengths = [min(args.T, model.config.sequence_len)]
+        if not args.no_long and model.config.sequence_len > lengths[0]:
+            lengths.append(model.config.sequence_len)
     info = machine_info(device)
     print(f"model: {mut.name}, {str(dtype).replace('torch.', '')}" + (f"\n  ({mut.note})" if mut.note else ""))
     print(f"config: {config_dict(model)}  params: {n_params(model) / 1e6:.1f}M  "
@@ -115,14 +128,23 @@ def main(argv: list[str] | None = None) -> dict:
     if busy_warning(info):
         print(busy_warning(info))
 
-    lengths = [min(args.T, model.config.sequence_len)]
-    if not args.no_long and model.config.sequence_len > lengths[0]:
-        lengths.append(model.config.sequence_len)
     results = []
     for T in lengths:
         m = measure(model, tok, T, args.repeats, args.lang, VIEWS)
         print_result(m, "bar prompt" if T == lengths[0] else "full context")
         results.append(dict(m, torch_threads_alive=1))
+    if args.d20:  # the GPU bars: all views at each length
+        bars = [dict(T=m["T"], build_s=m["build_s"], bar_s=GPU_BARS.get(m["T"]),
+                     passes=m["build_s"] < GPU_BARS[m["T"]] if m["T"] in GPU_BARS else None) for m in results]
+        for b in bars:
+            print(f"d20, T={b['T']}: every view {b['build_s'] * 1e3:.0f} ms (bar < {(b['bar_s'] or 0) * 1e3:.0f} ms: "
+                  f"{'pass' if b['passes'] else 'FAIL'})")
+        out = dict(benchmark="explain", machine=machine_info(device) | dict(loadavg_end=loadavg()),
+                   model=dict(name=mut.name, config=config_dict(model), params=n_params(model),
+                              dtype=str(dtype).replace("torch.", "")), lang=args.lang, views=list(VIEWS), bars=bars,
+                   results=results)
+        print(f"wrote {write_json(args.out or RESULTS / f'explain_{device.type}_d20.json', out)}")
+        return out
     # Without the app's one torch thread, views would be built in a pool thread while other threads have run torch
     # too: measure that last (it cannot be undone in this process; see bench.common.start_idle_torch_thread).
     start_idle_torch_thread()
@@ -147,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                              config=config_dict(model), params=n_params(model),
                                                              dtype=str(dtype).replace("torch.", "")),
                lang=args.lang, views=list(VIEWS), bar=verdict, results=results)
-    print(f"wrote {write_json(args.out, out)}")
+    print(f"wrote {write_json(args.out or RESULTS / f'explain_{device.type}.json', out)}")
     return out
 
 

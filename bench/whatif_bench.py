@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (RESULTS, app_dtype, config_dict, machine_info, median,  # noqa: E402
+from bench.common import (D20, RESULTS, app_dtype, config_dict, machine_info, median,  # noqa: E402
                           model_under_test, n_params, random_weights, repeated_ids, synthetic_tokenizer,
                           table, write_json)
 from explain.branching import alternatives  # noqa: E402
@@ -30,11 +30,9 @@ from explain.build import build_views  # noqa: E402
 from explain.commitment import commitment  # noqa: E402
 from explain.trace import trace_forward  # noqa: E402
 from gpt.engine import Engine  # noqa: E402
-from gpt.nanochat import GPTConfig  # noqa: E402
 from gpt.stream import SamplingParams  # noqa: E402
 
 TEXT = "Once upon a time, a small model read a prompt one token at a time, and wrote down what came next. "
-D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
 RERENDER = (("attention", dict(layer=1, head=1)), ("logit_lens", dict(position=-2)),
             ("next_token", dict(position=-3)), ("softcap", dict(position=-2)), ("commitment", {}))
 

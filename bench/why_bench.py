@@ -20,16 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.common import (DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg, machine_info,  # noqa: E402
-                          median, model_under_test, n_params, random_weights, synthetic_tokenizer, table, write_json)
+from bench.common import (D20, DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg,  # noqa: E402
+                          machine_info, median, model_under_test, n_params, random_weights, synthetic_tokenizer,
+                          table, write_json)
 from explain.attribution import attribution_view, logit_attribution  # noqa: E402
 from explain.patching import default_pair_tokens, patching_sweep, patching_view  # noqa: E402
 from explain.saliency import saliency, saliency_view  # noqa: E402
 from explain.trace import trace_forward  # noqa: E402
-from gpt.nanochat import GPTConfig  # noqa: E402
 
 TEXT = "He is a good man, and she is a good woman. Once upon a time, a small model read a prompt one token at a time. "
-D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
 BARS = {"cpu": dict(attribution=0.2, resid_sweep=3.0, resid_sweep_first_token=3.0, saliency=2.0),
         "cuda": dict(attribution=1.0, resid_sweep=1.0, resid_sweep_first_token=1.0, saliency=1.0)}
 
