@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -34,6 +35,16 @@ STEPS_PER_RUN = 8  # loop iterations per call of the server's `run` (see BatchSe
 # row is free: long enough to read a reply and branch it, or write the next turn, which then reuse its cache; short
 # enough that the batch narrows again to the lowest rows (each row up to the highest busy one is computed every step).
 KEEP_S = 300.0
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What a row's cache holds at positions 0, 1, ...: the tokens of the last session that ran there (none while one
+    runs: a row idle in a batch keeps stepping, but only at positions past these, see _finish), how many of them
+    were that session's prompt, and when it ended (time.monotonic)."""
+    tokens: list[int] = field(default_factory=list)
+    prompt: int = 0
+    ended: float = float("-inf")
 
 
 class _Session:
@@ -82,11 +93,7 @@ class BatchServer:
         for row in range(max_batch):
             self.decoder.clear_row(row)
         self.rows: list[_Session | None] = [None] * max_batch
-        # What each row's cache holds at positions 0, 1, ...: the tokens of the last session that ran there (empty
-        # while one runs). A row idle in a batch keeps stepping, but only at positions past these (see _finish).
-        self.kept: list[list[int]] = [[] for _ in range(max_batch)]
-        self.ended = [float("-inf")] * max_batch  # when each row's last session ended (time.monotonic)
-        self.kept_prompt = [0] * max_batch  # how many of the kept tokens were that session's prompt
+        self.kept = [_Kept() for _ in range(max_batch)]
         self.waiting: deque[_Session] = deque()
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -172,7 +179,7 @@ class BatchServer:
             row, start = self._pick_row(session.prompt)
             session.row = row
             self.rows[row] = session  # before the prefill: if it fails, _fail_all finds the session here
-            self.kept[row] = []
+            self.kept[row] = _Kept()
             session.reply.cached = start
             p = session.params
             self.decoder.set_row(row, p.temperature, p.top_k, p.top_p, session.reply.seed)
@@ -189,14 +196,14 @@ class BatchServer:
         free = [row for row, session in enumerate(self.rows) if session is None]
         reuse = {}
         for row in free:
-            shared = common_prefix(self.kept[row], prompt)
-            if shared and shared >= min(self.kept_prompt[row], len(prompt)):
+            shared = common_prefix(self.kept[row].tokens, prompt)
+            if shared and shared >= min(self.kept[row].prompt, len(prompt)):
                 reuse[row] = min(shared, len(prompt) - 1)
         if reuse:
             best = max(reuse, key=reuse.get)  # the lowest of the longest
             return best, reuse[best]
         now = time.monotonic()
-        return next((row for row in free if now - self.ended[row] >= KEEP_S), free[0]), 0
+        return next((row for row in free if now - self.kept[row].ended >= KEEP_S), free[0]), 0
 
     def _drop_stopped(self) -> None:
         for session in self.rows:
@@ -258,9 +265,7 @@ class BatchServer:
         if session.row is not None:
             # Its keys/values stay for a later prompt that begins with the same tokens. An idle row steps on from its
             # position, writing only past them; at a full context the clamp rewrites the last position: not kept.
-            self.kept[session.row] = session.fed()[: self.seq_len - 1]
-            self.ended[session.row] = time.monotonic()
-            self.kept_prompt[session.row] = len(session.prompt)
+            self.kept[session.row] = _Kept(session.fed()[: self.seq_len - 1], len(session.prompt), time.monotonic())
             self.rows[session.row] = None
             self.decoder.clear_row(session.row)
             session.row = None
@@ -270,7 +275,7 @@ class BatchServer:
             sessions = [s for s in self.rows if s is not None] + list(self.waiting)
             self.waiting.clear()
         self.rows = [None] * len(self.rows)
-        self.kept = [[] for _ in self.rows]  # a failed step may have left any row's cache half written
+        self.kept = [_Kept() for _ in self.rows]  # a failed step may have left any row's cache half written
         for s in sessions:
             s.done = True
             s.events.put(RuntimeError(f"the batch server failed: {error!r}"))
