@@ -108,15 +108,15 @@ def _differs(model: GPT, site: str, layer: int, clean: torch.Tensor, corrupt: to
 
 
 @torch.inference_mode()
-def _patched_logits(model: GPT, site: str, layer: int, positions: torch.Tensor, clean: torch.Tensor,
+def _patched_logits(model: GPT, site: str, layer: int, positions: torch.Tensor, start: int, clean: torch.Tensor,
                     corrupt: torch.Tensor, rec_clean: Recorder, rec_corrupt: Recorder) -> torch.Tensor:
-    """[R, V]: the last position's logits of the corrupt run with row r patched at (layer, positions[r]). Positions
-    before the first patched one are the corrupt run's: they come from its recording (RecordedPrefix), not again."""
+    """[R, V]: the last position's logits of the corrupt run with row r patched at (layer, positions[r]) (on the
+    device; start = positions[0], known to the host). Positions before the first patched one are the corrupt run's:
+    they come from its recording (RecordedPrefix), not again."""
     L = model.config.n_layer
     if site == "resid" and layer == L:  # the residual the final norm reads: the head alone
         name = final_residual(model)
         return last_logits(model, _with_clean(rec_corrupt[name], rec_clean[name], positions), None)
-    start = int(positions[0])
     cache = RecordedPrefix(rec_corrupt, start) if start else None
     if site == "resid" and layer == 0:  # the token itself
         return forward_last(model, _with_clean(corrupt, clean, positions)[:, start:], cache=cache)
@@ -156,15 +156,19 @@ def patching_sweep(model: GPT, clean_ids, corrupt_ids, target: int, contrast: in
         raise NothingToRestore()
     T = clean.size(1)
     chunk = max(1, min(BATCH_TOKENS // T, max(-(-T // PREFIX_CHUNKS), -(-MIN_BATCH_ROWS_TOKENS // T))))
-    effects = np.zeros((n_layers, T))  # a patch that writes what is already there changes nothing: exactly 0
+    # a patch that writes what is already there changes nothing: exactly 0. Kept on the device until the end, so the
+    # host queues the next batch while the device runs this one.
+    effects = torch.zeros(n_layers, T, dtype=torch.float64, device=clean.device)
     for layer in range(n_layers):
         todo = _differs(model, site, layer, clean, corrupt, rec_clean, rec_corrupt).nonzero()[:, 0]
-        for lo in range(0, len(todo), chunk):
+        starts = todo[::chunk].tolist()  # each batch's first position, for the host (one sync a layer)
+        for lo, start in zip(range(0, len(todo), chunk), starts):
             positions = todo[lo:lo + chunk]
-            patched = metric(_patched_logits(model, site, layer, positions, clean, corrupt, rec_clean, rec_corrupt))
-            effects[layer, positions.cpu().numpy()] = ((patched - m_corrupt) / (m_clean - m_corrupt)).cpu().numpy()
+            patched = metric(_patched_logits(model, site, layer, positions, start, clean, corrupt, rec_clean,
+                                             rec_corrupt))
+            effects[layer, positions] = (patched - m_corrupt) / (m_clean - m_corrupt)
     df = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), T), "position": np.tile(np.arange(T), n_layers),
-                       "effect": effects.ravel()})
+                       "effect": effects.cpu().numpy().ravel()})
     df.attrs.update(clean=m_clean, corrupt=m_corrupt, target=target, contrast=contrast, site=site)
     return df
 
