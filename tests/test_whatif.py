@@ -88,3 +88,28 @@ def test_the_views_in_both_languages(tiny_tokenizer, lang):
     assert str(len(ids)) in view.title
     cv = compare_view(ta, tb, "A", "B", lang=lang)
     assert f"{cv.df['kl'].mean():.3f}" in cv.text
+
+
+@pytest.mark.parametrize("which", [nanochat.TUTORIAL, nanochat.TODAY], ids=lambda m: m.name)
+def test_the_stacked_lens_reads_every_layer_as_the_lens_does(which, tiny_tokenizer):
+    """lens_stack (every layer in one call of the head; a backout of zeros before the backout layer) against
+    lens_logits layer by layer, and its last layer is the recorded output itself; commitment is kept on the trace
+    and read back unchanged when the view is drawn again."""
+    from explain.lens import lens_logits, lens_stack
+    torch.manual_seed(0)
+    config = nanochat.GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=4, n_head=2,
+                                n_kv_head=2, n_embd=32, window_pattern="SSSL")
+    model = nanochat.new_model(config, which)
+    model.init_weights()
+    model.draw_zeros(1)
+    model.eval()
+    ids = torch.randint(0, config.vocab_size, (20,), generator=torch.Generator().manual_seed(3)).tolist()
+    trace = trace_forward(model, [ids])
+    stacked = lens_stack(trace, 0, slice(2, 17))
+    assert stacked.shape == (config.n_layer + 1, 15, config.vocab_size)
+    for layer in range(config.n_layer + 1):
+        torch.testing.assert_close(stacked[layer], lens_logits(trace, layer, 0, slice(2, 17)), atol=1e-5, rtol=1e-5)
+    assert torch.equal(stacked[-1], trace.logits[0, 2:17])
+    first = commitment_view(trace).df
+    trace.derived[("commitment", 0)].loc[0, "first_layer"] = -7  # what a second drawing reads, had it not recomputed
+    assert commitment_view(trace).df["first_layer"][0] == -7 and first["first_layer"][0] != -7
