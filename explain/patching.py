@@ -27,8 +27,8 @@ import torch
 
 from explain.canvas import Canvas, fit_titles
 from explain.common import APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, hover, position_axis
-from explain.resume import (RecordedPrefix, SameTokens, check_token, final_residual, forward_last, last_logits,
-                            run_from, stream_before)
+from explain.resume import (KeyBuffers, RecordedPrefix, SameTokens, check_token, final_residual, forward_last,
+                            last_logits, run_from, stream_before)
 from explain.trace import next_labels, sequence_labels, to_idx
 from gpt.nanochat import GPT
 from gpt.recorder import Recorder, no_tap
@@ -109,15 +109,16 @@ def _differs(model: GPT, site: str, layer: int, clean: torch.Tensor, corrupt: to
 
 @torch.inference_mode()
 def _patched_logits(model: GPT, site: str, layer: int, positions: torch.Tensor, start: int, clean: torch.Tensor,
-                    corrupt: torch.Tensor, rec_clean: Recorder, rec_corrupt: Recorder) -> torch.Tensor:
+                    corrupt: torch.Tensor, rec_clean: Recorder, rec_corrupt: Recorder, buffers: KeyBuffers
+                    ) -> torch.Tensor:
     """[R, V]: the last position's logits of the corrupt run with row r patched at (layer, positions[r]) (on the
     device; start = positions[0], known to the host). Positions before the first patched one are the corrupt run's:
-    they come from its recording (RecordedPrefix), not again."""
+    they come from its recording (RecordedPrefix, its keys in `buffers`), not again."""
     L = model.config.n_layer
     if site == "resid" and layer == L:  # the residual the final norm reads: the head alone
         name = final_residual(model)
         return last_logits(model, _with_clean(rec_corrupt[name], rec_clean[name], positions), None)
-    cache = RecordedPrefix(rec_corrupt, start) if start else None
+    cache = RecordedPrefix(rec_corrupt, start, buffers) if start else None
     if site == "resid" and layer == 0:  # the token itself
         return forward_last(model, _with_clean(corrupt, clean, positions)[:, start:], cache=cache)
     stream = stream_before(model, layer)
@@ -162,10 +163,11 @@ def patching_sweep(model: GPT, clean_ids, corrupt_ids, target: int, contrast: in
     for layer in range(n_layers):
         todo = _differs(model, site, layer, clean, corrupt, rec_clean, rec_corrupt).nonzero()[:, 0]
         starts = todo[::chunk].tolist()  # each batch's first position, for the host (one sync a layer)
-        for lo, start in zip(range(0, len(todo), chunk), starts):
+        buffers = KeyBuffers(rec_corrupt, chunk)  # the batches of a layer share the recorded keys: latest start first
+        for lo, start in reversed(list(zip(range(0, len(todo), chunk), starts))):
             positions = todo[lo:lo + chunk]
             patched = metric(_patched_logits(model, site, layer, positions, start, clean, corrupt, rec_clean,
-                                             rec_corrupt))
+                                             rec_corrupt, buffers))
             effects[layer, positions] = (patched - m_corrupt) / (m_clean - m_corrupt)
     df = pd.DataFrame({"layer": np.repeat(np.arange(n_layers), T), "position": np.tile(np.arange(T), n_layers),
                        "effect": effects.cpu().numpy().ravel()})

@@ -58,20 +58,48 @@ def last_logits(model: GPT, x: torch.Tensor, kept: torch.Tensor | None, tap: Tap
     return model.head(x[:, -1:], tap, kept[:, -1:])[:, 0]
 
 
+class KeyBuffers:
+    """Each layer's keys and values of a recorded run, once per row of a batch, written in place by batches that
+    resume the run at ever earlier positions: a batch writes positions start.. and reads 0 .. start-1, which no batch
+    before it wrote (they all started later). The recorded keys are copied once per layer for a whole series of
+    batches, not once per batch (on a GPU that copy was a fifth of a sweep's time)."""
+
+    def __init__(self, rec: Recorder, rows: int):
+        self.rec, self.rows = rec, rows
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.starts: dict[int, int] = {}
+
+    def insert(self, layer_idx: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [R, Hkv, Tq, hd] at positions start.. of rows 0..R-1; their keys and values 0 .. start+Tq-1."""
+        if start > self.starts.get(layer_idx, start):
+            raise ValueError("KeyBuffers takes batches in the order of their starts, latest first")
+        self.starts[layer_idx] = start
+        if layer_idx not in self.kv:
+            self.kv[layer_idx] = tuple(self.rec[f"blocks.{layer_idx}.attn.{n}"].expand(self.rows, -1, -1, -1).clone()
+                                       for n in ("k", "v"))
+        R, end = k.size(0), start + k.size(2)
+        keys, values = self.kv[layer_idx]
+        keys[:R, :, start:end], values[:R, :, start:end] = k, v
+        return keys[:R, :, :end], values[:R, :, :end]
+
+
 class RecordedPrefix:
     """A KV cache (the model-cache interface of gpt/kv_cache.py) that already holds a recorded run's positions
     0 .. start-1, the same for every row: the keys and values each layer recorded, and the normalized embedding of
     the token before `start` (what the smear reads). A forward of positions start.. through it computes exactly what
     the whole forward computes there, without the prefix: a patch at position p leaves every position before p as
-    it was, so a sweep runs only from the patched positions on."""
+    it was, so a sweep runs only from the patched positions on. With `buffers`, the keys live there (KeyBuffers: a
+    series of batches, latest start first)."""
 
-    def __init__(self, rec: Recorder, start: int):
-        self.rec, self.start = rec, start
+    def __init__(self, rec: Recorder, start: int, buffers: KeyBuffers | None = None):
+        self.rec, self.start, self.buffers = rec, start, buffers
 
     def positions(self, T: int) -> torch.Tensor:
         return torch.arange(self.start, self.start + T, device=self.rec["embed"].device)[None]
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.buffers is not None:
+            return self.buffers.insert(layer_idx, self.start, k, v)
         names = f"blocks.{layer_idx}.attn.k", f"blocks.{layer_idx}.attn.v"
         old = [self.rec[n][:, :, : self.start].expand(k.size(0), -1, -1, -1) for n in names]
         return torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)

@@ -303,18 +303,36 @@ def test_a_one_token_change_is_undone_at_its_token_and_at_the_last_residual(whic
 def test_a_sweep_from_a_recorded_prefix_is_the_whole_run(which, monkeypatch):
     """A batch of patches runs from its first patched position, the positions before it read from the corrupt run's
     recorded keys and values: the same effects as rerunning every position, with sliding windows that bite (fbc1484's
-    short window is 8 keys at a context of 16) and with the smear (today's reads the token before the batch)."""
+    short window is 8 keys at a context of 16) and with the smear (today's reads the token before the batch). Several
+    batches a layer (2 rows each) share the recorded keys (KeyBuffers, the latest start first)."""
     import explain.patching
 
     model = family_model(which, config=dataclasses.replace(SMALL, sequence_len=16))
     clean, corrupt, target, contrast = one_token_pair(model, 14, 6)
     for site in ("resid", "attn", "mlp"):
+        monkeypatch.setattr(explain.patching, "MIN_BATCH_ROWS_TOKENS", 1)  # batches of ceil(14 / 8) = 2 rows
         from_prefix = patching_sweep(model, clean, corrupt, target, contrast, site)["effect"]
         monkeypatch.setattr(explain.patching, "PREFIX_CHUNKS", 1)  # one batch a layer, from position 0
+        monkeypatch.setattr(explain.patching, "MIN_BATCH_ROWS_TOKENS", 512)
         whole = patching_sweep(model, clean, corrupt, target, contrast, site)["effect"]
         monkeypatch.undo()
         np.testing.assert_allclose(from_prefix, whole, rtol=1e-6, atol=1e-6)
         assert np.abs(whole).max() > 0.1
+
+
+def test_key_buffers_take_batches_latest_start_first():
+    from explain.resume import KeyBuffers
+    from gpt.recorder import Recorder
+
+    rec = Recorder()
+    rec["blocks.0.attn.k"] = rec["blocks.0.attn.v"] = torch.arange(8.0).view(1, 1, 8, 1)
+    buffers = KeyBuffers(rec, rows=2)
+    k, _ = buffers.insert(0, 5, torch.full((2, 1, 3, 1), -1.0), torch.zeros(2, 1, 3, 1))
+    assert k[:, 0, :, 0].tolist() == [[0, 1, 2, 3, 4, -1, -1, -1]] * 2  # the recorded prefix, then this batch's
+    k, _ = buffers.insert(0, 2, torch.full((1, 1, 6, 1), -2.0), torch.zeros(1, 1, 6, 1))
+    assert k[:, 0, :, 0].tolist() == [[0, 1, -2, -2, -2, -2, -2, -2]]
+    with pytest.raises(ValueError, match="latest first"):
+        buffers.insert(0, 3, torch.zeros(1, 1, 5, 1), torch.zeros(1, 1, 5, 1))
 
 
 def test_patching_the_default_model(default):
