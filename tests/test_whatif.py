@@ -33,15 +33,22 @@ def lens_tops(model, ids: list[int]) -> torch.Tensor:
     return torch.stack(tops)
 
 
-@pytest.mark.parametrize("which", [nanochat.TUTORIAL, nanochat.TODAY], ids=lambda m: m.name)
-def test_commitment_is_the_first_layer_from_which_the_lens_keeps_the_answer(which, tiny_tokenizer):
+def small_member(which: nanochat.Member, vocab_size: int) -> nanochat.GPT:
+    """A 4-layer member of the family with sliding windows, initialized as nanochat does, with a little noise in the
+    weights it starts at zero drawn (so every logit and every block does something)."""
     torch.manual_seed(0)
-    config = nanochat.GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=4, n_head=2,
-                                n_kv_head=2, n_embd=32, window_pattern="SSSL")
+    config = nanochat.GPTConfig(sequence_len=64, vocab_size=vocab_size, n_layer=4, n_head=2, n_kv_head=2, n_embd=32,
+                                window_pattern="SSSL")
     model = nanochat.new_model(config, which)
     model.init_weights()
     model.draw_zeros(1)
-    model.eval()
+    return model.eval()
+
+
+@pytest.mark.parametrize("which", [nanochat.TUTORIAL, nanochat.TODAY], ids=lambda m: m.name)
+def test_commitment_is_the_first_layer_from_which_the_lens_keeps_the_answer(which, tiny_tokenizer):
+    model = small_member(which, tiny_tokenizer.vocab_size)
+    config = model.config
     ids = torch.randint(0, config.vocab_size, (40,), generator=torch.Generator().manual_seed(2)).tolist()
     df = commitment(model, ids)
     tops = lens_tops(model, ids)
@@ -96,13 +103,8 @@ def test_the_stacked_lens_reads_every_layer_as_the_lens_does(which, tiny_tokeniz
     lens_logits layer by layer, and its last layer is the recorded output itself; commitment is kept on the trace
     and read back unchanged when the view is drawn again."""
     from explain.lens import lens_logits, lens_stack
-    torch.manual_seed(0)
-    config = nanochat.GPTConfig(sequence_len=64, vocab_size=tiny_tokenizer.vocab_size, n_layer=4, n_head=2,
-                                n_kv_head=2, n_embd=32, window_pattern="SSSL")
-    model = nanochat.new_model(config, which)
-    model.init_weights()
-    model.draw_zeros(1)
-    model.eval()
+    model = small_member(which, tiny_tokenizer.vocab_size)
+    config = model.config
     ids = torch.randint(0, config.vocab_size, (20,), generator=torch.Generator().manual_seed(3)).tolist()
     trace = trace_forward(model, [ids])
     stacked = lens_stack(trace, 0, slice(2, 17))
