@@ -46,6 +46,7 @@ class Tokenizer:
         if missing:
             raise ValueError(f"tokenizer lacks nanochat special tokens: {missing}")
         self.encoding = encoding
+        self._labels: dict[int, str] = {}  # token_labels' label of each id asked for (a view asks for thousands)
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -159,7 +160,8 @@ class Tokenizer:
         part of a character, "\\x1a" for other control characters (invisible, and an SVG holding one is not valid XML:
         Plotly's PNG export fails on it), "#51234" for ids the tokenizer does not have (the model's vocab may be
         padded)."""
-        return [self._label(int(i)) for i in ids]
+        labels = self._labels
+        return [labels[i] if i in labels else labels.setdefault(i, self._label(i)) for i in map(int, ids)]
 
     def _label(self, token_id: int) -> str:
         try:
