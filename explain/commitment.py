@@ -11,6 +11,7 @@ answer is among the lens's top 3 from there on) and `first_layer_p50` (the lens 
 """
 from __future__ import annotations
 
+import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -48,11 +49,12 @@ def commitment_trace(trace: Trace, row: int = 0) -> pd.DataFrame:
         top1, top3, p50 = [], [], []
         step = lens_chunks(trace)
         for lo in range(0, trace.T, step):
-            p = lens_stack(trace, row, slice(lo, lo + step)).float().softmax(-1)  # [layers, chunk, V], on the device
+            logits = lens_stack(trace, row, slice(lo, lo + step)).float()  # [layers, chunk, V], on the device
             answer = final[lo: lo + step]
-            top1.append(p.argmax(-1) == answer)
-            top3.append((p.topk(min(3, p.size(-1)), -1).indices == answer[:, None]).any(-1))
-            p50.append(p.gather(-1, answer[None, :, None].expand(p.size(0), -1, 1))[..., 0] > 0.5)
+            top1.append(logits.argmax(-1) == answer)  # the softmax keeps the order: no need to take it
+            top3.append((logits.topk(min(3, logits.size(-1)), -1).indices == answer[:, None]).any(-1))
+            mine = logits.gather(-1, answer[None, :, None].expand(logits.size(0), -1, 1))[..., 0]
+            p50.append(mine - logits.logsumexp(-1) > math.log(0.5))  # p(answer) > 0.5, in log space
         firsts = [_first_from(torch.cat(h, 1)).cpu().numpy() for h in (top1, top3, p50)]
         trace.derived[key] = pd.DataFrame({"position": np.arange(trace.T), "top1": final.cpu().numpy(),
                                            **dict(zip(VARIANTS, firsts))})
