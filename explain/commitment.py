@@ -20,7 +20,7 @@ import torch
 from explain.canvas import Canvas, fit_titles
 from explain.common import (APP_WIDTH, COLORBAR_PX, ViewResult, axis_px, base_layout, bytes_note, fit_label, hover,
                             position_axis)
-from explain.lens import lens_chunks, lens_stack
+from explain.lens import lens_pieces
 from explain.trace import Trace, next_labels, trace_forward
 from gpt.nanochat import GPT
 from text import t
@@ -47,10 +47,8 @@ def commitment_trace(trace: Trace, row: int = 0) -> pd.DataFrame:
     if key not in trace.derived:
         final = trace.logits[row].argmax(-1)  # [T]
         top1, top3, p50 = [], [], []
-        step = lens_chunks(trace)
-        for lo in range(0, trace.T, step):
-            logits = lens_stack(trace, row, slice(lo, lo + step)).float()  # [layers, chunk, V], on the device
-            answer = final[lo: lo + step]
+        for lo, logits in lens_pieces(trace, row, 0, trace.T):  # [layers, piece, V], on the device
+            answer = final[lo: lo + logits.size(1)]
             top1.append(logits.argmax(-1) == answer)  # the softmax keeps the order: no need to take it
             top3.append((logits.topk(min(3, logits.size(-1)), -1).indices == answer[:, None]).any(-1))
             mine = logits.gather(-1, answer[None, :, None].expand(logits.size(0), -1, 1))[..., 0]

@@ -8,6 +8,8 @@ one), and in a model with backout the head subtracts backout_lambda times the re
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -70,9 +72,12 @@ def lens_stack(trace: Trace, row: int = 0, positions: slice = slice(None)) -> to
     return torch.cat([inner, trace.logits[row, positions][None]])
 
 
-def lens_chunks(trace: Trace) -> int:
-    """How many positions one lens_stack call may read (LENS_ELEMENTS over layers x vocabulary)."""
-    return max(1, LENS_ELEMENTS // (len(lens_inputs(trace)[0]) * trace.config.vocab_size))
+def lens_pieces(trace: Trace, row: int, lo: int, hi: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """lens_stack over positions lo..hi-1, in pieces of at most LENS_ELEMENTS logits: (first position, [layers,
+    piece, V] float32 logits on the device) each."""
+    step = max(1, LENS_ELEMENTS // (len(lens_inputs(trace)[0]) * trace.config.vocab_size))
+    for a in range(lo, hi, step):
+        yield a, lens_stack(trace, row, slice(a, min(a + step, hi)))
 
 
 @torch.inference_mode()
@@ -87,9 +92,8 @@ def logit_lens_view(trace: Trace, row: int = 0, position: int = -1, window_size:
     final = trace.logits[row, lo:hi].argmax(-1)  # the model's answer at each position
     ar = torch.arange(hi - lo, device=final.device)
     top_ids, top_p, p_final = [], [], []
-    step = lens_chunks(trace)
-    for a in range(lo, hi, step):
-        p = lens_stack(trace, row, slice(a, min(a + step, hi))).softmax(-1)  # [layers, chunk, V], on the device
+    for a, logits in lens_pieces(trace, row, lo, hi):
+        p = logits.softmax(-1)  # [layers, piece, V], on the device
         best = p.max(-1)
         top_ids.append(best.indices)
         top_p.append(best.values)

@@ -88,21 +88,17 @@ class RecordedPrefix:
     0 .. start-1, the same for every row: the keys and values each layer recorded, and the normalized embedding of
     the token before `start` (what the smear reads). A forward of positions start.. through it computes exactly what
     the whole forward computes there, without the prefix: a patch at position p leaves every position before p as
-    it was, so a sweep runs only from the patched positions on. With `buffers`, the keys live there (KeyBuffers: a
-    series of batches, latest start first)."""
+    it was, so a sweep runs only from the patched positions on. The keys and values live in `buffers` (KeyBuffers:
+    a series of batches, latest start first)."""
 
-    def __init__(self, rec: Recorder, start: int, buffers: KeyBuffers | None = None):
+    def __init__(self, rec: Recorder, start: int, buffers: KeyBuffers):
         self.rec, self.start, self.buffers = rec, start, buffers
 
     def positions(self, T: int) -> torch.Tensor:
         return torch.arange(self.start, self.start + T, device=self.rec["embed"].device)[None]
 
     def insert_kv(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.buffers is not None:
-            return self.buffers.insert(layer_idx, self.start, k, v)
-        names = f"blocks.{layer_idx}.attn.k", f"blocks.{layer_idx}.attn.v"
-        old = [self.rec[n][:, :, : self.start].expand(k.size(0), -1, -1, -1) for n in names]
-        return torch.cat([old[0], k], 2), torch.cat([old[1], v], 2)
+        return self.buffers.insert(layer_idx, self.start, k, v)
 
     def attn_mask(self, Tq: int, Tk: int, window: int | None) -> None:
         return None  # one sequence whose last Tq positions are the new ones: the causal rule (and window) applies
