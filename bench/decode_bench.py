@@ -183,13 +183,13 @@ def describe_mismatch(m32: GPT, prompts: list[list[int]], want: list[list[int]],
     return dict(row=row, step=step, eager_top2_gap=float(top[0] - top[1]))
 
 
-def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
+def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False) -> dict:
     """fp32 greedy tokens of the fast path (Engine -> BatchServer, CUDA graphs on a GPU) vs the eager engine's.
 
     Pass/fail compares each prompt run alone (batch 1: the same matrix shapes as the eager loop). The same prompts
     decoded together in one batch are reported too: a batch changes the matrix-multiply kernels, so in floating point
     a near-tie may resolve differently; the eager top-2 gap at any mismatch says whether it was one."""
-    fast = no_stops(Engine(m32, tok, batched=True, max_batch=len(prompts)))
+    fast = no_stops(Engine(m32, tok, batched=True, max_batch=len(prompts), fused=fused))
     eager = no_stops(Engine(m32, tok, batched=False))
     params = SamplingParams(temperature=0.0, top_k=None, max_tokens=steps)
     want = eager.generate_batch(prompts, params)  # the eager engine runs rows one after another
@@ -201,15 +201,16 @@ def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
     graphs = fast.server.decoder.use_graphs
     return dict(ok=miss_alone is None, steps=steps, rows=len(prompts), first_mismatch=miss_alone,
                 batched_equal=miss_batch is None, batched_first_mismatch=miss_batch,
-                fast_path="CUDA graphs" if graphs else "BatchServer eager (no graphs on this device)",
+                fast_path=("fused kernels, " if fused else "") + ("CUDA graphs" if graphs else
+                                                                  "BatchServer eager (no graphs on this device)"),
                 continuation=want[0])
 
 
-def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int) -> dict:
+def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False) -> dict:
     """Seeded sampled replies (the chat's sampling, in the app's dtype, through the app's batched server) decoded each
     alone vs all together in one batch: how many rows differ. 0 means a seeded reply does not depend on who else is
     chatting (a classroom can reproduce one)."""
-    engine = no_stops(Engine(run, tok, batched=True, max_batch=len(prompts)))
+    engine = no_stops(Engine(run, tok, batched=True, max_batch=len(prompts), fused=fused))
     params = [SamplingParams(**APP_SAMPLING, seed=1000 + i, max_tokens=steps) for i in range(len(prompts))]
     alone = [engine.generate_batch([p], [sp])[0] for p, sp in zip(prompts, params)]
     together = engine.generate_batch(prompts, params)
@@ -217,20 +218,29 @@ def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int) -> d
 
 
 @torch.inference_mode()
-def bf16_check(m32: GPT, m16: GPT, prompt: list[int], continuation: list[int]) -> dict:
+def bf16_check(m32: GPT, m16: GPT, prompt: list[int], continuation: list[int], fused: bool = False) -> dict:
     """bf16 logits through the fast path's cache (RowKVCache: prefill, then one token per step) vs one fp32 forward
     of the same sequence. Passes if the RMS error is within BF16_REL_RMS of the logits' RMS and the worst logit is
     within BF16_MAX_ABS."""
     device, c = m32.get_device(), m32.config
     seq = prompt + continuation[:-1]
     ref = m32(torch.tensor([seq], device=device))[0, len(prompt) - 1:].float()  # [n, V]
-    cache = RowKVCache.for_model(m16, 1)
-    prefill = cache.step(bucket(len(prompt), MIN_SPAN, c.sequence_len), rows=torch.zeros(1, dtype=torch.long,
-                                                                                         device=device))
-    got = [m16(torch.tensor([prompt], device=device), kv_cache=prefill)[0, -1]]
-    for i, token in enumerate(continuation[:-1]):
-        step = cache.step(bucket(len(prompt) + i + 1, MIN_SPAN, c.sequence_len), batch=1)
-        got.append(m16(torch.tensor([[token]], device=device), kv_cache=step)[0, -1])
+    if fused:  # the prompt through the forward, then each token through the fused step
+        dec = StaticDecoder(m16, 1, c.vocab_size, graphs=False, fused=True)
+        got = [dec.fused.logits.new_tensor(m16(torch.tensor([prompt], device=device))[0, -1])]
+        dec.prefill(0, prompt, None)
+        for token in continuation[:-1]:
+            dec.tokens[0] = token
+            got.append(dec.fused.logits_of(1, dec.tokens)[0].clone())
+            dec.cache.pos[0] += 1
+    else:
+        cache = RowKVCache.for_model(m16, 1)
+        prefill = cache.step(bucket(len(prompt), MIN_SPAN, c.sequence_len),
+                             rows=torch.zeros(1, dtype=torch.long, device=device))
+        got = [m16(torch.tensor([prompt], device=device), kv_cache=prefill)[0, -1]]
+        for i, token in enumerate(continuation[:-1]):
+            step = cache.step(bucket(len(prompt) + i + 1, MIN_SPAN, c.sequence_len), batch=1)
+            got.append(m16(torch.tensor([[token]], device=device), kv_cache=step)[0, -1])
     got = torch.stack(got).float()
     diff = got - ref
     rel_rms = float(diff.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
@@ -256,6 +266,32 @@ class _OpCounter(TorchDispatchMode):
         if not getattr(func, "is_view", False) and name not in self.METADATA_ONLY:
             self.counts[name] = self.counts.get(name, 0) + 1
         return func(*args, **(kwargs or {}))
+
+
+@torch.inference_mode()
+def kernel_profile(model: GPT, n_sampled: int, prompt: list[int], params: SamplingParams, fused: bool) -> dict:
+    """The GPU kernels of one batch-1 decode step (each launched eagerly, the same kernels a graph replays): count,
+    and per kernel name its launches and GPU time, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+    decoder = StaticDecoder(model, 1, n_sampled, graphs=False, fused=fused)
+    decoder.static_shapes = True
+    decoder.set_row(0, params.temperature, params.top_k, params.top_p, params.seed or 0)
+    width = width_bucket([params])
+    decoder.prefill(0, prompt, width)
+    for _ in range(3):  # compile Triton kernels, lazy inits
+        decoder.decode(1, MIN_SPAN, width)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        decoder.decode(1, MIN_SPAN, width)
+        torch.cuda.synchronize()
+    kernels: dict[str, list] = {}
+    for e in prof.events():
+        if e.device_type.name == "CUDA":
+            k = kernels.setdefault(e.name[:90], [0, 0.0])
+            k[0] += 1
+            k[1] += e.device_time if hasattr(e, "device_time") else e.cuda_time
+    rows = [dict(kernel=n, launches=c, us=t) for n, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1])]
+    return dict(per_step=sum(r["launches"] for r in rows), kernel_us=sum(r["us"] for r in rows), kernels=rows)
 
 
 def ops_per_step(model: GPT, n_sampled: int, prompt: list[int], params: SamplingParams) -> dict:
@@ -339,13 +375,13 @@ def worker(spec: dict) -> None:
             res["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         save()
 
-    def checks() -> dict:
+    def checks(fused: bool = False) -> dict:
         steps = max(CHECK_STEPS, spec["check_steps"])
-        greedy = greedy_check(m["m32"], tok, prompts[:CHECK_ROWS], steps)
+        greedy = greedy_check(m["m32"], tok, prompts[:CHECK_ROWS], steps, fused)
         m16 = run if run_dtype == torch.bfloat16 else build_model(run.config, run.member, m["m32"].state_dict(), device,
                                                                   torch.bfloat16)
-        bf16 = bf16_check(m["m32"], m16, prompts[0], greedy.pop("continuation"))
-        seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps)
+        bf16 = bf16_check(m["m32"], m16, prompts[0], greedy.pop("continuation"), fused)
+        seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps, fused)
         return dict(greedy_fp32=greedy, bf16_logits=bf16, seeded_batch=seeded)
 
     def naive() -> dict:
@@ -373,10 +409,10 @@ def worker(spec: dict) -> None:
         return dict(steps=steps, warmup_s=warm, ttft_ms=median(ttft), ttft_runs=ttft, b1_tok_s=median(b1),
                     b1_runs=b1)
 
-    def server(compile: bool) -> dict:
+    def server(compile: bool, fused: bool = False) -> dict:
         # as demo.models.Models builds it: on a CPU the loop's steps run on the torch thread
         engine = no_stops(torch_thread.run(Engine, run, tok, batched=True, max_batch=B, compile=compile,
-                                           run=torch_thread.urgent))
+                                           run=torch_thread.urgent, fused=fused))
         decoder = engine.server.decoder
         captures = decoder.use_graphs or compile
         # Warm-up: the same workloads as measured, so every (batch bucket, attention span) graph is captured (or
@@ -422,6 +458,13 @@ def worker(spec: dict) -> None:
         phase("ops", lambda: ops_per_step(run, n_sampled, solo, app_params(N)))
         if spec["checks"]:
             phase("checks", checks)
+    elif kind == "fused":
+        phase("server_fused", lambda: server(False, fused=True))
+        if device.type == "cuda":
+            phase("kernels", lambda: kernel_profile(run, n_sampled, solo, app_params(N), fused=True))
+            phase("kernels_forward", lambda: kernel_profile(run, n_sampled, solo, app_params(N), fused=False))
+        if spec["checks"]:
+            phase("checks", lambda: checks(fused=True))
     else:
         phase("server_compile", lambda: server(True))
     res["phase_s"]["total"] = time.perf_counter() - t0
@@ -485,7 +528,8 @@ def copy_bandwidth(device: torch.device, nbytes: int, iters: int) -> dict:
 
 
 # ---- the report -----------------------------------------------------------------------------------------------------
-def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch.device) -> list[dict]:
+def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch.device,
+              fused: dict | None = None) -> list[dict]:
     """One row per way of decoding, with roofline fractions and ratios to the baselines of the same run."""
     wb = main.get("weight_bytes_per_token")
     if not wb:
@@ -503,6 +547,8 @@ def mode_rows(name: str, main: dict, comp: dict | None, bw: float, device: torch
                       main.get("eager_threads")))
     if comp is not None:
         modes.append(("compile", server_label + " + compile", comp.get("server_compile")))
+    if fused is not None:
+        modes.append(("fused", server_label + " + fused kernels", fused.get("server_fused")))
     app = "server"  # the app's chats go through the batched server on every device (demo/models.py)
     rows = []
     for key, label, r in modes:
@@ -549,8 +595,8 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
     bps = bw["bytes_per_s"]
     rows_by_config, roof_rows, check_rows, errors = {}, [], [], {}
     for name, r in results.items():
-        main, comp = r["main"], r.get("compile")
-        rows_by_config[name] = mode_rows(name, main, comp, bps, device)
+        main, comp, fused = r["main"], r.get("compile"), r.get("fused")
+        rows_by_config[name] = mode_rows(name, main, comp, bps, device, fused)
         wb = main.get("weight_bytes_per_token")
         if wb:
             ops = main.get("ops", {}).get("per_step")
@@ -559,16 +605,22 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                   dtype=main["dtype"], weight_mb=wb / 1e6, roof_b1=bps / wb,
                                   roof_bB=args.batch * bps / wb, ttft_floor_ms=wb / bps * 1e3, ops=ops,
                                   us_per_op=1e6 / b1 / ops if ops and b1 else None))
-        c = main.get("checks")
-        if c:
+        for path, c in (("server", main.get("checks")), ("fused", (fused or {}).get("checks"))):
+            if not c:
+                continue
             g, b, sb = c["greedy_fp32"], c["bf16_logits"], c.get("seeded_batch")
             batched = "equal" if g["batched_equal"] else mismatch_text(g["batched_first_mismatch"])
             seeded = f"{sb['differ']} of {sb['rows']} differ ({main['dtype']})" if sb else "-"
             check_rows.append(dict(config=name, greedy=g["ok"], greedy_what=f"{g['rows']} rows x {g['steps']} steps, "
-                                   f"{g['fast_path']}", mismatch=mismatch_text(g["first_mismatch"]), batched=batched,
-                                   bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"], top1=b["top1_agree"],
-                                   seeded=seeded))
-        for rr in (main, comp or {}):
+                                   f"{g['fast_path']}", mismatch=mismatch_text(g["first_mismatch"]),
+                                   batched=batched, bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"],
+                                   top1=b["top1_agree"], seeded=seeded))
+        for label, k in (("fused step", (fused or {}).get("kernels")), ("forward", (fused or {}).get("kernels_forward"))):
+            if k:
+                print(f"\n{name}: GPU kernels of one batch-1 decode step, {label}: {k['per_step']} kernels, "
+                      f"{k['kernel_us']:,.0f} µs of kernel time")
+                print(table(k["kernels"][:16], [("kernel", "kernel"), ("launches", "launches"), ("us", "µs")]))
+        for rr in (main, comp or {}, fused or {}):
             for k, v in rr.get("errors", {}).items():
                 errors[f"{name}/{rr.get('kind', '?')}/{k}"] = v
 
@@ -625,6 +677,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="timed runs per measurement, median reported (default 3 on cuda, 5 on cpu)")
     p.add_argument("--ttft-repeats", type=int, default=10)
     p.add_argument("--compile", action="store_true", help="also measure the torch.compile'd fast path (batch 1)")
+    p.add_argument("--fused", action="store_true", help="also measure the fused Triton decode step "
+                   "(gpt/fused_decode.py): speed, kernels per step, and its checks")
     p.add_argument("--no-checks", action="store_true", help="skip the correctness checks")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads in the model processes")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
@@ -679,6 +733,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.compile:
             results[name]["compile"] = run_worker(dict(spec, config=name, kind="compile", naive_tokens=0),
                                                   args.worker_timeout)
+        if args.fused:
+            results[name]["fused"] = run_worker(dict(spec, config=name, kind="fused", naive_tokens=0),
+                                                args.worker_timeout)
     wall = time.perf_counter() - t0
     info["loadavg_end"] = loadavg()
     summary = report(results, bw, device, args)

@@ -34,7 +34,7 @@ class Engine:
     """
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, batched: bool | None = None, max_batch: int = 32,
-                 compile: bool = False, run: Callable | None = None):
+                 compile: bool = False, run: Callable | None = None, fused: bool = False):
         model.check_fused()  # forward trusts a fused q/k/v from here on
         self.model = model
         self.tokenizer = tokenizer
@@ -42,7 +42,8 @@ class Engine:
         self.stop_ids = stop_token_ids(tokenizer)
         self.server = None
         if batched if batched is not None else model.get_device().type == "cuda":
-            self.server = BatchServer(model, tokenizer, max_batch=max_batch, compile=compile, run=run)
+            self.server = BatchServer(model, tokenizer, max_batch=max_batch, compile=compile, run=run,
+                                      fused=fused)
 
     @torch.inference_mode()
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None,

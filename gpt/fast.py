@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from gpt.fused_decode import FusedDecode
 from gpt.kv_cache import RowKVCache
 from gpt.nanochat import GPT
 from gpt.sampling import candidate_width, sample
@@ -45,7 +46,7 @@ class StaticDecoder:
     all device tensors that the owner writes between steps. `decode()` advances every row by one token."""
 
     def __init__(self, model: GPT, batch_size: int, n_sampled: int | None = None, graphs: bool | None = None,
-                 compile: bool = False):
+                 compile: bool = False, fused: bool = False):
         model.check_fused()  # forward trusts the fusion from here on (and a graph or compile bakes it in)
         self.model, self.batch_size = model, batch_size
         self.seq_len = model.config.sequence_len
@@ -73,6 +74,9 @@ class StaticDecoder:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self._decode_fn = torch.compile(self._decode_step, dynamic=False, fullgraph=True,
                                             options={"coordinate_descent_tuning": True})
+        # fused: decode steps in 5 kernels per layer (gpt/fused_decode.py) instead of the model's forward; prefill
+        # stays the forward's (one long matrix product per weight is already what the GPU likes)
+        self.fused = FusedDecode(model, self.cache, self.n_sampled) if fused else None
         self._prefill_fn = self._prefill_step  # prompts vary in length: graphs per bucket, no compile
         self.static_shapes = self.use_graphs or compile  # every distinct shape is a graph capture or a compile
 
@@ -85,6 +89,8 @@ class StaticDecoder:
     # ---- the two steps (pure tensor work: capturable) ----------------------------------------------------------
 
     def _decode_step(self, b: int, span: int, width: int | None) -> torch.Tensor:
+        if self.fused is not None:  # every row attends to exactly its own keys: no span
+            return self.fused.step(b, self.tokens, self.temperature, self.top_k, self.top_p, self.seed, width)
         tokens = self.tokens[:b]
         cache = self.cache.step(span, batch=b, mask_free=not self.static_shapes and b == 1)
         logits = self.model(tokens[:, None], kv_cache=cache)[:, -1, : self.n_sampled]
@@ -147,7 +153,9 @@ class StaticDecoder:
         """One token for each of the first `batch` rows ([batch] on the device). span must cover every running
         row's position + 1. Use few distinct values (buckets): each one is a graph (and a compile). Eagerly (no
         graphs, no compile) the decoder narrows span itself to exactly the highest position + 1."""
-        if not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys there
+        if self.fused is not None:
+            span = 0  # the fused step reads each row's keys up to its own position: one graph per (batch, width)
+        elif not self.static_shapes:  # eager: read the positions (cheap off a GPU) and attend to exactly the keys
             span = int(self.cache.pos[:batch].max()) + 1
         return self._run(("decode", batch, span, width), lambda: self._decode_fn(batch, span, width))
 

@@ -81,7 +81,7 @@ class BatchServer:
     """`stream()` has Engine.stream's contract; up to `max_batch` sessions decode together, others wait."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, max_batch: int = 32, graphs: bool | None = None,
-                 compile: bool = False, run: Callable | None = None):
+                 compile: bool = False, run: Callable | None = None, fused: bool = False):
         # `run(fn, *args)` executes the loop's torch work (on a CPU: TorchThread.run, so that this loop's thread
         # never runs torch itself; see gpt/torch_thread.py). Default: in the loop's own thread.
         self.run = run or (lambda fn, *args: fn(*args))
@@ -89,7 +89,7 @@ class BatchServer:
         self.stop_ids = stop_token_ids(tokenizer)
         self.seq_len = model.config.sequence_len
         n_sampled = sampled_vocab(model.config.vocab_size, tokenizer)
-        self.decoder = StaticDecoder(model, max_batch, n_sampled, graphs, compile)
+        self.decoder = StaticDecoder(model, max_batch, n_sampled, graphs, compile, fused)
         for row in range(max_batch):
             self.decoder.clear_row(row)
         self.rows: list[_Session | None] = [None] * max_batch

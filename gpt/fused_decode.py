@@ -1,0 +1,396 @@
+"""One decode step of any nanochat in a few fused Triton kernels (the GPU's fast path; gpt/fast.py runs it).
+
+Why. At batch 1 a d20 step as the model's forward runs it is ~540 kernels, most of them tiny: norms, rotary, the
+cache write, the residual adds, the softcap and the sampling tail each launch their own. The weights are read once
+per step whatever we do, so the step's time is (weight bytes / bandwidth) plus everything else; this module makes
+"everything else" small by giving each layer five kernels, each reading its weights once:
+
+    1. qkv   = W_qkv · norm(x)                         (the norm's 1/rms folded in after the product)
+    2. attn  : rotary, QK norm and scale of q and the new k, the value embedding's gated add to v, the new k/v
+               written to the cache, then attention of each query head over its row's keys (its window's)
+    3. x    += W_o · y
+    4. h     = relu(W_fc · norm(x))²
+    5. x    += W_proj · h   (the backout kept, the next layer's λr·x + λ0·x0 applied in place)
+
+plus one kernel for the embedding (norm, smear, the first mix), one for the head (backout, final norm, lm_head,
+softcap) and two for the chat's sampling (top-64 candidates, then temperature, top-k, top-p and the seeded Gumbel
+noise of gpt/sampling.py): 5·n_layer + 4 kernels. Every member's differences are read from the model (its
+`features`, `window_sizes`, `backout_layer`, `has_value_embedding`), never from a version name.
+
+What it is checked against (tests/test_fused_decode.py, on a GPU, or anywhere with TRITON_INTERPRET=1): the model's
+own forward through the same cache, for both architectures, float32 and bfloat16, batch 1 and batched; seeded
+sampling against gpt/sampling.py. Each row's numbers do not depend on the other rows: every matrix product runs in
+tiles of a fixed BLOCK_B rows, the same code whatever the batch.
+
+Numerics: the residual stream, q/k/v and the logits stay in float32 between kernels (the model's forward rounds
+them to its dtype after each op); products read the weights in the model's dtype and accumulate in float32.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from gpt.nanochat import GPT
+from gpt.kv_cache import RowKVCache
+from gpt.sampling import sample
+
+try:  # Triton ships with PyTorch's CUDA build; a CPU install has none, and then nothing here is available
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+BLOCK_B = 16  # rows per matrix-product tile (tl.dot's smallest M): a row's result never depends on the others
+CANDIDATES = 64  # the sampling candidates: every row with 0 < top_k <= 64 (gpt/fast.py's TOPK_BUCKET)
+CHUNK = 1024  # logits per program in the first sampling kernel
+
+
+def available(device: torch.device | str) -> bool:
+    """Whether the fused step can run on `device` (a CUDA device with Triton, or Triton's CPU interpreter)."""
+    if triton is None:
+        return False
+    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+    @triton.jit
+    def _tanh(z):
+        return 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)  # exact limits: exp overflow gives 1, underflow -1
+
+    @triton.jit
+    def _embed_kernel(tok_ptr, pos_ptr, wte_ptr, prev_ptr, x_ptr, x0_ptr, smear_w_ptr, C, eps, smear_lam, lam_r,
+                      lam_0, SMEAR: tl.constexpr, SMEAR_CH: tl.constexpr, MIX: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Row b: x0 = norm(wte[token]) (+ the smear of the carried embedding), x = λr[0]·x0 + λ0[0]·x0."""
+        b = tl.program_id(0)
+        offs = tl.arange(0, BLOCK_C)
+        m = offs < C
+        t = tl.load(tok_ptr + b)
+        e = tl.load(wte_ptr + t * C + offs, mask=m, other=0.0).to(tl.float32)
+        xn = e * tl.rsqrt(tl.sum(e * e, 0) / C + eps)
+        if SMEAR:
+            p = tl.load(pos_ptr + b)
+            before = tl.load(prev_ptr + b * C + offs, mask=m, other=0.0).to(tl.float32)
+            before = tl.where(p == 0, 0.0, before)  # a row at its start has no token before
+            tl.store(prev_ptr + b * C + offs, xn.to(prev_ptr.dtype.element_ty), mask=m)  # carried to the next step
+            w = tl.load(smear_w_ptr + offs, mask=offs < SMEAR_CH, other=0.0).to(tl.float32)
+            xn = xn + smear_lam * tl.sigmoid(tl.sum(xn * w, 0)) * before
+        tl.store(x0_ptr + b * C + offs, xn, mask=m)
+        if MIX:
+            xn = lam_r * xn + lam_0 * xn
+        tl.store(x_ptr + b * C + offs, xn, mask=m)
+
+    @triton.jit
+    def _matvec_kernel(x_ptr, xb_ptr, w_ptr, out_ptr, keep_ptr, x0_ptr, rms_ptr, B, N, K, eps, lam_b, lam_r, lam_0,
+                       cap, NORM: tl.constexpr, BACKOUT: tl.constexpr, ACT: tl.constexpr, RESID: tl.constexpr,
+                       KEEP: tl.constexpr, MIX: tl.constexpr, SOFTCAP: tl.constexpr, SAVE_RMS: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """out[b, n] = epilogue(Σ_k prologue(x)[b, k] · W[n, k]) for a tile of BLOCK_B rows × BLOCK_N outputs.
+
+        prologue: x − λb·xb (BACKOUT), its 1/rms over the whole row applied after the product (NORM: the program
+        reads the whole row anyway). epilogue: relu² (ACT), softcap (SOFTCAP), + out (RESID: in place), kept in
+        keep (KEEP), then λr·out + λ0·x0 (MIX: the next block's mix)."""
+        pid_n = tl.program_id(0)
+        rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        sumsq = tl.zeros((BLOCK_B,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + rk
+            xm = (rb[:, None] < B) & (kk[None, :] < K)
+            xv = tl.load(x_ptr + rb[:, None] * K + kk[None, :], mask=xm, other=0.0).to(tl.float32)
+            if BACKOUT:
+                xv = xv - lam_b * tl.load(xb_ptr + rb[:, None] * K + kk[None, :], mask=xm, other=0.0).to(tl.float32)
+            if NORM:
+                sumsq += tl.sum(xv * xv, 1)
+            wv = tl.load(w_ptr + rn[:, None] * K + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < K),
+                         other=0.0)
+            acc += tl.dot(xv.to(wv.dtype), tl.trans(wv), input_precision="ieee")
+        if NORM:
+            inv = tl.rsqrt(sumsq / K + eps)
+            acc = acc * inv[:, None]
+            if SAVE_RMS:
+                if pid_n == 0:
+                    tl.store(rms_ptr + rb, inv, mask=rb < B)
+        if ACT:
+            acc = tl.maximum(acc, 0.0)
+            acc = acc * acc
+        if SOFTCAP:
+            acc = cap * _tanh(acc / cap)
+        om = (rb[:, None] < B) & (rn[None, :] < N)
+        at = rb[:, None] * N + rn[None, :]
+        if RESID:
+            acc += tl.load(out_ptr + at, mask=om, other=0.0).to(tl.float32)
+        if KEEP:
+            tl.store(keep_ptr + at, acc, mask=om)
+        if MIX:
+            acc = lam_r * acc + lam_0 * tl.load(x0_ptr + at, mask=om, other=0.0)
+        tl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=om)
+
+    @triton.jit
+    def _rotate_norm(ptr, c, s, d, eps, scale, HALF: tl.constexpr):
+        """A head's two halves (x1, x2) rotated (x1·c + x2·s, x2·c − x1·s), RMS-normed over the head, scaled."""
+        x1 = tl.load(ptr + d)
+        x2 = tl.load(ptr + HALF + d)
+        r1 = x1 * c + x2 * s
+        r2 = x2 * c - x1 * s
+        inv = tl.rsqrt((tl.sum(r1 * r1, 0) + tl.sum(r2 * r2, 0)) / (2 * HALF) + eps) * scale
+        return r1 * inv, r2 * inv
+
+    @triton.jit
+    def _attn_kernel(qkv_ptr, pos_ptr, k_ptr, v_ptr, y_ptr, cos_ptr, sin_ptr, x_ptr, rms_ptr, gate_w_ptr, ve_ptr,
+                     tok_ptr, NQKV, H, HKV, seq_len, C, window, sm_scale, qk_scale, eps, ve_scale,
+                     HD: tl.constexpr, G: tl.constexpr, VE: tl.constexpr, VE_CH: tl.constexpr,
+                     VE_BLOCK: tl.constexpr, BLOCK_T: tl.constexpr):
+        """Row b, kv head j: the new k (rotary, norm, scale) and v (+ gate·value embedding) into the cache at the
+        row's position p, then each of the G query heads of j attends over keys [max(0, p − window), p]."""
+        HALF: tl.constexpr = HD // 2
+        b = tl.program_id(0)
+        j = tl.program_id(1)
+        p = tl.load(pos_ptr + b)
+        d = tl.arange(0, HALF)
+        dd = tl.arange(0, HD)
+        c = tl.load(cos_ptr + p * HALF + d).to(tl.float32)
+        s = tl.load(sin_ptr + p * HALF + d).to(tl.float32)
+        row = qkv_ptr + b * NQKV
+        k1, k2 = _rotate_norm(row + (H + j) * HD, c, s, d, eps, qk_scale, HALF)
+        v = tl.load(row + (H + HKV + j) * HD + dd)
+        if VE:
+            cm = tl.arange(0, VE_BLOCK) < VE_CH
+            xg = tl.load(x_ptr + b * C + tl.arange(0, VE_BLOCK), mask=cm, other=0.0)
+            wg = tl.load(gate_w_ptr + j * VE_CH + tl.arange(0, VE_BLOCK), mask=cm, other=0.0).to(tl.float32)
+            gate = ve_scale * tl.sigmoid(tl.sum(xg * wg, 0) * tl.load(rms_ptr + b))  # reads norm(x)[:VE_CH]
+            t = tl.load(tok_ptr + b)
+            v = v + gate * tl.load(ve_ptr + t * (HKV * HD) + j * HD + dd).to(tl.float32)
+        base = (b * HKV + j) * seq_len * HD
+        tl.store(k_ptr + base + p * HD + d, k1.to(k_ptr.dtype.element_ty))
+        tl.store(k_ptr + base + p * HD + HALF + d, k2.to(k_ptr.dtype.element_ty))
+        tl.store(v_ptr + base + p * HD + dd, v.to(v_ptr.dtype.element_ty))
+        tl.debug_barrier()  # the new key and value are read back below by other threads of this program
+        lo = tl.where(window >= 0, tl.maximum(p - window, 0), 0)
+        start = (lo // BLOCK_T) * BLOCK_T
+        for g in range(G):
+            h = j * G + g
+            q1, q2 = _rotate_norm(row + h * HD, c, s, d, eps, qk_scale * sm_scale, HALF)
+            m_i = tl.max(tl.full((BLOCK_T,), float("-inf"), tl.float32), 0)
+            l_i = tl.sum(tl.zeros((BLOCK_T,), tl.float32), 0)
+            acc = tl.zeros((HD,), dtype=tl.float32)
+            for t0 in range(start, p + 1, BLOCK_T):
+                tt = t0 + tl.arange(0, BLOCK_T)
+                tm = (tt >= lo) & (tt <= p)
+                kt = k_ptr + base + tt[:, None] * HD
+                score = (tl.sum(tl.load(kt + d[None, :], mask=tm[:, None], other=0.0).to(tl.float32)
+                                * q1[None, :], 1)
+                         + tl.sum(tl.load(kt + HALF + d[None, :], mask=tm[:, None], other=0.0).to(tl.float32)
+                                  * q2[None, :], 1))
+                score = tl.where(tm, score, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(score, 0))
+                alpha = tl.exp(m_i - m_new)
+                w = tl.exp(score - m_new)
+                vt = tl.load(v_ptr + base + tt[:, None] * HD + dd[None, :], mask=tm[:, None], other=0.0)
+                acc = acc * alpha + tl.sum(w[:, None] * vt.to(tl.float32), 0)
+                l_i = l_i * alpha + tl.sum(w, 0)
+                m_i = m_new
+            tl.store(y_ptr + b * (H * HD) + h * HD + dd, (acc / l_i).to(y_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _sortable(v):
+        """float32 -> int64 keys that sort as the floats do (the sign bit flips the order of the rest)."""
+        bits = v.to(tl.int32, bitcast=True)
+        return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64)
+
+    @triton.jit
+    def _top_chunk_kernel(logits_ptr, keys_ptr, V, N_KEYS, CHUNK: tl.constexpr, KEEP: tl.constexpr):
+        """Row b, chunk c: the KEEP largest logits of the chunk as keys (value, then the smaller id first)."""
+        b = tl.program_id(0)
+        c = tl.program_id(1)
+        ids = c * CHUNK + tl.arange(0, CHUNK)
+        v = tl.load(logits_ptr + b * V + ids, mask=ids < V, other=float("-inf"))
+        key = (_sortable(v) << 32) | (0xFFFFFFFF - ids.to(tl.int64))
+        key = tl.sort(key, descending=True)
+        offs = tl.arange(0, CHUNK)
+        tl.store(keys_ptr + b * N_KEYS + c * KEEP + offs, key, mask=offs < KEEP)
+
+    @triton.jit
+    def _mix32(x):
+        x = x ^ (x >> 16)
+        x = x * 0x7FEB352D
+        x = x ^ (x >> 15)
+        x = x * 0x846CA68B
+        return x ^ (x >> 16)
+
+    @triton.jit
+    def _sample_kernel(keys_ptr, logits_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, pos_ptr, tok_ptr, out_ptr,
+                       V, seq_len, N_KEYS: tl.constexpr, K: tl.constexpr):
+        """Row b: its K best candidates, then gpt/sampling.py's `sample` on them (temperature, top-k, top-p, the
+        seeded Gumbel noise; greedy = the largest logit, smallest id on ties); the token is written as the row's
+        next input and its position advances by one (clamped as the cache clamps)."""
+        b = tl.program_id(0)
+        offs = tl.arange(0, N_KEYS)
+        key = tl.sort(tl.load(keys_ptr + b * N_KEYS + offs), descending=True)
+        tl.store(keys_ptr + b * N_KEYS + offs, key)
+        tl.debug_barrier()
+        rank = tl.arange(0, K)
+        ids = (0xFFFFFFFF - (tl.load(keys_ptr + b * N_KEYS + rank) & 0xFFFFFFFF)).to(tl.int32)
+        values = tl.load(logits_ptr + b * V + ids, mask=ids < V, other=float("-inf"))
+        temp = tl.load(temp_ptr + b)
+        top_k = tl.load(top_k_ptr + b)
+        top_p = tl.load(top_p_ptr + b)
+        scaled = values / tl.maximum(temp, 1e-5)
+        keep = rank < tl.where(top_k > 0, top_k, K)
+        scaled = tl.where(keep, scaled, float("-inf"))
+        e = tl.exp(scaled - tl.max(scaled, 0))
+        probs = e / tl.sum(e, 0)
+        before = tl.cumsum(probs, 0) - probs
+        keep = keep & (before < tl.where(top_p >= 1.0, float("inf"), top_p))  # top_p >= 1: off
+        scaled = tl.where(keep, scaled, float("-inf"))
+        p = tl.load(pos_ptr + b)
+        counter = tl.minimum(p + 1, seq_len - 1)
+        seed = tl.load(seed_ptr + b)
+        lo = (seed & 0xFFFFFFFF).to(tl.uint32)
+        hi = ((seed >> 32) & 0xFFFFFFFF).to(tl.uint32)
+        key32 = _mix32(_mix32(lo ^ _mix32(hi)) ^ (counter & 0xFFFFFFFF).to(tl.uint32))
+        h = _mix32(key32 ^ _mix32(ids.to(tl.uint32)))
+        u = ((h >> 8).to(tl.float32) + 0.5) * (1.0 / (1 << 24))
+        noisy = scaled - tl.log(-tl.log(u))
+        best = tl.max(noisy, 0)
+        choice = tl.min(tl.where(noisy == best, rank, K), 0)  # the first of equal maxima, as argmax
+        sampled = tl.sum(tl.where(rank == choice, ids, 0), 0)
+        greedy = tl.sum(tl.where(rank == 0, ids, 0), 0)
+        token = tl.where(temp > 0, sampled, greedy).to(tl.int64)
+        tl.store(tok_ptr + b, token)
+        tl.store(out_ptr + b, token)
+        tl.store(pos_ptr + b, counter)
+
+
+def matvec_config(N: int, K: int) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps, num_stages) of a product with N outputs over K inputs, from a sweep of 24 tile
+    configurations on an H100 (bench/fused_bench.py, bench/results/fused_cuda_h100.json): wide tiles of rows where
+    there are many rows, longer tiles along K (more bytes in flight per program) where there are few."""
+    if N >= 4096:
+        return 64, 128, 4, 3
+    return 32, (256 if N <= 2048 else 128), 4, (4 if N <= 2048 else 3)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class FusedDecode:
+    """The decode step of `model` over `cache` (a RowKVCache of the model) in 5·n_layer + 4 kernels.
+
+    Built once per decoder: it reads the model's weights (the fused q/k/v matrix included: call model.fuse_qkv()
+    first), its per-layer windows and its scalars (lambdas, gates' scales, softcap), and allocates its buffers for
+    the cache's batch size. `logits(b)` runs the forward of the first b rows' next tokens; `step(...)` also samples
+    them (the chat's top-k <= 64 sampling in two kernels, else gpt/sampling.py's `sample`)."""
+
+    def __init__(self, model: GPT, cache: RowKVCache, n_sampled: int | None = None,
+                 configs: dict[tuple[int, int], tuple[int, int, int, int]] | None = None):
+        if not available(model.get_device()):
+            raise RuntimeError("the fused decode step needs a CUDA device and Triton (it ships with PyTorch's CUDA "
+                               "build), or Triton's interpreter (TRITON_INTERPRET=1)")
+        c, f = model.config, model.features
+        self.model, self.cache = model, cache
+        self.configs = configs or {}  # (N, K) -> matvec_config's tuple, for a benchmark's sweep
+        dev, dtype = model.get_device(), model.lm_head.weight.dtype
+        self.C, self.H, self.Hkv = c.n_embd, c.n_head, c.n_kv_head
+        self.hd = c.n_embd // c.n_head
+        if self.hd % 2 or self.hd & (self.hd - 1):
+            raise ValueError(f"the fused step needs a power-of-two head dim, got {self.hd}")
+        self.V = n_sampled or c.vocab_size
+        self.eps = torch.finfo(dtype).eps  # F.rms_norm's default for the model's dtype, as the forward uses
+        self.seq_len = cache.seq_len
+        B = cache.pos.size(0)
+        blocks = model.transformer.h
+        if any(blk.attn.w_qkv is None or not blk.attn.is_fused() for blk in blocks):
+            raise ValueError("call model.fuse_qkv() before building the fused decode step")
+        self.layers = [dict(qkv=blk.attn.w_qkv, out=blk.attn.c_proj.weight, fc=blk.mlp.c_fc.weight,
+                            proj=blk.mlp.c_proj.weight, window=-1 if w is None else int(w),
+                            gate=blk.attn.ve_gate.weight if getattr(blk.attn, "ve_gate", None) is not None else None,
+                            ve=model.value_embeds[str(i)].weight if model.has_value_embedding(i) else None)
+                       for i, (blk, w) in enumerate(zip(blocks, model.window_sizes))]
+        lam = f.lambdas
+        self.lam_r = [float(v) for v in model.resid_lambdas] if lam else [1.0] * c.n_layer
+        self.lam_0 = [float(v) for v in model.x0_lambdas] if lam else [0.0] * c.n_layer
+        self.mix = lam
+        self.smear = f.smear
+        self.smear_w = model.smear_gate.weight.reshape(-1) if f.smear else None  # reads x[:smear_ch]
+        self.smear_ch = self.smear_w.numel() if f.smear else 0
+        self.smear_lam = float(model.smear_lambda) if f.smear else 0.0
+        self.backout_layer = model.backout_layer
+        self.backout_lam = float(model.backout_lambda) if self.backout_layer is not None else 0.0
+        self.qk_scale, self.ve_scale, self.ve_ch = float(f.qk_scale), float(f.ve_gate_scale), f.ve_gate_channels
+        self.softcap = float(model.softcap)
+        self.cos = model.cos[0, :, 0, :]  # [positions, hd/2], contiguous as the model stores them
+        self.sin = model.sin[0, :, 0, :]
+        n_qkv = (self.H + 2 * self.Hkv) * self.hd
+        f32 = dict(device=dev, dtype=torch.float32)
+        self.x, self.x0, self.xb = (torch.zeros(B, self.C, **f32) for _ in range(3))
+        self.qkv = torch.zeros(B, n_qkv, **f32)
+        self.rms = torch.zeros(B, **f32)
+        self.y = torch.zeros(B, self.C, device=dev, dtype=dtype)
+        self.h = torch.zeros(B, 4 * self.C, device=dev, dtype=dtype)
+        self.logits = torch.zeros(B, self.V, **f32)
+        self.n_chunks = triton.cdiv(self.V, CHUNK)
+        self.n_keys = _pow2(self.n_chunks * CANDIDATES)
+        self.keys = torch.full((B, self.n_keys), torch.iinfo(torch.int64).min, device=dev, dtype=torch.long)
+        self.out = torch.zeros(B, device=dev, dtype=torch.long)
+
+    def _matvec(self, b: int, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *, norm: bool = False,
+                act: bool = False, resid: bool = False, keep: torch.Tensor | None = None, mix: tuple | None = None,
+                backout: torch.Tensor | None = None, softcap: bool = False, save_rms: bool = False) -> None:
+        N, K = out.size(1), x.size(1)
+        block_n, block_k, warps, stages = self.configs.get((N, K)) or matvec_config(N, K)
+        grid = (triton.cdiv(N, block_n), triton.cdiv(b, BLOCK_B))
+        lam_r, lam_0 = mix if mix is not None else (1.0, 0.0)
+        _matvec_kernel[grid](x, backout if backout is not None else x, w, out, keep if keep is not None else out,
+                             self.x0, self.rms, b, N, K, self.eps, self.backout_lam, lam_r, lam_0, self.softcap,
+                             NORM=norm, BACKOUT=backout is not None, ACT=act, RESID=resid, KEEP=keep is not None,
+                             MIX=mix is not None, SOFTCAP=softcap, SAVE_RMS=save_rms, BLOCK_B=BLOCK_B,
+                             BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+
+    def logits_of(self, b: int, tokens: torch.Tensor) -> torch.Tensor:
+        """The softcapped float32 logits [b, n_sampled] of the first b rows' `tokens` at their cache positions;
+        their keys and values are written to the cache (positions are not advanced: `step` does)."""
+        cache, C = self.cache, self.C
+        _embed_kernel[(b,)](tokens, cache.pos, self.model.transformer.wte.weight, cache.prev, self.x, self.x0,
+                            self.smear_w if self.smear else self.x, C, self.eps, self.smear_lam, self.lam_r[0],
+                            self.lam_0[0], SMEAR=self.smear, SMEAR_CH=self.smear_ch, MIX=self.mix,
+                            BLOCK_C=_pow2(C))
+        n_layer = len(self.layers)
+        for i, L in enumerate(self.layers):
+            self._matvec(b, self.x, L["qkv"], self.qkv, norm=True, save_rms=True)
+            ve = L["ve"] is not None
+            _attn_kernel[(b, self.Hkv)](self.qkv, cache.pos, cache.k[i], cache.v[i], self.y, self.cos, self.sin,
+                                        self.x, self.rms, L["gate"] if ve else self.x, L["ve"] if ve else self.x,
+                                        tokens, self.qkv.size(1), self.H, self.Hkv, cache.seq_len, C, L["window"],
+                                        self.hd ** -0.5, self.qk_scale, self.eps, self.ve_scale, HD=self.hd,
+                                        G=self.H // self.Hkv, VE=ve, VE_CH=self.ve_ch, VE_BLOCK=_pow2(self.ve_ch),
+                                        BLOCK_T=64, num_warps=4)
+            self._matvec(b, self.y, L["out"], self.x, resid=True)
+            self._matvec(b, self.x, L["fc"], self.h, norm=True, act=True)
+            last = i == n_layer - 1
+            self._matvec(b, self.h, L["proj"], self.x, resid=True,
+                         keep=self.xb if i == self.backout_layer else None,
+                         mix=None if last or not self.mix else (self.lam_r[i + 1], self.lam_0[i + 1]))
+        self._matvec(b, self.x, self.model.lm_head.weight, self.logits, norm=True, softcap=True,
+                     backout=self.xb if self.backout_layer is not None else None)
+        return self.logits[:b]
+
+    def step(self, b: int, tokens: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+             seed: torch.Tensor, width: int | None) -> torch.Tensor:
+        """One token for each of the first b rows, as StaticDecoder's step: sampled, fed back as the row's next
+        input (tokens[:b]) and its position advanced. Returns [b] (a buffer, overwritten by the next step)."""
+        logits = self.logits_of(b, tokens)
+        if width is not None and width <= CANDIDATES:
+            _top_chunk_kernel[(b, self.n_chunks)](logits, self.keys, self.V, self.n_keys, CHUNK=CHUNK,
+                                                  KEEP=CANDIDATES, num_warps=4)
+            _sample_kernel[(b,)](self.keys, logits, temperature, top_k, top_p, seed, self.cache.pos, tokens,
+                                 self.out, self.V, self.seq_len, N_KEYS=self.n_keys, K=CANDIDATES, num_warps=4)
+            return self.out[:b]
+        pos = self.cache.pos[:b]
+        pos.add_(1).clamp_(max=self.seq_len - 1)
+        nxt = sample(logits, temperature[:b], top_k[:b], top_p[:b], seed[:b], pos, width)
+        tokens[:b].copy_(nxt)
+        return nxt
