@@ -18,6 +18,7 @@ from rules.inputs import InputError, check_numbers, parse_config
 from explain.family import feature_card_md
 from explain.shapes import TUTORIAL_CONFIG
 from text import LANGS, t
+from gpt import fused_decode
 from gpt import nanochat as family
 from gpt.checkpoint import (LoadedModel, default_dtype, load_default, load_nanochat, moved, pick_device,
                             random_model)
@@ -46,6 +47,7 @@ class Models:
     notice: str = ""  # why the requested model is not the one served ("" when it is)
     worker: TorchThread | None = None  # default: model_thread(main.device)
     compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
+    fused: bool = False  # the GPU decode step in fused Triton kernels (gpt/fused_decode.py)
     zerogpu: bool = False  # on ZeroGPU hardware: each model handler is one GPU call, in a fork (demo/gpu.py)
     second: LoadedModel | None = None  # --compare: a second model to put beside the served one (compare view)
     chat_backend: RemoteEngine | None = None  # --chat-backend: the server that decodes the Chat tab's replies
@@ -60,7 +62,7 @@ class Models:
             self.engine = Engine(self.main.model, self.main.tokenizer, batched=False)
             return
         self.engine = Engine(self.main.model, self.main.tokenizer, batched=True, max_batch=self.chat_rows,
-                             compile=self.compile, run=self.worker.urgent)
+                             compile=self.compile, run=self.worker.urgent, fused=self.fused)
 
     def tutorial(self, member: family.Member = family.TUTORIAL) -> LoadedModel:
         """nanochat's init of the tutorial config as nanochat `member` has it (window_pattern SSSL where it has
@@ -283,7 +285,7 @@ def fallback_tokenizer() -> Tokenizer:
 def load(model: str | None = None, nanochat: bool = False, source: str | None = None, model_tag: str | None = None,
          step: int | None = None, random_config: str | None = None, device: str | None = None,
          dtype: str | None = None, compile: bool = False, arch: str | None = None,
-         compare: str | None = None) -> Models:
+         compare: str | None = None, fused: bool = False) -> Models:
     """Load what the command line asks for; on failure fall back (default model, else random-init) with a notice.
     Loading runs on the thread that will run the model (on a CPU, the TorchThread: see gpt/torch_thread.py)."""
     device_notice = ""
@@ -291,6 +293,9 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
     if zerogpu:  # models load onto the CPU; one too large to serve there goes onto "cuda" (demo/gpu.py)
         if compile:
             print("warning: ZeroGPU has no torch.compile: --compile is ignored")
+        if fused:
+            print("warning: on ZeroGPU each reply decodes eagerly in its own GPU call: --fused is ignored")
+            fused = False
         if device not in (None, "auto", "cuda"):
             print(f"warning: on ZeroGPU a model runs on the Space's CPU or its GPU: --device {device} is ignored")
         gpu_dev, compile = zerogpu_start(), False
@@ -300,8 +305,11 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
             dev = pick_device(device)
         except (ValueError, RuntimeError) as e:  # e.g. --device cuda on a machine without a GPU: serve on the CPU
             dev, device_notice = torch.device("cpu"), f"{e}; serving on the CPU"
+    if fused and not fused_decode.available(dev):
+        print(f"warning: --fused needs a CUDA GPU and Triton (this is {dev}): decoding through the model's forward")
+        fused = False
     worker = model_thread(dev)
-    serve = functools.partial(Models, worker=worker, compile=compile)
+    serve = functools.partial(Models, worker=worker, compile=compile, fused=fused)
     if zerogpu:
         serve = functools.partial(_serve_on_zerogpu, serve, gpu_dev, dtype)
     models = worker.run(_load, model, nanochat, source, model_tag, step, random_config, dev, dtype, serve, arch)

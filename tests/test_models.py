@@ -1,9 +1,11 @@
 """demo/models.py: how many chats the app decodes together on each device."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from demo.models import chat_rows
+from demo.models import chat_rows, load
+from gpt import fused_decode
 from gpt.nanochat import GPT, GPTConfig, new_model
 
 D20 = GPTConfig(sequence_len=2048, vocab_size=65536, n_layer=20, n_head=10, n_kv_head=10, n_embd=1280)
@@ -42,3 +44,13 @@ def test_chat_replies_stream_together_up_to_the_engines_rows(monkeypatch):
         torch.empty(0, dtype=main.dtype).element_size()
     expected = max(1, min(8, 512 * 2**20 // kv_bytes_per_row)) if main.device.type == "cpu" else 32
     assert len(models.engine.server.rows) == models.chat_rows == expected
+
+
+def test_fused_without_a_gpu_says_so_and_decodes_through_the_forward(capsys):
+    """--fused on a machine without CUDA (or without Triton): a warning naming the device, and the chat's decoder
+    runs the model's forward (no fused step is built, which would fail at the first reply)."""
+    if fused_decode.available(torch.device("cpu")):
+        pytest.skip("Triton's interpreter is on: the fused step can run on this CPU")
+    models = load(random_config="n_layer=2,n_head=2,n_embd=64", device="cpu", fused=True)
+    assert not models.fused and models.engine.server.decoder.fused is None
+    assert "--fused needs a CUDA GPU and Triton (this is cpu)" in capsys.readouterr().out

@@ -167,14 +167,14 @@ def test_load_switches_mode_on_the_environment(monkeypatch, capsys, fake_spaces)
     monkeypatch.setattr(models_module, "serves_on_cpu", lambda model: False)  # as a Hub-size model (test_zerogpu_hosting)
     cudnn = torch.backends.cuda.cudnn_sdp_enabled()
     try:
-        zero = models_module.load(random_config=spec, compile=True, device="cpu")
+        zero = models_module.load(random_config=spec, compile=True, fused=True, device="cpu")
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(cudnn)
     assert started == [torch.device("cuda")]
-    assert zero.zerogpu and zero.engine.server is None and not zero.compile
+    assert zero.zerogpu and zero.engine.server is None and not zero.compile and not zero.fused
     out = capsys.readouterr().out
-    assert "--compile is ignored" in out and "--device cpu is ignored" in out
+    assert "--compile is ignored" in out and "--device cpu is ignored" in out and "--fused is ignored" in out
 
 
 def test_start_without_the_spaces_package_says_what_to_add(monkeypatch):
