@@ -308,6 +308,9 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
     if fused and not fused_decode.available(dev):
         print(f"warning: --fused needs a CUDA GPU and Triton (this is {dev}): decoding through the model's forward")
         fused = False
+    if fused and compile:
+        print("warning: --fused already fuses the decode step: --compile is ignored")
+        compile = False
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile, fused=fused)
     if zerogpu:

@@ -48,6 +48,8 @@ class StaticDecoder:
     def __init__(self, model: GPT, batch_size: int, n_sampled: int | None = None, graphs: bool | None = None,
                  compile: bool = False, fused: bool = False):
         model.check_fused()  # forward trusts the fusion from here on (and a graph or compile bakes it in)
+        if compile and fused:
+            raise ValueError("compile and fused are two ways to fuse the decode step: pick one")
         self.model, self.batch_size = model, batch_size
         self.seq_len = model.config.sequence_len
         self.n_sampled = n_sampled or model.config.vocab_size

@@ -237,3 +237,9 @@ def test_decode_step_traces_as_one_graph_and_keeps_its_tokens(model):
         d.prefill(0, prompt, 64)
         tokens.append([int(d.decode(1, 128, 64)[0]) for _ in range(8)])
     assert tokens[0] == tokens[1]
+
+
+def test_compile_and_fused_are_refused_together(model):
+    """Two ways to fuse one decode step: asking for both is a programmer's error, said before anything is built."""
+    with pytest.raises(ValueError, match="pick one"):
+        StaticDecoder(model, 1, compile=True, fused=True)
