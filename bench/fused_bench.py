@@ -70,8 +70,8 @@ def sweep_one(fd, b, kind, weights, x, out, kw) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - a config that does not compile (shared memory) is skipped
             results.append(dict(kind=kind, N=N, K=K, config=str(cfg), error=type(e).__name__))
             continue
-        results.append(dict(kind=kind, N=N, K=K, config=str(cfg), us_per_matrix=ms * 1e3 / len(weights),
-                            gb_s=nbytes / (ms / 1e3) / 1e9))
+        results.append(dict(kind=kind, N=N, K=K, config=str(cfg), tiles=list(cfg),
+                            us_per_matrix=ms * 1e3 / len(weights), gb_s=nbytes / (ms / 1e3) / 1e9))
     fd.configs.pop((N, K), None)
     ok = [r for r in results if "gb_s" in r]
     best = max(ok, key=lambda r: r["gb_s"])
@@ -104,6 +104,8 @@ def main() -> None:
     p.add_argument("--configs", default="d20,d20-2026")
     p.add_argument("--out", default=str(RESULTS / "fused_cuda.json"))
     args = p.parse_args()
+    if not fused_decode.available("cuda") or not torch.cuda.is_available():
+        raise SystemExit("fused_bench.py measures the fused decode step on a GPU: it needs CUDA and Triton")
     device = torch.device("cuda")
     bw = copy_bandwidth(device, 2**30, 50)["bytes_per_s"]
     out = dict(benchmark="fused decode", machine=machine_info(device), bandwidth_bytes_per_s=bw, models={})
@@ -121,7 +123,7 @@ def main() -> None:
             print(f"\n{name}: matrix-vector products at batch {b} (per matrix; GB/s of weights read)")
             print(table(rows, [("kind", "product"), ("N", "N"), ("K", "K"), ("pick", "pick"), ("config", "config"),
                                ("us_per_matrix", "µs"), ("gb_s", "GB/s")]))
-        best = {(r["N"], r["K"]): eval(r["config"]) for r in res["products_b1"] if r["pick"] == "best"}  # noqa: S307
+        best = {(r["N"], r["K"]): tuple(r["tiles"]) for r in res["products_b1"] if r["pick"] == "best"}
         del dec
         rates = []
         for b, configs in ((1, {}), (1, best), (32, {}), (32, best)):
