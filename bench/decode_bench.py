@@ -47,6 +47,7 @@ from bench.common import (D20, DTYPES, RESULTS, app_dtype, busy_warning, config_
                           start_idle_torch_thread, synthetic_tokenizer, table, weight_bytes_per_token, write_json)
 from gpt.checkpoint import build_model  # noqa: E402
 from gpt.engine import Engine, SamplingParams  # noqa: E402
+from gpt import fused_decode  # noqa: E402
 from gpt.fast import MIN_SPAN, StaticDecoder, bucket, width_bucket  # noqa: E402
 from gpt.kv_cache import RowKVCache  # noqa: E402
 from gpt import nanochat  # noqa: E402
@@ -721,6 +722,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     dtype = str(app_dtype(device, args.dtype)).replace("torch.", "")
     print(f"serving dtype: {dtype}", flush=True)
+    if args.fused and not fused_decode.available(device):
+        print(f"--fused: the fused decode step needs CUDA and Triton; not measured on {device}", flush=True)
     spec = dict(device=str(device), dtype=dtype, threads=args.threads, quick=args.quick, steps=args.steps,
                 batch=args.batch, prompt_len=args.prompt_len, repeats=args.repeats, ttft_repeats=args.ttft_repeats,
                 checks=not args.no_checks, check_steps=CHECK_STEPS)
@@ -733,7 +736,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.compile:
             results[name]["compile"] = run_worker(dict(spec, config=name, kind="compile", naive_tokens=0),
                                                   args.worker_timeout)
-        if args.fused:
+        if args.fused and fused_decode.available(device):
             results[name]["fused"] = run_worker(dict(spec, config=name, kind="fused", naive_tokens=0),
                                                 args.worker_timeout)
     wall = time.perf_counter() - t0
