@@ -5,7 +5,7 @@ Two independent references:
 - tests/fixtures/nanochat/<commit>/: trees written by nanochat's own save code at each commit where the forward
   changed, with the logits and greedy continuation nanochat's own model code computed on them (README.md there says
   how). They load through gpt.anywhere.load and must reproduce nanochat (float32, relative error < 1e-4).
-- `reference_forward` below: the forward written out from nanochat's definitions in float64, one `if` per feature,
+- `forward64` below (`reference_forward` for a batch): the forward written out from nanochat's definitions in float64, one `if` per feature,
   sharing no code with gpt/nanochat/ (it reads only the weights). Every member, random weights, across window edges.
 """
 from __future__ import annotations
@@ -88,12 +88,21 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_forward(model: nanochat.GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Softcapped logits [B, T, V] of `forward64`, row by row."""
+    return torch.stack([forward64(model, row)[0] for row in idx.tolist()])
+
+
+def forward64(model: nanochat.GPT, ids: list[int], patch: tuple | None = None
+              ) -> tuple[torch.Tensor, list[dict], dict[str, torch.Tensor]]:
     """nanochat's forward from its definitions (HISTORY.md), in float64, written out with plain loops over heads and
-    one `if` per feature. Only the weights and the switches come from `model`."""
+    one `if` per feature: only the weights and the switches come from `model`. Returns the softcapped logits [T, V],
+    the stream before each block {x, x0, kept, tokens} and each block's attention and MLP output ("attn{i}",
+    "mlp{i}"). patch = ("resid", layer, p, clean_states): before block `layer`, position p of the stream and the
+    token the value embeddings read come from a clean run's states; ("attn" | "mlp", layer, p, clean_outputs): that
+    output at p (tests/test_why.py's activation patching)."""
     f, c = model.features, model.config
     W = {k: v.double() for k, v in model.state_dict().items()}
-    B, T = idx.shape
-    H, Hkv, C = c.n_head, c.n_kv_head, c.n_embd
+    T, H, Hkv, C = len(ids), c.n_head, c.n_kv_head, c.n_embd
     hd = C // H
     # rotary tables
     inv = 1.0 / (f.rotary_base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
@@ -108,49 +117,60 @@ def reference_forward(model: nanochat.GPT, idx: torch.Tensor) -> torch.Tensor:
 
     short = f.short_window_of(c.sequence_len)
     pattern = c.window_pattern.upper()
-    out = []
-    for b in range(B):
-        e = _rms(W["transformer.wte.weight"][idx[b]])  # [T, C]
-        x = e.clone()
-        if f.smear:
-            g = torch.sigmoid(e[:, :24] @ W["smear_gate.weight"].T) * W["smear_lambda"]
-            x[1:] = e[1:] + g[1:] * e[:-1]
-        x0, kept = x, None
-        for i in range(c.n_layer):
-            p = f"transformer.h.{i}."
-            if f.lambdas:
-                x = W["resid_lambdas"][i] * x + W["x0_lambdas"][i] * x0
-            a = _rms(x)
-            q = (a @ W[p + "attn.c_q.weight"].T).view(T, H, hd)
-            k = (a @ W[p + "attn.c_k.weight"].T).view(T, Hkv, hd)
-            v = (a @ W[p + "attn.c_v.weight"].T).view(T, Hkv, hd)
-            if f.value_embeds and i % 2 == (c.n_layer - 1) % 2:
-                gate = f.ve_gate_scale * torch.sigmoid(a[:, : f.ve_gate_channels] @ W[p + "attn.ve_gate.weight"].T)
-                v = v + gate[..., None] * W[f"value_embeds.{i}.weight"][idx[b]].view(T, Hkv, hd)
-            if f.windows:
-                last = i == c.n_layer - 1
-                w = c.sequence_len if last or pattern[i % len(pattern)] == "L" else short
+    back = torch.arange(T)[:, None] - torch.arange(T)[None, :]  # how far back key j is from query t
+    tokens = torch.tensor(ids)
+    e = _rms(W["transformer.wte.weight"][tokens])  # [T, C]
+    x = e.clone()
+    if f.smear:
+        g = torch.sigmoid(e[:, :24] @ W["smear_gate.weight"].T) * W["smear_lambda"]
+        x[1:] = e[1:] + g[1:] * e[:-1]
+    x0, kept, states, outs = x, None, [], {}
+    for i in range(c.n_layer):
+        if patch is not None and patch[:2] == ("resid", i):
+            p, clean = patch[2], patch[3][i]
+            x, x0, tokens = x.clone(), x0.clone(), tokens.clone()
+            x[p], x0[p], tokens[p] = clean["x"][p], clean["x0"][p], clean["tokens"][p]
+            if kept is not None:
+                kept = kept.clone()
+                kept[p] = clean["kept"][p]
+        states.append(dict(x=x, x0=x0, kept=kept, tokens=tokens))
+        pre = f"transformer.h.{i}."
+        if f.lambdas:
+            x = W["resid_lambdas"][i] * x + W["x0_lambdas"][i] * x0
+        a = _rms(x)
+        q = (a @ W[pre + "attn.c_q.weight"].T).view(T, H, hd)
+        k = (a @ W[pre + "attn.c_k.weight"].T).view(T, Hkv, hd)
+        v = (a @ W[pre + "attn.c_v.weight"].T).view(T, Hkv, hd)
+        if f.value_embeds and i % 2 == (c.n_layer - 1) % 2:
+            gate = f.ve_gate_scale * torch.sigmoid(a[:, : f.ve_gate_channels] @ W[pre + "attn.ve_gate.weight"].T)
+            v = v + gate[..., None] * W[f"value_embeds.{i}.weight"][tokens].view(T, Hkv, hd)
+        if f.windows:
+            w = c.sequence_len if i == c.n_layer - 1 or pattern[i % len(pattern)] == "L" else short
+        else:
+            w = T
+        hidden = (back < 0) | (back > w)  # the future, and keys further back than the window
+        y = torch.zeros(T, H, hd, dtype=torch.float64)
+        for h in range(H):
+            g_ = h // (H // Hkv)
+            qh, kh = _rms(rotate(q[:, h])) * f.qk_scale, _rms(rotate(k[:, g_])) * f.qk_scale
+            scores = (qh @ kh.T / math.sqrt(hd)).masked_fill(hidden, -math.inf)
+            y[:, h] = torch.softmax(scores, -1) @ v[:, g_]
+        for name in ("attn", "mlp"):
+            if name == "attn":
+                out = y.reshape(T, C) @ W[pre + "attn.c_proj.weight"].T
             else:
-                w = T
-            y = torch.zeros(T, H, hd, dtype=torch.float64)
-            for h in range(H):
-                g_ = h // (H // Hkv)
-                qh = _rms(rotate(q[:, h])) * f.qk_scale
-                kh = _rms(rotate(k[:, g_])) * f.qk_scale
-                for t in range(T):
-                    lo = max(0, t - w)
-                    s = (kh[lo: t + 1] @ qh[t]) / math.sqrt(hd)
-                    y[t, h] = torch.softmax(s, 0) @ v[lo: t + 1, g_]
-            x = x + y.reshape(T, C) @ W[p + "attn.c_proj.weight"].T
-            m = torch.relu(_rms(x) @ W[p + "mlp.c_fc.weight"].T).square()
-            x = x + m @ W[p + "mlp.c_proj.weight"].T
-            if f.backout and i == c.n_layer // 2:
-                kept = x
-        if kept is not None:
-            x = x - W["backout_lambda"] * kept
-        raw = (_rms(x) @ W["lm_head.weight"].T)[:, : c.vocab_size]
-        out.append(f.softcap * torch.tanh(raw / f.softcap))
-    return torch.stack(out)
+                out = torch.relu(_rms(x) @ W[pre + "mlp.c_fc.weight"].T).square() @ W[pre + "mlp.c_proj.weight"].T
+            if patch is not None and patch[:2] == (name, i):
+                out = out.clone()
+                out[patch[2]] = patch[3][f"{name}{i}"][patch[2]]
+            outs[f"{name}{i}"] = out
+            x = x + out
+        if f.backout and i == c.n_layer // 2:
+            kept = x
+    if kept is not None:
+        x = x - W["backout_lambda"] * kept
+    raw = (_rms(x) @ W["lm_head.weight"].T)[:, : c.vocab_size]
+    return f.softcap * torch.tanh(raw / f.softcap), states, outs
 
 
 def noisy(model: nanochat.GPT, seed: int) -> nanochat.GPT:

@@ -18,7 +18,7 @@ from explain.saliency import saliency, saliency_flops, saliency_table, saliency_
 from explain.trace import trace_forward
 from gpt import nanochat
 from rules.inputs import WHY_FLOPS, InputError, check_why, corrupt_ids, parse_token, why_tokens
-from test_family import SMALL, family_model
+from test_family import SMALL, family_model, forward64
 from test_text import fake_language, fake_only  # noqa: F401 - a fixture, used below
 from text import t
 
@@ -173,74 +173,14 @@ def test_attribution_refuses_what_it_cannot_explain():
 
 # ---- patching ------------------------------------------------------------------------------------------------------
 def reference(model: nanochat.GPT, ids: list[int], patch: tuple | None = None):
-    """nanochat's forward written out in float64 (one `if` per feature, loops over heads and queries): the last
-    position's softcapped logits, the stream before each block {x, x0, kept, tokens} and each block's attention and
-    MLP output. patch = ("resid", layer, p, clean_states): before block `layer`, position p of the stream and the token
-    the value embeddings read come from the clean run; ("attn" | "mlp", layer, p, clean_outputs): that output at p."""
-    f, c = model.features, model.config
-    W = {k: v.double() for k, v in model.state_dict().items()}
-    T, H, Hkv, C = len(ids), c.n_head, c.n_kv_head, c.n_embd
-    hd = C // H
-    inv = 1.0 / (f.rotary_base ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
-    ang = torch.outer(torch.arange(T, dtype=torch.float64), inv)
-    cos, sin = ang.cos(), ang.sin()
-    if f.rotary_bf16:
-        cos, sin = cos.bfloat16().double(), sin.bfloat16().double()
-
-    def rotate(x):
-        x1, x2 = x[:, : hd // 2], x[:, hd // 2:]
-        return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], -1)
-
-    tokens = torch.tensor(ids)
-    e = _rms(W["transformer.wte.weight"][tokens])
-    x = e.clone()
-    if f.smear:
-        g = torch.sigmoid(e[:, :24] @ W["smear_gate.weight"].T) * W["smear_lambda"]
-        x[1:] = e[1:] + g[1:] * e[:-1]
-    x0, kept, states, outs = x, None, [], {}
-    for i in range(c.n_layer):
-        if patch is not None and patch[:2] == ("resid", i):
-            p, clean = patch[2], patch[3][i]
-            x, x0, tokens = x.clone(), x0.clone(), tokens.clone()
-            x[p], x0[p], tokens[p] = clean["x"][p], clean["x0"][p], clean["tokens"][p]
-            if kept is not None:
-                kept = kept.clone()
-                kept[p] = clean["kept"][p]
-        states.append(dict(x=x, x0=x0, kept=kept, tokens=tokens))
-        pre = f"transformer.h.{i}."
-        if f.lambdas:
-            x = W["resid_lambdas"][i] * x + W["x0_lambdas"][i] * x0
-        a = _rms(x)
-        q = (a @ W[pre + "attn.c_q.weight"].T).view(T, H, hd)
-        k = (a @ W[pre + "attn.c_k.weight"].T).view(T, Hkv, hd)
-        v = (a @ W[pre + "attn.c_v.weight"].T).view(T, Hkv, hd)
-        if f.value_embeds and i % 2 == (c.n_layer - 1) % 2:
-            gate = f.ve_gate_scale * torch.sigmoid(a[:, : f.ve_gate_channels] @ W[pre + "attn.ve_gate.weight"].T)
-            v = v + gate[..., None] * W[f"value_embeds.{i}.weight"][tokens].view(T, Hkv, hd)
-        y = torch.zeros(T, H, hd, dtype=torch.float64)
-        future = torch.ones(T, T, dtype=torch.bool).triu(1)  # (T is shorter than every window here)
-        for h in range(H):
-            qh, kh = _rms(rotate(q[:, h])) * f.qk_scale, _rms(rotate(k[:, h // (H // Hkv)])) * f.qk_scale
-            scores = (qh @ kh.T / math.sqrt(hd)).masked_fill(future, -math.inf)
-            y[:, h] = torch.softmax(scores, -1) @ v[:, h // (H // Hkv)]
-        for name, out in (("attn", y.reshape(T, C) @ W[pre + "attn.c_proj.weight"].T), ("mlp", None)):
-            if name == "mlp":
-                out = torch.relu(_rms(x) @ W[pre + "mlp.c_fc.weight"].T).square() @ W[pre + "mlp.c_proj.weight"].T
-            if patch is not None and patch[:2] == (name, i):
-                out = out.clone()
-                out[patch[2]] = patch[3][f"{name}{i}"][patch[2]]
-            outs[f"{name}{i}"] = out
-            x = x + out
-        if f.backout and i == c.n_layer // 2:
-            kept = x
-    if kept is not None:
-        x = x - W["backout_lambda"] * kept
-    raw = (_rms(x) @ W["lm_head.weight"].T)[-1, : c.vocab_size]
-    return f.softcap * torch.tanh(raw / f.softcap), states, outs
+    """tests/test_family.py's float64 forward of nanochat's definitions (patched as `forward64` says): the last
+    position's softcapped logits, the stream before each block and each block's attention and MLP output."""
+    logits, states, outs = forward64(model, ids, patch)
+    return logits[-1], states, outs
 
 
 def reference_sweep(model, clean, corrupt, target, contrast, site) -> np.ndarray:
-    """[layers, T] effects of every patch, each a float64 run of the forward written out above."""
+    """[layers, T] effects of every patch, each a float64 run of the forward written out in tests/test_family.py."""
     metric = lambda logits: float(logits[target] - logits[contrast])  # noqa: E731
     m_clean, clean_states, clean_outs = reference(model, clean)
     m_clean = metric(m_clean)
