@@ -5,8 +5,9 @@ Two independent references:
 - tests/fixtures/nanochat/<commit>/: trees written by nanochat's own save code at each commit where the forward
   changed, with the logits and greedy continuation nanochat's own model code computed on them (README.md there says
   how). They load through gpt.anywhere.load and must reproduce nanochat (float32, relative error < 1e-4).
-- `forward64` below (`reference_forward` for a batch): the forward written out from nanochat's definitions in float64, one `if` per feature,
-  sharing no code with gpt/nanochat/ (it reads only the weights). Every member, random weights, across window edges.
+- `forward64` below (`reference_forward` for a batch): the forward written out from nanochat's definitions in float64,
+  one `if` per feature, sharing no code with gpt/nanochat/ (it reads only the weights). Every member, random weights,
+  across window edges.
 """
 from __future__ import annotations
 
