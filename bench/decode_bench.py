@@ -616,7 +616,8 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                    f"{g['fast_path']}", mismatch=mismatch_text(g["first_mismatch"]),
                                    batched=batched, bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"],
                                    top1=b["top1_agree"], seeded=seeded))
-        for label, k in (("fused step", (fused or {}).get("kernels")), ("forward", (fused or {}).get("kernels_forward"))):
+        profiles = (("fused step", (fused or {}).get("kernels")), ("forward", (fused or {}).get("kernels_forward")))
+        for label, k in profiles:
             if k:
                 print(f"\n{name}: GPU kernels of one batch-1 decode step, {label}: {k['per_step']} kernels, "
                       f"{k['kernel_us']:,.0f} µs of kernel time")
