@@ -282,8 +282,8 @@ class FusedDecode:
 
     Built once per decoder: it reads the model's weights (the fused q/k/v matrix included: call model.fuse_qkv()
     first), its per-layer windows and its scalars (lambdas, gates' scales, softcap), and allocates its buffers for
-    the cache's batch size. `logits_of(b, tokens)` runs the forward of the first b rows' next tokens; `step(...)` also samples
-    them (the chat's top-k <= 64 sampling in two kernels, else gpt/sampling.py's `sample`)."""
+    the cache's batch size. `logits_of(b, tokens)` runs the forward of the first b rows' next tokens; `step(...)`
+    also samples them (the chat's top-k <= 64 sampling in two kernels, else gpt/sampling.py's `sample`)."""
 
     def __init__(self, model: GPT, cache: RowKVCache, n_sampled: int | None = None,
                  configs: dict[tuple[int, int], tuple[int, int, int, int]] | None = None):
