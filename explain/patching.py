@@ -131,7 +131,7 @@ def _patched_logits(model: GPT, site: str, layer: int, positions: torch.Tensor, 
         idx = corrupt[:, start:].expand(len(positions), -1)
         tap = _WriteAt(name, positions - start, rec_clean[name][0, positions])
     return run_from(model, layer, take(stream.x), idx, take(stream.x0), take(stream.kept) if stream.kept else None,
-                    tap, cache)
+                    tap, cache, last_only=site == "resid" or layer < L - 1)  # a write into the last block: all of it
 
 
 @torch.inference_mode()

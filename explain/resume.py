@@ -110,13 +110,15 @@ class RecordedPrefix:
 
 
 def run_from(model: GPT, layer: int, x: torch.Tensor, idx: torch.Tensor, x0: torch.Tensor | None = None,
-             kept: torch.Tensor | None = None, tap: Tap = no_tap, cache: RecordedPrefix | None = None
-             ) -> torch.Tensor:
+             kept: torch.Tensor | None = None, tap: Tap = no_tap, cache: RecordedPrefix | None = None,
+             last_only: bool = True) -> torch.Tensor:
     """Blocks `layer` .. n_layer-1 of the model on the stream (x, x0, kept) of the token ids idx [B, T] (positions
     cache.start.. after a recorded prefix, with a cache), then its head at the last position: softcapped logits
-    [B, V]."""
+    [B, V]. The last block works out only the last position (`run_blocks`' last_only), unless a tap must see or
+    write its other positions (last_only=False)."""
     factors = model.rotary_at(idx.size(1), cache, tap)
-    x, kept = model.run_blocks(x, factors, cache, tap, start=layer, idx=idx, x0=x0, x_backout=kept)
+    x, kept = model.run_blocks(x, factors, cache, tap, start=layer, idx=idx, x0=x0, x_backout=kept,
+                               last_only=last_only)
     return last_logits(model, x, kept, tap)
 
 

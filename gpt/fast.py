@@ -17,14 +17,15 @@ from typing import Callable
 
 import torch
 
-from gpt.fused_decode import FusedDecode
+from gpt.fused_decode import CANDIDATES, FusedDecode
 from gpt.kv_cache import RowKVCache
 from gpt.nanochat import GPT
 from gpt.sampling import candidate_width, sample
 
 MIN_SPAN = 128  # smallest attention window bucket
 MIN_PREFILL = 16  # smallest padded prompt length
-TOPK_BUCKET = 64  # sampling looks at the 64 largest logits when every sampling row has top_k <= 64
+TOPK_BUCKET = CANDIDATES  # sampling looks at the 64 largest logits when every sampling row has top_k <= 64 (the
+# fused step's sampling kernels keep the same candidates)
 
 
 def bucket(n: int, minimum: int, maximum: int) -> int:

@@ -240,6 +240,28 @@ def test_cached_decode_equals_the_full_forward_across_window_edges(which):
     assert (torch.cat(parts, 1) - full).abs().max() < 1e-5  # float32 logits of a float64 trunk
 
 
+@pytest.mark.parametrize("which", nanochat.MEMBERS, ids=lambda m: m.name)
+def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_logits(which):
+    """run_blocks(last_only=True) (explain reads only the last logits): the last block works out the last position
+    alone, with every key, whole (past both windows) and as a chunk after a cached prefix; its logits are the full
+    forward's at the last position."""
+    model = family_model(which, seed=5)
+    T = 110
+    idx = torch.randint(0, SMALL.vocab_size, (2, T), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = model(idx)[:, -1]
+        for prefix in (0, 70):
+            cache = KVCache.for_model(model, 2, T)
+            if prefix:
+                model(idx[:, :prefix], kv_cache=cache)
+            chunk = idx[:, prefix:]
+            x, kept = model.run_blocks(model.embed(chunk, cache), model.rotary_at(T - prefix, cache), cache,
+                                       idx=chunk, last_only=True)
+            assert x.shape == (2, 1, SMALL.n_embd)
+            got = model.head(x, x_backout=kept[:, -1:]) if kept is not None else model.head(x)
+            assert (got[:, 0] - want).abs().max() < 1e-5, prefix
+
+
 def test_window_sizes_follow_each_members_rule():
     """S = L // 2 at fbc1484, ceil(L / 3 / 128)·128 at 6ed7d1d, ceil(L / 4 / 128)·128 from a825e63; L layers reach
     sequence_len back (FlashAttention-3's window (L, 0)); the last layer is always L; no windows before fbc1484."""

@@ -47,7 +47,7 @@ class CausalSelfAttention(QKV):
         self.ve_gate = nn.Linear(self.ve_gate_channels, self.n_kv_head, bias=False) if has_ve else None
 
     def forward(self, x: torch.Tensor, ve: torch.Tensor | None, cos_sin: tuple[torch.Tensor, torch.Tensor],
-                kv_cache: Cache | None = None, tap: Tap = no_tap) -> torch.Tensor:
+                kv_cache: Cache | None = None, tap: Tap = no_tap, last_only: bool = False) -> torch.Tensor:
         B, T = x.shape[:2]
         qk, v = self.project(x)
         # Value residual (ResFormer): mix in this layer's embedding of the token ids, one gate in (0, s) per kv head.
@@ -60,7 +60,7 @@ class CausalSelfAttention(QKV):
         qk = norm(apply_rotary_emb(qk, *cos_sin))
         if self.qk_scale != 1.0:
             qk = qk * self.qk_scale
-        return self.attend_and_project(qk, v, kv_cache, tap, self.window)
+        return self.attend_and_project(qk, v, kv_cache, tap, self.window, last_only)
 
 
 class Block(nn.Module):
@@ -72,9 +72,10 @@ class Block(nn.Module):
         self.names = block_names(layer_idx)  # recording points
 
     def forward(self, x: torch.Tensor, ve: torch.Tensor | None, cos_sin: tuple[torch.Tensor, torch.Tensor],
-                kv_cache: Cache | None = None, tap: Tap = no_tap) -> torch.Tensor:
+                kv_cache: Cache | None = None, tap: Tap = no_tap, last_only: bool = False) -> torch.Tensor:
         tap(self.names["input"], x)
-        x = x + self.attn(norm(x), ve, cos_sin, kv_cache, tap)  # pre-norm residual
+        y = self.attn(norm(x), ve, cos_sin, kv_cache, tap, last_only)
+        x = (x[:, -1:] if last_only else x) + y  # pre-norm residual (last_only: the last position's alone)
         tap(self.names["resid_mid"], x)
         x = x + self.mlp(norm(x), tap)
         tap(self.names["output"], x)
@@ -171,19 +172,22 @@ class GPT(base.GPT):
 
     def run_blocks(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
                    tap: Tap = no_tap, *, start: int = 0, idx: torch.Tensor | None = None,
-                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None
+                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None, last_only: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Blocks start..n_layer-1 -> (the last residual, the residual kept after block backout_layer, or None).
 
         x: the residual stream before block `start`'s lambdas mix it (where the stream starts for block 0, else block
         start-1's output); idx: the token ids (the value embeddings read them); x0: where the stream started (default
         x); x_backout: the residual kept after block backout_layer, when starting past it. forward runs them all;
-        starting later resumes a forward from a residual stream (explain's activation patching)."""
+        starting later resumes a forward from a residual stream (explain's activation patching). last_only: the last
+        block works out the last position alone (its keys still at every position), for a caller that reads only the
+        last position's logits: the residual comes back [B, 1, C]."""
         x0 = x if x0 is None else x0
-        for i in range(start, self.config.n_layer):
+        L = self.config.n_layer
+        for i in range(start, L):
             x = self.mix(i, x, x0)
             ve = self.value_embeds[str(i)](idx) if self.has_value_embedding(i) else None
-            x = self.transformer.h[i](x, ve, factors, kv_cache, tap)
+            x = self.transformer.h[i](x, ve, factors, kv_cache, tap, last_only and i == L - 1)
             if i == self.backout_layer:
                 x_backout = x
         return x, x_backout

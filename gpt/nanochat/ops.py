@@ -141,16 +141,19 @@ class QKV(nn.Module):
         return qk, self.c_v(x).view(B, T, Hkv, hd)
 
     def attend_and_project(self, qk: torch.Tensor, v: torch.Tensor, kv_cache: Cache | None, tap: Tap,
-                           window: int | None = None) -> torch.Tensor:
+                           window: int | None = None, last_only: bool = False) -> torch.Tensor:
         """Attention of the new queries over every key this layer may see (the cache's, then this call's; a sliding
-        `window` hides keys further back), the heads joined again and projected back to the residual's width."""
-        B, T = v.shape[:2]
+        `window` hides keys further back), the heads joined again and projected back to the residual's width.
+        last_only: the last query alone ([B, 1, C] back), over the same keys (every position's key is still made)."""
         q, k = qk[:, :, : self.n_head], qk[:, :, self.n_head:]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # -> [B, H, T, hd]
         mask = None
         if kv_cache is not None:
             k, v = kv_cache.insert_kv(self.layer_idx, k, v)  # -> all keys/values so far, [B, Hkv, Tk, hd]
             mask = kv_cache.attn_mask(q.size(2), k.size(2), window)
+        if last_only:  # the last query sees every key of this call and the cache's (or its window of them)
+            q, mask = q[:, :, -1:], None if mask is None else mask[..., -1:, :]
+        B, T = q.size(0), q.size(2)
         names = self.names
         tap(names["attn.q"], q)
         tap(names["attn.k"], k)

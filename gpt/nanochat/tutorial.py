@@ -30,12 +30,12 @@ from gpt.recorder import Tap, block_names, no_tap
 
 class CausalSelfAttention(QKV):
     def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
-                tap: Tap = no_tap) -> torch.Tensor:
+                tap: Tap = no_tap, last_only: bool = False) -> torch.Tensor:
         qk, v = self.project(x)
         # Rotary first (position enters q and k as a rotation), then QK norm (keeps attention logits bounded); both
         # act on each head alone, so q and k go through them together.
         qk = norm(apply_rotary_emb(qk, *cos_sin))
-        return self.attend_and_project(qk, v, kv_cache, tap)
+        return self.attend_and_project(qk, v, kv_cache, tap, last_only=last_only)
 
 
 class Block(nn.Module):
@@ -46,9 +46,10 @@ class Block(nn.Module):
         self.names = block_names(layer_idx)  # recording points
 
     def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
-                tap: Tap = no_tap) -> torch.Tensor:
+                tap: Tap = no_tap, last_only: bool = False) -> torch.Tensor:
         tap(self.names["input"], x)
-        x = x + self.attn(norm(x), cos_sin, kv_cache, tap)  # pre-norm residual
+        y = self.attn(norm(x), cos_sin, kv_cache, tap, last_only)
+        x = (x[:, -1:] if last_only else x) + y  # pre-norm residual (last_only: the last position's alone)
         tap(self.names["resid_mid"], x)
         x = x + self.mlp(norm(x), tap)
         tap(self.names["output"], x)
@@ -113,14 +114,16 @@ class GPT(base.GPT):
 
     def run_blocks(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], kv_cache: Cache | None = None,
                    tap: Tap = no_tap, *, start: int = 0, idx: torch.Tensor | None = None,
-                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None
+                   x0: torch.Tensor | None = None, x_backout: torch.Tensor | None = None, last_only: bool = False
                    ) -> tuple[torch.Tensor, None]:
         """Blocks start..n_layer-1 on the residual stream x (what block `start` reads) -> (the last residual, None).
         forward runs them all; starting later resumes a forward from a residual stream (explain's activation
         patching). idx, x0 and x_backout are what later forwards also read (value embeddings, lambdas, backout):
-        this one has none of them."""
-        for block in self.transformer.h[start:]:
-            x = block(x, factors, kv_cache, tap)
+        this one has none of them. last_only: the last block works out the last position alone (its keys still at
+        every position), for a caller that reads only the last position's logits: the residual comes back [B, 1, C]."""
+        L = self.config.n_layer
+        for i in range(start, L):
+            x = self.transformer.h[i](x, factors, kv_cache, tap, last_only and i == L - 1)
         return x, None
 
     def head(self, x: torch.Tensor, tap: Tap = no_tap) -> torch.Tensor:
