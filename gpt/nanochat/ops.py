@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 from gpt.kv_cache import Cache
 from gpt.recorder import Tap, block_names, no_tap
@@ -82,11 +81,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if Tq == 1:
         # One new token during decoding: it may look at every cached key (they are all in its past).
         return F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
-    # A chunk after a cached prefix: the prefix is fully visible, the chunk is causal within itself. On a GPU, without
-    # GQA, that rule goes to the kernel as a rule (flash attention's causal is aligned to the last key), not as a
-    # [Tq, Tk] mask, which only the slower kernels take.
-    if q.is_cuda and not gqa:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(Tq, Tk))
+    # A chunk after a cached prefix: the prefix is fully visible, the chunk is causal within itself.
     mask = causal_mask_for(Tq, Tk, device=q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
