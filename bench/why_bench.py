@@ -61,6 +61,31 @@ def timed(fn, repeats: int, sync) -> dict:
                 warmup_seconds=warm, runs=[r[0] for r in runs])
 
 
+def profile_of(fn, device: torch.device, top: int = 20) -> dict:
+    """One run of fn under torch.profiler: where its time goes, by operation (on a GPU the kernels and their GPU
+    time, on a CPU the ATen operations and their own CPU time), largest first: what a faster version must cut."""
+    from torch.profiler import ProfilerActivity, profile
+    gpu = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
+        fn()
+        if gpu:
+            torch.cuda.synchronize()
+    ops: dict[str, list] = {}
+    for e in prof.events():
+        if gpu and e.device_type.name != "CUDA":
+            continue
+        us = (e.device_time if hasattr(e, "device_time") else e.cuda_time) if gpu else e.self_cpu_time_total
+        k = ops.setdefault(e.name[:80], [0, 0.0])
+        k[0] += 1
+        k[1] += us
+    rows = [dict(op=n, calls=c, us=t) for n, (c, t) in sorted(ops.items(), key=lambda kv: -kv[1][1])]
+    total = sum(r["us"] for r in rows)
+    for r in rows:
+        r["share"] = r["us"] / total if total else 0.0
+    return dict(kind="GPU kernels" if gpu else "CPU operations (self time)", total_us=total,
+                calls=sum(r["calls"] for r in rows), top=rows[:top])
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, default=None, help="prompt length (default: 32 on a CPU, 256 on a GPU)")
@@ -73,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="auto = what the app serves in (gpt.checkpoint.default_dtype)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="T=8, 1 repeat, 4 steps (for tests)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one run of the worst-case sweep: its time by kernel (GPU) or operation (CPU)")
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/why_<device>.json)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -121,10 +148,17 @@ def main(argv: list[str] | None = None) -> dict:
           f"saliency: {args.steps} steps; median of {args.repeats} runs after a warm-up run")
     print(table(rows, [("what", "what"), ("ms", "wall ms"), ("cpu_ms", "CPU ms"), ("warm_ms", "warm-up ms"),
                        ("bar", "bar (wall)")]))
+    prof = None
+    if args.profile:
+        prof = profile_of(runs["resid_sweep_first_token"], device)
+        print(f"\nthe worst-case sweep, profiled once: {prof['total_us'] / 1e3:,.1f} ms of {prof['kind']}, "
+              f"{prof['calls']:,} calls")
+        print(table([dict(r, share=f"{r['share']:.1%}") for r in prof["top"]],
+                    [("op", "operation"), ("calls", "calls"), ("us", "µs"), ("share", "share")]))
     info["loadavg_end"] = loadavg()
     out = dict(benchmark="why", machine=info, model=dict(name=name, standin=standin, config=config_dict(model),
                                                          params=n_params(model), dtype=str(dtype).replace("torch.", "")),
-               T=T, steps=args.steps, repeats=args.repeats, results=results)
+               T=T, steps=args.steps, repeats=args.repeats, results=results, profile=prof)
     print(f"wrote {write_json(args.out or RESULTS / f'why_{device.type}.json', out)}")
     return out
 

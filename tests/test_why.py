@@ -493,12 +493,16 @@ def test_the_inside_tab_shows_the_why_views_and_says_what_is_wrong(demo, models)
 def test_the_benchmark_runs_and_writes_its_json(tmp_path):
     from bench import why_bench
 
-    out = why_bench.main(["--quick", "--out", str(tmp_path / "why.json")])
+    out = why_bench.main(["--quick", "--profile", "--out", str(tmp_path / "why.json")])
     saved = json.loads((tmp_path / "why.json").read_text())
     assert saved["T"] == 8 and set(saved["results"]) == {"attribution", "attribution_view", "resid_sweep",
                                                           "resid_sweep_first_token", "patching_view", "saliency",
                                                           "saliency_view"}
     assert all(r["seconds"] > 0 and r["cpu_seconds"] >= 0 for r in out["results"].values())
+    # the profile of the worst-case sweep: its matrix products are among the operations it lists, largest first
+    top = saved["profile"]["top"]
+    assert any(r["op"] in ("aten::mm", "aten::addmm", "aten::bmm") for r in top)
+    assert [r["us"] for r in top] == sorted((r["us"] for r in top), reverse=True)
 
 
 def test_the_api_serves_the_why_views_and_refuses_with_a_message(live_app):
