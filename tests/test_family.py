@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from gpt import nanochat
 from gpt.anywhere import load
 from gpt.checkpoint import CheckpointError
-from gpt.kv_cache import KVCache
+from gpt.kv_cache import KVCache, RowKVCache
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nanochat"
 # commit of the tree -> the member it must load as without --arch (the files of the three commits of 2026-01-16 ..
@@ -243,8 +243,8 @@ def test_cached_decode_equals_the_full_forward_across_window_edges(which):
 @pytest.mark.parametrize("which", nanochat.MEMBERS, ids=lambda m: m.name)
 def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_logits(which):
     """run_blocks(last_only=True) (explain reads only the last logits): the last block works out the last position
-    alone, with every key, whole (past both windows) and as a chunk after a cached prefix; its logits are the full
-    forward's at the last position."""
+    alone, with every key, whole (past both windows), as a chunk after a cached prefix and for rows at different
+    positions (a RowKVCache's masks); its logits are the full forward's at the last position."""
     model = family_model(which, seed=5)
     T = 110
     idx = torch.randint(0, SMALL.vocab_size, (2, T), generator=torch.Generator().manual_seed(6))
@@ -260,6 +260,20 @@ def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_
             assert x.shape == (2, 1, SMALL.n_embd)
             got = model.head(x, x_backout=kept[:, -1:]) if kept is not None else model.head(x)
             assert (got[:, 0] - want).abs().max() < 1e-5, prefix
+        # rows at different positions (a RowKVCache: its attention masks, the last query's row of them)
+        lengths, n = (70, 45), 25
+        cache = RowKVCache.for_model(model, 2, T)
+        for row, length in enumerate(lengths):
+            model(idx[row: row + 1, :length], kv_cache=cache.step(T, rows=torch.tensor([row])))
+            cache.pos[row] = length
+        chunk = torch.stack([idx[row, length: length + n] for row, length in enumerate(lengths)])
+        step = cache.step(T, batch=2)
+        x, kept = model.run_blocks(model.embed(chunk, step), model.rotary_at(n, step), step, idx=chunk,
+                                   last_only=True)
+        got = model.head(x, x_backout=kept[:, -1:]) if kept is not None else model.head(x)
+        for row, length in enumerate(lengths):
+            want = model(idx[row: row + 1, : length + n])[0, -1]
+            assert (got[row, 0] - want).abs().max() < 1e-5, row
 
 
 def test_window_sizes_follow_each_members_rule():
