@@ -241,6 +241,21 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     return "\n".join(out + [line(c) for c in cells])
 
 
+def time_by_name(prof, gpu: bool, width: int = 90) -> list[tuple[str, int, float]]:
+    """A finished torch.profiler run grouped by event name (cut to `width`): (name, calls, µs), largest time first;
+    on a GPU its kernels and their GPU time, on a CPU its operations and their own CPU time (no double count of an
+    operation and the ones it calls)."""
+    by_name: dict[str, list] = {}
+    for e in prof.events():
+        if gpu and e.device_type.name != "CUDA":
+            continue
+        us = (e.device_time if hasattr(e, "device_time") else e.cuda_time) if gpu else e.self_cpu_time_total
+        k = by_name.setdefault(e.name[:width], [0, 0.0])
+        k[0] += 1
+        k[1] += us
+    return [(n, c, t) for n, (c, t) in sorted(by_name.items(), key=lambda kv: -kv[1][1])]
+
+
 def repeated_ids(tokenizer: Tokenizer, text: str, T: int) -> list[int]:
     """<|bos|> followed by the tokens of `text` (repeated as needed), exactly T ids: a prompt of any length."""
     body = tokenizer.encode(text)

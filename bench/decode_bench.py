@@ -44,7 +44,8 @@ import torch  # noqa: E402
 
 from bench.common import (D20, DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg,  # noqa: E402
                           machine_info, median, model_under_test, n_params, random_weights,
-                          start_idle_torch_thread, synthetic_tokenizer, table, weight_bytes_per_token, write_json)
+                          start_idle_torch_thread, synthetic_tokenizer, table, time_by_name,
+                          weight_bytes_per_token, write_json)
 from gpt.checkpoint import build_model  # noqa: E402
 from gpt.engine import Engine, SamplingParams  # noqa: E402
 from gpt import fused_decode  # noqa: E402
@@ -285,13 +286,7 @@ def kernel_profile(model: GPT, n_sampled: int, prompt: list[int], params: Sampli
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         decoder.decode(1, MIN_SPAN, width)
         torch.cuda.synchronize()
-    kernels: dict[str, list] = {}
-    for e in prof.events():
-        if e.device_type.name == "CUDA":
-            k = kernels.setdefault(e.name[:90], [0, 0.0])
-            k[0] += 1
-            k[1] += e.device_time if hasattr(e, "device_time") else e.cuda_time
-    rows = [dict(kernel=n, launches=c, us=t) for n, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1])]
+    rows = [dict(kernel=n, launches=c, us=t) for n, c, t in time_by_name(prof, gpu=True)]
     return dict(per_step=sum(r["launches"] for r in rows), kernel_us=sum(r["us"] for r in rows), kernels=rows)
 
 

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from bench.common import (D20, DTYPES, RESULTS, app_dtype, busy_warning, config_dict, loadavg,  # noqa: E402
                           machine_info, median, model_under_test, n_params, random_weights, synthetic_tokenizer,
-                          table, write_json)
+                          table, time_by_name, write_json)
 from explain.attribution import attribution_view, logit_attribution  # noqa: E402
 from explain.patching import default_pair_tokens, patching_sweep, patching_view  # noqa: E402
 from explain.saliency import saliency, saliency_view  # noqa: E402
@@ -70,15 +70,7 @@ def profile_of(fn, device: torch.device, top: int = 20) -> dict:
         fn()
         if gpu:
             torch.cuda.synchronize()
-    ops: dict[str, list] = {}
-    for e in prof.events():
-        if gpu and e.device_type.name != "CUDA":
-            continue
-        us = (e.device_time if hasattr(e, "device_time") else e.cuda_time) if gpu else e.self_cpu_time_total
-        k = ops.setdefault(e.name[:80], [0, 0.0])
-        k[0] += 1
-        k[1] += us
-    rows = [dict(op=n, calls=c, us=t) for n, (c, t) in sorted(ops.items(), key=lambda kv: -kv[1][1])]
+    rows = [dict(op=n, calls=c, us=t) for n, c, t in time_by_name(prof, gpu, width=80)]
     total = sum(r["us"] for r in rows)
     for r in rows:
         r["share"] = r["us"] / total if total else 0.0
