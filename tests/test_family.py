@@ -248,6 +248,10 @@ def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_
     model = family_model(which, seed=5)
     T = 110
     idx = torch.randint(0, SMALL.vocab_size, (2, T), generator=torch.Generator().manual_seed(6))
+
+    def last_logits(x, kept):  # the head on the last residual (and the kept one, for the backout)
+        return model.head(x) if kept is None else model.head(x, x_backout=kept[:, -1:])
+
     with torch.no_grad():
         want = model(idx)[:, -1]
         for prefix in (0, 70):
@@ -258,8 +262,7 @@ def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_
             x, kept = model.run_blocks(model.embed(chunk, cache), model.rotary_at(T - prefix, cache), cache,
                                        idx=chunk, last_only=True)
             assert x.shape == (2, 1, SMALL.n_embd)
-            got = model.head(x, x_backout=kept[:, -1:]) if kept is not None else model.head(x)
-            assert (got[:, 0] - want).abs().max() < 1e-5, prefix
+            assert (last_logits(x, kept)[:, 0] - want).abs().max() < 1e-5, prefix
         # rows at different positions (a RowKVCache: its attention masks, the last query's row of them)
         lengths, n = (70, 45), 25
         cache = RowKVCache.for_model(model, 2, T)
@@ -270,7 +273,7 @@ def test_the_last_block_on_the_last_position_alone_gives_the_full_forwards_last_
         step = cache.step(T, batch=2)
         x, kept = model.run_blocks(model.embed(chunk, step), model.rotary_at(n, step), step, idx=chunk,
                                    last_only=True)
-        got = model.head(x, x_backout=kept[:, -1:]) if kept is not None else model.head(x)
+        got = last_logits(x, kept)
         for row, length in enumerate(lengths):
             want = model(idx[row: row + 1, : length + n])[0, -1]
             assert (got[row, 0] - want).abs().max() < 1e-5, row
