@@ -94,17 +94,27 @@ def test_mode_rows_fractions_and_ratios():
     main["eager_threads"] = dict(b1_tok_s=40.0)
     cpu_rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cpu"))
     assert [r["app"] for r in cpu_rows] == ["", "", "*", ""] and cpu_rows[3]["b1_x_eager"] == pytest.approx(0.8)
+    fused = dict(server_fused=dict(b1_tok_s=400.0), kernels=dict(per_step=104), kernels_forward=dict(per_step=539))
+    rows = decode_bench.mode_rows("x", main, None, bw=1e6, device=torch.device("cuda"), fused=fused)
+    assert [(r["path"], r["kernels_per_step"]) for r in rows] == [("naive", None), ("eager", None), ("server", 539),
+                                                                  ("eager_threads", None), ("fused", 104)]
+    assert rows[4]["b1_x_eager"] == pytest.approx(8.0)
 
 
-def test_targets_are_checked_on_the_app_path_only():
-    rows = {"d20": [dict(app="", b1_tok_s=9e9), dict(app="*", b1_tok_s=1000.0, bB_tok_s=30000.0, ttft_ms=2.0)],
-            "tiny": [dict(app="*", b1_tok_s=7000.0)]}
-    got = {r["target"]: r["result"] for r in decode_bench.target_rows(rows, torch.device("cuda"), quick=False)}
-    assert got == {"tiny b1_tok_s >= 6000": True, "d20 b1_tok_s >= 1500": False, "d20 bB_tok_s >= 25000": True,
-                   "d20 ttft_ms < 3": True}
+def test_targets_are_checked_on_the_app_path_and_the_fused_step_only():
+    rows = {"d20": [dict(path="eager", b1_tok_s=9e9),
+                    dict(path="server", app="*", b1_tok_s=1000.0, bB_tok_s=60000.0, ttft_ms=1.5, kernels_per_step=540),
+                    dict(path="fused", b1_tok_s=2500.0, bB_tok_s=None, ttft_ms=2.5, kernels_per_step=104)],
+            "tiny": [dict(path="server", app="*", b1_tok_s=7000.0)]}
+    got = {(r["target"], r["path"]): r["result"]
+           for r in decode_bench.target_rows(rows, torch.device("cuda"), quick=False)}
+    assert got == {("d20 b1_tok_s >= 2200", "app"): False, ("d20 bB_tok_s >= 50000", "app"): True,
+                   ("d20 ttft_ms < 2", "app"): True, ("d20 kernels_per_step < 150", "app"): False,
+                   ("d20 b1_tok_s >= 2200", "fused"): True, ("d20 bB_tok_s >= 50000", "fused"): "-",
+                   ("d20 ttft_ms < 2", "fused"): False, ("d20 kernels_per_step < 150", "fused"): True}
     assert decode_bench.target_rows(rows, torch.device("cpu"), quick=False) == []  # no 'default' here
     quick = decode_bench.target_rows(rows, torch.device("cuda"), quick=True)
-    assert all(r["result"] == "n/a (--quick sizes)" for r in quick)
+    assert quick and all(r["result"] == "n/a (--quick sizes)" for r in quick)
 
 
 def test_copy_bandwidth_is_bytes_copied_over_the_median_copy_time(monkeypatch):
