@@ -42,8 +42,11 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 BLOCK_B = 16  # rows per matrix-product tile (tl.dot's smallest M): a row's result never depends on the others
-CANDIDATES = 64  # the sampling candidates: every row with 0 < top_k <= 64 (gpt/fast.py's TOPK_BUCKET)
-CHUNK = 1024  # logits per program in the first sampling kernel
+CANDIDATES = 64  # the sampling candidates: every row with 0 < top_k <= 64 (gpt/fast.py's TOPK_BUCKET is this)
+CHUNK = 1024  # logits per program in the first sampling kernel (its 64 largest kept)
+ATTN_SPLIT = 8  # programs sharing one (row, kv head)'s keys
+ATTN_BLOCK_T = 32  # keys per step of each
+GROUP = 512  # candidates per program in the next levels (a sort of 512 keys is ~10x cheaper than one of 4096)
 
 
 def available(device: torch.device | str) -> bool:
@@ -81,52 +84,81 @@ if triton is not None:
         tl.store(x_ptr + b * C + offs, xn, mask=m)
 
     @triton.jit
-    def _matvec_kernel(x_ptr, xb_ptr, w_ptr, out_ptr, keep_ptr, x0_ptr, rms_ptr, B, N, K, eps, lam_b, lam_r, lam_0,
-                       cap, NORM: tl.constexpr, BACKOUT: tl.constexpr, ACT: tl.constexpr, RESID: tl.constexpr,
-                       KEEP: tl.constexpr, MIX: tl.constexpr, SOFTCAP: tl.constexpr, SAVE_RMS: tl.constexpr,
-                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _matvec_kernel(x_ptr, xb_ptr, w_ptr, out_ptr, keep_ptr, x0_ptr, rms_ptr, part_ptr, sq_ptr, tick_ptr, B, N, K,
+                       K_SPLIT, eps, lam_b, lam_r, lam_0, cap, NORM: tl.constexpr, BACKOUT: tl.constexpr,
+                       ACT: tl.constexpr, RESID: tl.constexpr, KEEP: tl.constexpr, MIX: tl.constexpr,
+                       SOFTCAP: tl.constexpr, SAVE_RMS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_B: tl.constexpr,
+                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """out[b, n] = epilogue(Σ_k prologue(x)[b, k] · W[n, k]) for a tile of BLOCK_B rows × BLOCK_N outputs.
 
-        prologue: x − λb·xb (BACKOUT), its 1/rms over the whole row applied after the product (NORM: the program
-        reads the whole row anyway). epilogue: relu² (ACT), softcap (SOFTCAP), + out (RESID: in place), kept in
-        keep (KEEP), then λr·out + λ0·x0 (MIX: the next block's mix)."""
+        prologue: x − λb·xb (BACKOUT), its 1/rms over the whole row applied after the product (NORM). epilogue:
+        relu² (ACT), softcap (SOFTCAP), + out (RESID: in place), kept in keep (KEEP), then λr·out + λ0·x0 (MIX: the
+        next block's mix).
+
+        Split K: with SPLIT > 1, program s of a tile sums only k in [s·K_SPLIT, (s+1)·K_SPLIT) (more programs than
+        tiles: every SM streams weights even where a matrix has few rows) and writes its partial sums; the last of
+        the tile's programs to finish (a ticket counter) adds the SPLIT partials in order s = 0, 1, ... and runs the
+        epilogue. The order is fixed, so the result is the same bits on every run, whichever program finishes last."""
         pid_n = tl.program_id(0)
-        rb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+        pid_b = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        rb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
         sumsq = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
+        k_lo = pid_s * K_SPLIT
+        k_hi = tl.minimum(k_lo + K_SPLIT, K)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             kk = k0 + rk
-            xm = (rb[:, None] < B) & (kk[None, :] < K)
+            xm = (rb[:, None] < B) & (kk[None, :] < k_hi)
             xv = tl.load(x_ptr + rb[:, None] * K + kk[None, :], mask=xm, other=0.0).to(tl.float32)
             if BACKOUT:
                 xv = xv - lam_b * tl.load(xb_ptr + rb[:, None] * K + kk[None, :], mask=xm, other=0.0).to(tl.float32)
             if NORM:
                 sumsq += tl.sum(xv * xv, 1)
-            wv = tl.load(w_ptr + rn[:, None] * K + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < K),
+            wv = tl.load(w_ptr + rn[:, None] * K + kk[None, :], mask=(rn[:, None] < N) & (kk[None, :] < k_hi),
                          other=0.0)
             acc += tl.dot(xv.to(wv.dtype), tl.trans(wv), input_precision="ieee")
-        if NORM:
-            inv = tl.rsqrt(sumsq / K + eps)
-            acc = acc * inv[:, None]
-            if SAVE_RMS:
-                if pid_n == 0:
-                    tl.store(rms_ptr + rb, inv, mask=rb < B)
-        if ACT:
-            acc = tl.maximum(acc, 0.0)
-            acc = acc * acc
-        if SOFTCAP:
-            acc = cap * _tanh(acc / cap)
-        om = (rb[:, None] < B) & (rn[None, :] < N)
-        at = rb[:, None] * N + rn[None, :]
-        if RESID:
-            acc += tl.load(out_ptr + at, mask=om, other=0.0).to(tl.float32)
-        if KEEP:
-            tl.store(keep_ptr + at, acc, mask=om)
-        if MIX:
-            acc = lam_r * acc + lam_0 * tl.load(x0_ptr + at, mask=om, other=0.0)
-        tl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=om)
+        tile = pid_b * tl.num_programs(0) + pid_n
+        if SPLIT > 1:
+            here = (pid_s * tl.num_programs(1) + pid_b) * BLOCK_B + tl.arange(0, BLOCK_B)  # [split, row] slots
+            tl.store(part_ptr + here[:, None] * N + rn[None, :], acc, mask=rn[None, :] < N)
+            tl.store(sq_ptr + here * tl.num_programs(0) + pid_n, sumsq)
+            tl.debug_barrier()  # every thread's partials written before the ticket releases them
+            last = tl.atomic_add(tick_ptr + tile, 1, sem="acq_rel") == SPLIT - 1
+        else:
+            last = True
+        if last:
+            if SPLIT > 1:
+                acc = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                sumsq = tl.zeros((BLOCK_B,), dtype=tl.float32)
+                for s in tl.static_range(SPLIT):
+                    slot = (s * tl.num_programs(1) + pid_b) * BLOCK_B + tl.arange(0, BLOCK_B)
+                    acc += tl.load(part_ptr + slot[:, None] * N + rn[None, :], mask=rn[None, :] < N, other=0.0,
+                                   cache_modifier=".cg")
+                    sumsq += tl.load(sq_ptr + slot * tl.num_programs(0) + pid_n, cache_modifier=".cg")
+                tl.store(tick_ptr + tile, 0)  # ready for the next product
+            if NORM:
+                inv = tl.rsqrt(sumsq / K + eps)
+                acc = acc * inv[:, None]
+                if SAVE_RMS:
+                    if pid_n == 0:
+                        tl.store(rms_ptr + rb, inv, mask=rb < B)
+            if ACT:
+                acc = tl.maximum(acc, 0.0)
+                acc = acc * acc
+            if SOFTCAP:
+                acc = cap * _tanh(acc / cap)
+            om = (rb[:, None] < B) & (rn[None, :] < N)
+            at = rb[:, None] * N + rn[None, :]
+            if RESID:
+                acc += tl.load(out_ptr + at, mask=om, other=0.0).to(tl.float32)
+            if KEEP:
+                tl.store(keep_ptr + at, acc, mask=om)
+            if MIX:
+                acc = lam_r * acc + lam_0 * tl.load(x0_ptr + at, mask=om, other=0.0)
+            tl.store(out_ptr + at, acc.to(out_ptr.dtype.element_ty), mask=om)
 
     @triton.jit
     def _rotate_norm(ptr, c, s, d, eps, scale, HALF: tl.constexpr):
@@ -140,45 +172,52 @@ if triton is not None:
 
     @triton.jit
     def _attn_kernel(qkv_ptr, pos_ptr, k_ptr, v_ptr, y_ptr, cos_ptr, sin_ptr, x_ptr, rms_ptr, gate_w_ptr, ve_ptr,
-                     tok_ptr, NQKV, H, HKV, seq_len, C, window, sm_scale, qk_scale, eps, ve_scale,
-                     HD: tl.constexpr, G: tl.constexpr, VE: tl.constexpr, VE_CH: tl.constexpr,
-                     VE_BLOCK: tl.constexpr, BLOCK_T: tl.constexpr):
-        """Row b, kv head j: the new k (rotary, norm, scale) and v (+ gate·value embedding) into the cache at the
-        row's position p, then each of the G query heads of j attends over keys [max(0, p − window), p]."""
+                     tok_ptr, m_ptr, l_ptr, acc_ptr, tick_ptr, NQKV, H, HKV, seq_len, C, window, sm_scale, qk_scale,
+                     eps, ve_scale, HD: tl.constexpr, G: tl.constexpr, VE: tl.constexpr, VE_CH: tl.constexpr,
+                     VE_BLOCK: tl.constexpr, SPLIT: tl.constexpr, BLOCK_T: tl.constexpr):
+        """Row b, kv head j, split s: each of the G query heads of j over the s-th of SPLIT equal runs of the keys
+        it sees, [max(0, p − window), p]; the program whose run holds p first writes the new k (rotary, norm,
+        scale) and v (+ gate·value embedding) to the cache there. Each run's (max, sum, weighted values) is a
+        partial softmax; the last program of (b, j) to finish (a ticket) joins them in the order s = 0, 1, ...
+        (flash-decoding: a short sequence of positions spread over many programs, the same bits on every run)."""
         HALF: tl.constexpr = HD // 2
         b = tl.program_id(0)
         j = tl.program_id(1)
+        sp = tl.program_id(2)
         p = tl.load(pos_ptr + b)
         d = tl.arange(0, HALF)
         dd = tl.arange(0, HD)
         c = tl.load(cos_ptr + p * HALF + d).to(tl.float32)
         s = tl.load(sin_ptr + p * HALF + d).to(tl.float32)
         row = qkv_ptr + b * NQKV
-        k1, k2 = _rotate_norm(row + (H + j) * HD, c, s, d, eps, qk_scale, HALF)
-        v = tl.load(row + (H + HKV + j) * HD + dd)
-        if VE:
-            cm = tl.arange(0, VE_BLOCK) < VE_CH
-            xg = tl.load(x_ptr + b * C + tl.arange(0, VE_BLOCK), mask=cm, other=0.0)
-            wg = tl.load(gate_w_ptr + j * VE_CH + tl.arange(0, VE_BLOCK), mask=cm, other=0.0).to(tl.float32)
-            gate = ve_scale * tl.sigmoid(tl.sum(xg * wg, 0) * tl.load(rms_ptr + b))  # reads norm(x)[:VE_CH]
-            t = tl.load(tok_ptr + b)
-            v = v + gate * tl.load(ve_ptr + t * (HKV * HD) + j * HD + dd).to(tl.float32)
         base = (b * HKV + j) * seq_len * HD
-        tl.store(k_ptr + base + p * HD + d, k1.to(k_ptr.dtype.element_ty))
-        tl.store(k_ptr + base + p * HD + HALF + d, k2.to(k_ptr.dtype.element_ty))
-        tl.store(v_ptr + base + p * HD + dd, v.to(v_ptr.dtype.element_ty))
-        tl.debug_barrier()  # the new key and value are read back below by other threads of this program
         lo = tl.where(window >= 0, tl.maximum(p - window, 0), 0)
-        start = (lo // BLOCK_T) * BLOCK_T
-        for g in range(G):
+        run = tl.cdiv(tl.cdiv(p + 1 - lo, SPLIT), BLOCK_T) * BLOCK_T
+        a = lo + sp * run
+        e = tl.minimum(a + run, p + 1)
+        if (a <= p) & (p < e):
+            k1, k2 = _rotate_norm(row + (H + j) * HD, c, s, d, eps, qk_scale, HALF)
+            v = tl.load(row + (H + HKV + j) * HD + dd)
+            if VE:
+                cm = tl.arange(0, VE_BLOCK) < VE_CH
+                xg = tl.load(x_ptr + b * C + tl.arange(0, VE_BLOCK), mask=cm, other=0.0)
+                wg = tl.load(gate_w_ptr + j * VE_CH + tl.arange(0, VE_BLOCK), mask=cm, other=0.0).to(tl.float32)
+                gate = ve_scale * tl.sigmoid(tl.sum(xg * wg, 0) * tl.load(rms_ptr + b))  # reads norm(x)[:VE_CH]
+                t = tl.load(tok_ptr + b)
+                v = v + gate * tl.load(ve_ptr + t * (HKV * HD) + j * HD + dd).to(tl.float32)
+            tl.store(k_ptr + base + p * HD + d, k1.to(k_ptr.dtype.element_ty))
+            tl.store(k_ptr + base + p * HD + HALF + d, k2.to(k_ptr.dtype.element_ty))
+            tl.store(v_ptr + base + p * HD + dd, v.to(v_ptr.dtype.element_ty))
+            tl.debug_barrier()  # the new key and value are read back below by other threads of this program
+        for g in tl.static_range(G):
             h = j * G + g
             q1, q2 = _rotate_norm(row + h * HD, c, s, d, eps, qk_scale * sm_scale, HALF)
             m_i = tl.max(tl.full((BLOCK_T,), float("-inf"), tl.float32), 0)
             l_i = tl.sum(tl.zeros((BLOCK_T,), tl.float32), 0)
             acc = tl.zeros((HD,), dtype=tl.float32)
-            for t0 in range(start, p + 1, BLOCK_T):
+            for t0 in range(a, e, BLOCK_T):
                 tt = t0 + tl.arange(0, BLOCK_T)
-                tm = (tt >= lo) & (tt <= p)
+                tm = tt < e
                 kt = k_ptr + base + tt[:, None] * HD
                 score = (tl.sum(tl.load(kt + d[None, :], mask=tm[:, None], other=0.0).to(tl.float32)
                                 * q1[None, :], 1)
@@ -192,7 +231,24 @@ if triton is not None:
                 acc = acc * alpha + tl.sum(w[:, None] * vt.to(tl.float32), 0)
                 l_i = l_i * alpha + tl.sum(w, 0)
                 m_i = m_new
-            tl.store(y_ptr + b * (H * HD) + h * HD + dd, (acc / l_i).to(y_ptr.dtype.element_ty))
+            at = (b * H + h) * SPLIT + sp
+            tl.store(m_ptr + at, m_i)
+            tl.store(l_ptr + at, l_i)
+            tl.store(acc_ptr + at * HD + dd, acc)
+        tl.debug_barrier()  # every thread's partials written before the ticket releases them
+        if tl.atomic_add(tick_ptr + b * HKV + j, 1, sem="acq_rel") == SPLIT - 1:
+            runs = tl.arange(0, SPLIT)
+            for g in tl.static_range(G):
+                h = j * G + g
+                slots = (b * H + h) * SPLIT + runs
+                m_s = tl.load(m_ptr + slots, cache_modifier=".cg")
+                scale = tl.exp(m_s - tl.max(m_s, 0))  # an empty run (max -inf) weighs 0
+                scale = tl.where(m_s == float("-inf"), 0.0, scale)
+                l_s = tl.load(l_ptr + slots, cache_modifier=".cg")
+                acc_s = tl.load(acc_ptr + slots[:, None] * HD + dd[None, :], cache_modifier=".cg")
+                y = tl.sum(scale[:, None] * acc_s, 0) / tl.sum(scale * l_s, 0)
+                tl.store(y_ptr + b * (H * HD) + h * HD + dd, y.to(y_ptr.dtype.element_ty))
+            tl.store(tick_ptr + b * HKV + j, 0)  # ready for the next layer
 
     @triton.jit
     def _sortable(v):
@@ -213,6 +269,17 @@ if triton is not None:
         tl.store(keys_ptr + b * N_KEYS + c * KEEP + offs, key, mask=offs < KEEP)
 
     @triton.jit
+    def _top_merge_kernel(keys_ptr, out_ptr, n_keys, IN_STRIDE, OUT_STRIDE, GROUP: tl.constexpr, KEEP: tl.constexpr):
+        """Row b, group g: the KEEP largest of GROUP keys (GROUP / KEEP lists of the previous level)."""
+        b = tl.program_id(0)
+        g = tl.program_id(1)
+        offs = g * GROUP + tl.arange(0, GROUP)
+        key = tl.load(keys_ptr + b * IN_STRIDE + offs, mask=offs < n_keys, other=-(2**63))
+        key = tl.sort(key, descending=True)
+        at = tl.arange(0, GROUP)
+        tl.store(out_ptr + b * OUT_STRIDE + g * KEEP + at, key, mask=at < KEEP)
+
+    @triton.jit
     def _mix32(x):
         x = x ^ (x >> 16)
         x = x * 0x7FEB352D
@@ -222,17 +289,17 @@ if triton is not None:
 
     @triton.jit
     def _sample_kernel(keys_ptr, logits_ptr, temp_ptr, top_k_ptr, top_p_ptr, seed_ptr, pos_ptr, tok_ptr, out_ptr,
-                       V, seq_len, N_KEYS: tl.constexpr, K: tl.constexpr):
+                       V, seq_len, n_keys, STRIDE, N_KEYS: tl.constexpr, K: tl.constexpr):
         """Row b: its K best candidates, then gpt/sampling.py's `sample` on them (temperature, top-k, top-p, the
         seeded Gumbel noise; greedy = the largest logit, smallest id on ties); the token is written as the row's
         next input and its position advances by one (clamped as the cache clamps)."""
         b = tl.program_id(0)
         offs = tl.arange(0, N_KEYS)
-        key = tl.sort(tl.load(keys_ptr + b * N_KEYS + offs), descending=True)
-        tl.store(keys_ptr + b * N_KEYS + offs, key)
-        tl.debug_barrier()
+        key = tl.sort(tl.load(keys_ptr + b * STRIDE + offs, mask=offs < n_keys, other=-(2**63)), descending=True)
+        rows = tl.reshape(key, (N_KEYS // K, K))  # in order: row 0 holds the K largest
+        first = tl.sum(tl.where(tl.arange(0, N_KEYS // K)[:, None] == 0, rows, 0), 0)
         rank = tl.arange(0, K)
-        ids = (0xFFFFFFFF - (tl.load(keys_ptr + b * N_KEYS + rank) & 0xFFFFFFFF)).to(tl.int32)
+        ids = (0xFFFFFFFF - (first & 0xFFFFFFFF)).to(tl.int32)
         values = tl.load(logits_ptr + b * V + ids, mask=ids < V, other=float("-inf"))
         temp = tl.load(temp_ptr + b)
         top_k = tl.load(top_k_ptr + b)
@@ -273,6 +340,17 @@ def matvec_config(N: int, K: int) -> tuple[int, int, int, int]:
     return 32, (256 if N <= 2048 else 128), 4, (4 if N <= 2048 else 3)
 
 
+SPLIT_TARGET = 264  # programs a product should have: 2 per SM of an H200 (132 SMs)
+
+
+def split_of(N: int, K: int, block_n: int, block_k: int) -> int:
+    """How many programs share each tile's K (gpt: a decode's product has few tiles: 40 for a 1280-row matrix in
+    32-row tiles, a third of an H200's SMs): enough for SPLIT_TARGET programs, at most one per BLOCK_K of K. It
+    depends on the shape only, never on the batch, so a row's sums are the same alone or batched."""
+    tiles = -(-N // block_n)
+    return max(1, min(-(-SPLIT_TARGET // tiles), -(-K // block_k)))
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -293,6 +371,7 @@ class FusedDecode:
         c, f = model.config, model.features
         self.model, self.cache = model, cache
         self.configs = configs or {}  # (N, K) -> matvec_config's tuple, for a benchmark's sweep
+        self.split_override: int | None = None  # a benchmark's: every product split this many ways
         dev, dtype = model.get_device(), model.lm_head.weight.dtype
         self.C, self.H, self.Hkv = c.n_embd, c.n_head, c.n_kv_head
         self.hd = c.n_embd // c.n_head
@@ -333,22 +412,46 @@ class FusedDecode:
         self.h = torch.zeros(B, 4 * self.C, device=dev, dtype=dtype)
         self.logits = torch.zeros(B, self.V, **f32)
         self.n_chunks = triton.cdiv(self.V, CHUNK)
-        self.n_keys = _pow2(self.n_chunks * CANDIDATES)
-        self.keys = torch.full((B, self.n_keys), torch.iinfo(torch.int64).min, device=dev, dtype=torch.long)
+        self.keys = []  # each level of the candidate tree: [B, keys]
+        n = self.n_chunks * CANDIDATES
+        while True:
+            self.keys.append(torch.empty(B, n, device=dev, dtype=torch.long))
+            if n <= GROUP:
+                break
+            n = triton.cdiv(n, GROUP) * CANDIDATES
         self.out = torch.zeros(B, device=dev, dtype=torch.long)
+        self.scratch: dict[int, torch.Tensor] = {}  # split-K partials by size (two per product shape)
+        self.tickets = torch.zeros(4096, device=dev, dtype=torch.int32)  # per tile: its programs done so far
+        if B * self.Hkv > self.tickets.numel():
+            raise ValueError(f"batch {B} x {self.Hkv} kv heads exceeds the fused step's {self.tickets.numel()} tickets")
+        runs = B * self.H * ATTN_SPLIT
+        self.att_m, self.att_l = torch.zeros(runs, **f32), torch.zeros(runs, **f32)
+        self.att_acc = torch.zeros(runs * self.hd, **f32)
 
     def _matvec(self, b: int, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, *, norm: bool = False,
                 act: bool = False, resid: bool = False, keep: torch.Tensor | None = None, mix: tuple | None = None,
                 backout: torch.Tensor | None = None, softcap: bool = False, save_rms: bool = False) -> None:
         N, K = out.size(1), x.size(1)
         block_n, block_k, warps, stages = self.configs.get((N, K)) or matvec_config(N, K)
-        grid = (triton.cdiv(N, block_n), triton.cdiv(b, BLOCK_B))
+        split = self.split_override or split_of(N, K, block_n, block_k)
+        k_split = -(-K // block_k // split) * block_k  # whole BLOCK_K tiles per program
+        split = -(-K // k_split)
+        grid = (triton.cdiv(N, block_n), triton.cdiv(b, BLOCK_B), split)
         lam_r, lam_0 = mix if mix is not None else (1.0, 0.0)
+        part, sq = self._partials(split * grid[1] * BLOCK_B * N), self._partials(split * grid[1] * BLOCK_B * grid[0])
         _matvec_kernel[grid](x, backout if backout is not None else x, w, out, keep if keep is not None else out,
-                             self.x0, self.rms, b, N, K, self.eps, self.backout_lam, lam_r, lam_0, self.softcap,
-                             NORM=norm, BACKOUT=backout is not None, ACT=act, RESID=resid, KEEP=keep is not None,
-                             MIX=mix is not None, SOFTCAP=softcap, SAVE_RMS=save_rms, BLOCK_B=BLOCK_B,
-                             BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages)
+                             self.x0, self.rms, part, sq, self.tickets, b, N, K, k_split, self.eps, self.backout_lam,
+                             lam_r, lam_0, self.softcap, NORM=norm, BACKOUT=backout is not None, ACT=act,
+                             RESID=resid, KEEP=keep is not None, MIX=mix is not None, SOFTCAP=softcap,
+                             SAVE_RMS=save_rms, SPLIT=split, BLOCK_B=BLOCK_B, BLOCK_N=block_n, BLOCK_K=block_k,
+                             num_warps=warps, num_stages=stages)
+
+    def _partials(self, n: int) -> torch.Tensor:
+        """A float32 scratch of at least n elements (split-K partial sums; grown before a graph capture, never
+        during one: the first eager step of each shape sizes it)."""
+        if self.scratch.get(n) is None:
+            self.scratch[n] = torch.empty(max(n, 1), device=self.x.device, dtype=torch.float32)
+        return self.scratch[n]
 
     def logits_of(self, b: int, tokens: torch.Tensor) -> torch.Tensor:
         """The softcapped float32 logits [b, n_sampled] of the first b rows' `tokens` at their cache positions;
@@ -362,12 +465,12 @@ class FusedDecode:
         for i, L in enumerate(self.layers):
             self._matvec(b, self.x, L["qkv"], self.qkv, norm=True, save_rms=True)
             ve = L["ve"] is not None
-            _attn_kernel[(b, self.Hkv)](self.qkv, cache.pos, cache.k[i], cache.v[i], self.y, self.cos, self.sin,
-                                        self.x, self.rms, L["gate"] if ve else self.x, L["ve"] if ve else self.x,
-                                        tokens, self.qkv.size(1), self.H, self.Hkv, cache.seq_len, C, L["window"],
-                                        self.hd ** -0.5, self.qk_scale, self.eps, self.ve_scale, HD=self.hd,
-                                        G=self.H // self.Hkv, VE=ve, VE_CH=self.ve_ch, VE_BLOCK=_pow2(self.ve_ch),
-                                        BLOCK_T=64, num_warps=4)
+            _attn_kernel[(b, self.Hkv, ATTN_SPLIT)](
+                self.qkv, cache.pos, cache.k[i], cache.v[i], self.y, self.cos, self.sin, self.x, self.rms,
+                L["gate"] if ve else self.x, L["ve"] if ve else self.x, tokens, self.att_m, self.att_l, self.att_acc,
+                self.tickets, self.qkv.size(1), self.H, self.Hkv, cache.seq_len, C, L["window"], self.hd ** -0.5,
+                self.qk_scale, self.eps, self.ve_scale, HD=self.hd, G=self.H // self.Hkv, VE=ve, VE_CH=self.ve_ch,
+                VE_BLOCK=_pow2(self.ve_ch), SPLIT=ATTN_SPLIT, BLOCK_T=ATTN_BLOCK_T, num_warps=4)
             self._matvec(b, self.y, L["out"], self.x, resid=True)
             self._matvec(b, self.x, L["fc"], self.h, norm=True, act=True)
             last = i == n_layer - 1
@@ -384,10 +487,17 @@ class FusedDecode:
         input (tokens[:b]) and its position advanced. Returns [b] (a buffer, overwritten by the next step)."""
         logits = self.logits_of(b, tokens)
         if width is not None and width <= CANDIDATES:
-            _top_chunk_kernel[(b, self.n_chunks)](logits, self.keys, self.V, self.n_keys, CHUNK=CHUNK,
-                                                  KEEP=CANDIDATES, num_warps=4)
-            _sample_kernel[(b,)](self.keys, logits, temperature, top_k, top_p, seed, self.cache.pos, tokens,
-                                 self.out, self.V, self.seq_len, N_KEYS=self.n_keys, K=CANDIDATES, num_warps=4)
+            keys, n = self.keys[0], self.n_chunks * CANDIDATES
+            _top_chunk_kernel[(b, self.n_chunks)](logits, keys, self.V, keys.size(1), CHUNK=CHUNK, KEEP=CANDIDATES,
+                                                  num_warps=4)
+            for nxt in self.keys[1:]:  # a tree: GROUP keys -> CANDIDATES, until one group is left
+                groups = triton.cdiv(n, GROUP)
+                _top_merge_kernel[(b, groups)](keys, nxt, n, keys.size(1), nxt.size(1), GROUP=GROUP,
+                                               KEEP=CANDIDATES, num_warps=4)
+                keys, n = nxt, groups * CANDIDATES
+            _sample_kernel[(b,)](keys, logits, temperature, top_k, top_p, seed, self.cache.pos, tokens, self.out,
+                                 self.V, self.seq_len, n, keys.size(1), N_KEYS=_pow2(max(n, CANDIDATES)),
+                                 K=CANDIDATES, num_warps=4)
             return self.out[:b]
         pos = self.cache.pos[:b]
         pos.add_(1).clamp_(max=self.seq_len - 1)

@@ -20,8 +20,8 @@ SEQ = 256  # the 2026 member's short window is 128 here: the long prompt below r
 LENGTHS = (3, 40, 150)  # rows at different positions, one past the short window
 
 
-def tiny(member, dtype=torch.float32):
-    model = make_tiny_model(512, member=member, sequence_len=SEQ).to(DEVICE, dtype)
+def tiny(member, dtype=torch.float32, vocab=512):
+    model = make_tiny_model(vocab, member=member, sequence_len=SEQ).to(DEVICE, dtype)
     model.fuse_qkv()
     return model
 
@@ -45,9 +45,18 @@ def full_forward_last(model, seq):
     return model(torch.tensor([seq], device=DEVICE))[0, -1].float()
 
 
+@pytest.fixture(params=[False, True], ids=["whole-K", "split-K"])
+def split(request, monkeypatch):
+    """split-K: 16-wide tiles of K, so every product of the tiny model is split (2 to 8 programs per tile) and its
+    partial sums are added by the last program of each tile."""
+    if request.param:
+        monkeypatch.setattr(fused_decode, "matvec_config", lambda N, K: (16, 16, 4, 1))
+    return request.param
+
+
 @pytest.mark.parametrize("member", [TUTORIAL, TODAY], ids=["tutorial", "2026"])
 @torch.inference_mode()
-def test_fused_logits_equal_the_full_forward_of_every_row(member):
+def test_fused_logits_equal_the_full_forward_of_every_row(member, split):
     """Three rows at different positions (one past the short window), 6 greedy steps: each step's fused logits
     equal one full forward over the row's whole sequence (float32), and the cache positions advance by one."""
     model = tiny(member)
@@ -66,7 +75,7 @@ def test_fused_logits_equal_the_full_forward_of_every_row(member):
 
 @pytest.mark.parametrize("member", [TUTORIAL, TODAY], ids=["tutorial", "2026"])
 @torch.inference_mode()
-def test_a_row_alone_and_in_a_batch_gives_the_same_bits(member):
+def test_a_row_alone_and_in_a_batch_gives_the_same_bits(member, split):
     """Row 1's logits decoded with two other rows equal, bit for bit, the same row decoded alone: a seeded reply
     does not depend on who else is chatting."""
     model = tiny(member)
@@ -80,9 +89,10 @@ def test_a_row_alone_and_in_a_batch_gives_the_same_bits(member):
 
 @torch.inference_mode()
 def test_fused_sampling_draws_what_gpt_sampling_draws():
-    """The two sampling kernels against gpt/sampling.py's `sample` on the same logits, for greedy and sampled rows
-    with top-k and top-p, over many seeds (the same seeded Gumbel noise, the same filters)."""
-    model = tiny(TODAY)
+    """The sampling kernels against gpt/sampling.py's `sample` on the same logits, for greedy and sampled rows with
+    top-k and top-p, over many seeds (the same seeded Gumbel noise, the same filters). A vocabulary of 16384: 16
+    chunks of 1024 logits, whose 1024 candidates take one more level of the candidate tree."""
+    model = tiny(TODAY, vocab=16384)
     seqs = [s[:3] for s in sequences(1)] * 4
     dec = prefilled(model, seqs)
     settings = [(0.0, 1, 1.0), (0.7, 20, 0.9), (1.3, 50, 0.8), (1.0, 64, 1.0)]
