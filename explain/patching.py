@@ -36,9 +36,9 @@ from text import t
 
 SITES = ("resid", "attn", "mlp")
 BATCH_TOKENS = 16384  # rows x tokens of one patched batch: memory stays bounded at any prompt length
-PREFIX_CHUNKS = 8  # the positions of a layer are patched in up to this many batches, each from its first position on
-MIN_BATCH_ROWS_TOKENS = 512  # ... each of at least this many rows x tokens (fewer, larger ops: small ones cost more
-# than their work on a CPU shared with other processes)
+PREFIX_CHUNKS = 8  # on a CPU, the positions of a layer are patched in up to this many batches, each from its first
+MIN_BATCH_ROWS_TOKENS = 512  # position on, each of at least this many rows x tokens (fewer, larger ops: small ones
+# cost more than their work on a CPU shared with other processes)
 MARGIN = dict(l=110, r=20, t=70, b=90)
 
 
@@ -57,6 +57,18 @@ def sweep_flops(model: GPT, T: int, site: str) -> int:
     L = model.config.n_layer
     one = model.forward_flops(T)
     return 2 * one + sum(T * one * (L - layer) // L for layer in range(sweep_layers(model, site)))
+
+
+def batch_rows(T: int, device: torch.device) -> int:
+    """How many positions one batch of a sweep over T tokens patches (its rows), at most BATCH_TOKENS // T.
+
+    A batch runs from its first patched position, so smaller batches waste less work on the positions before each
+    row's own; but every batch costs the same ~20 operations per block whatever its size. On a CPU the work
+    dominates: T / PREFIX_CHUNKS rows, and at least MIN_BATCH_ROWS_TOKENS rows x tokens. On a GPU the host issuing
+    the kernels does: as many rows as memory allows (a d20's first-token sweep of 256 tokens on one H100 took
+    1,103 ms in 4 batches a layer, 1,302 in 8 and 1,801 in 16: bench/results/why_cuda_h100_variants.log)."""
+    floor = BATCH_TOKENS if device.type == "cuda" else MIN_BATCH_ROWS_TOKENS
+    return max(1, min(BATCH_TOKENS // T, max(-(-T // PREFIX_CHUNKS), -(-floor // T))))
 
 
 class NothingToRestore(ValueError):
@@ -156,7 +168,7 @@ def patching_sweep(model: GPT, clean_ids, corrupt_ids, target: int, contrast: in
     if m_clean == m_corrupt:
         raise NothingToRestore()
     T = clean.size(1)
-    chunk = max(1, min(BATCH_TOKENS // T, max(-(-T // PREFIX_CHUNKS), -(-MIN_BATCH_ROWS_TOKENS // T))))
+    chunk = batch_rows(T, clean.device)
     # a patch that writes what is already there changes nothing: exactly 0. Kept on the device until the end, so the
     # host queues the next batch while the device runs this one.
     effects = torch.zeros(n_layers, T, dtype=torch.float64, device=clean.device)

@@ -260,6 +260,24 @@ def test_a_sweep_from_a_recorded_prefix_is_the_whole_run(which, monkeypatch):
         assert np.abs(whole).max() > 0.1
 
 
+def test_a_sweep_batch_stays_within_its_memory_bound_and_a_gpu_takes_the_largest():
+    """Rows x tokens of a batch never pass BATCH_TOKENS; a CPU patches a layer in at most PREFIX_CHUNKS batches where
+    memory allows it, with at least MIN_BATCH_ROWS_TOKENS rows x tokens each; a GPU in batches as large as memory
+    allows (its host issuing kernels is the limit, not the work)."""
+    from explain.patching import BATCH_TOKENS, MIN_BATCH_ROWS_TOKENS, PREFIX_CHUNKS, batch_rows
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    for T in (1, 7, 32, 100, 256, 1000, 2048, BATCH_TOKENS, 3 * BATCH_TOKENS):
+        for device in (cpu, gpu):
+            rows = batch_rows(T, device)
+            assert rows >= 1 and (rows * T <= BATCH_TOKENS or rows == 1)
+        assert batch_rows(T, gpu) == max(1, BATCH_TOKENS // T)
+        rows = batch_rows(T, cpu)
+        if rows < BATCH_TOKENS // T:  # memory did not cap it
+            assert -(-T // rows) <= PREFIX_CHUNKS and (rows * T >= MIN_BATCH_ROWS_TOKENS or rows >= T)
+    assert batch_rows(256, cpu) < batch_rows(256, gpu)
+
+
 def test_key_buffers_take_batches_latest_start_first():
     from explain.resume import KeyBuffers
     from gpt.recorder import Recorder
