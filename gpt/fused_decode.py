@@ -13,8 +13,9 @@ per step whatever we do, so the step's time is (weight bytes / bandwidth) plus e
     5. x    += W_proj · h   (the backout kept, the next layer's λr·x + λ0·x0 applied in place)
 
 plus one kernel for the embedding (norm, smear, the first mix), one for the head (backout, final norm, lm_head,
-softcap) and two for the chat's sampling (top-64 candidates, then temperature, top-k, top-p and the seeded Gumbel
-noise of gpt/sampling.py): 5·n_layer + 4 kernels. Every member's differences are read from the model (its
+softcap) and the chat's sampling: the top 64 of each 1,024 logits, merged 512 at a time down to the last 64 (one
+merge for a 65,536-token vocabulary), then temperature, top-k, top-p and the seeded Gumbel noise of gpt/sampling.py:
+5·n_layer + 5 kernels for a d20. Every member's differences are read from the model (its
 `features`, `window_sizes`, `backout_layer`, `has_value_embedding`), never from a version name.
 
 What it is checked against (tests/test_fused_decode.py, on a GPU, or anywhere with TRITON_INTERPRET=1): the model's
@@ -356,7 +357,7 @@ def _pow2(n: int) -> int:
 
 
 class FusedDecode:
-    """The decode step of `model` over `cache` (a RowKVCache of the model) in 5·n_layer + 4 kernels.
+    """The decode step of `model` over `cache` (a RowKVCache of the model) in 5·n_layer + 2 kernels, plus the sampling's.
 
     Built once per decoder: it reads the model's weights (the fused q/k/v matrix included: call model.fuse_qkv()
     first), its per-layer windows and its scalars (lambdas, gates' scales, softcap), and allocates its buffers for
