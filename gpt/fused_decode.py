@@ -357,7 +357,7 @@ def _pow2(n: int) -> int:
 
 
 class FusedDecode:
-    """The decode step of `model` over `cache` (a RowKVCache of the model) in 5·n_layer + 2 kernels, plus the sampling's.
+    """The decode step of `model` over `cache` (a RowKVCache of the model) in 5·n_layer + 2 kernels and the sampling's.
 
     Built once per decoder: it reads the model's weights (the fused q/k/v matrix included: call model.fuse_qkv()
     first), its per-layer windows and its scalars (lambdas, gates' scales, softcap), and allocates its buffers for
