@@ -661,7 +661,7 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                  ("seeded", "seeded replies alone vs batched")]))
     targets = target_rows(rows_by_config, device, args.quick)
     if targets:
-        print("\ntargets (the app's path):")
+        print("\ntargets (the app's path, and the fused step where measured):")
         print(table(targets, [("target", "target"), ("path", "path"), ("measured", "measured"), ("result", "result")]))
     standins = [r["main"].get("model") for r in results.values() if r["main"].get("standin")]
     if standins:

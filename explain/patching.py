@@ -36,9 +36,11 @@ from text import t
 
 SITES = ("resid", "attn", "mlp")
 BATCH_TOKENS = 16384  # rows x tokens of one patched batch: memory stays bounded at any prompt length
-PREFIX_CHUNKS = 8  # on a CPU, the positions of a layer are patched in up to this many batches, each from its first
-MIN_BATCH_ROWS_TOKENS = 512  # position on, each of at least this many rows x tokens (fewer, larger ops: small ones
-# cost more than their work on a CPU shared with other processes)
+# On a CPU (batch_rows): the positions of a layer are patched in up to PREFIX_CHUNKS batches, each from its first
+# position on, each of at least MIN_BATCH_ROWS_TOKENS rows x tokens (fewer, larger ops: small ones cost more than
+# their work on a CPU shared with other processes). A GPU takes batches of BATCH_TOKENS.
+PREFIX_CHUNKS = 8
+MIN_BATCH_ROWS_TOKENS = 512
 MARGIN = dict(l=110, r=20, t=70, b=90)
 
 
