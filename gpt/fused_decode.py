@@ -372,7 +372,6 @@ class FusedDecode:
         c, f = model.config, model.features
         self.model, self.cache = model, cache
         self.configs = configs or {}  # (N, K) -> matvec_config's tuple, for a benchmark's sweep
-        self.split_override: int | None = None  # a benchmark's: every product split this many ways
         dev, dtype = model.get_device(), model.lm_head.weight.dtype
         self.C, self.H, self.Hkv = c.n_embd, c.n_head, c.n_kv_head
         self.hd = c.n_embd // c.n_head
@@ -422,9 +421,11 @@ class FusedDecode:
             n = triton.cdiv(n, GROUP) * CANDIDATES
         self.out = torch.zeros(B, device=dev, dtype=torch.long)
         self.scratch: dict[int, torch.Tensor] = {}  # split-K partials by size (two per product shape)
-        self.tickets = torch.zeros(4096, device=dev, dtype=torch.int32)  # per tile: its programs done so far
-        if B * self.Hkv > self.tickets.numel():
-            raise ValueError(f"batch {B} x {self.Hkv} kv heads exceeds the fused step's {self.tickets.numel()} tickets")
+        # per split product tile, and per (row, kv head) of attention: its programs done so far. A product splits
+        # only while W has fewer than SPLIT_TARGET tiles of rows (split_of), so its tiles number fewer than
+        # SPLIT_TARGET per BLOCK_B rows of the batch
+        self.tickets = torch.zeros(max(B * self.Hkv, triton.cdiv(B, BLOCK_B) * SPLIT_TARGET), device=dev,
+                                   dtype=torch.int32)
         runs = B * self.H * ATTN_SPLIT
         self.att_m, self.att_l = torch.zeros(runs, **f32), torch.zeros(runs, **f32)
         self.att_acc = torch.zeros(runs * self.hd, **f32)
@@ -434,7 +435,7 @@ class FusedDecode:
                 backout: torch.Tensor | None = None, softcap: bool = False, save_rms: bool = False) -> None:
         N, K = out.size(1), x.size(1)
         block_n, block_k, warps, stages = self.configs.get((N, K)) or matvec_config(N, K)
-        split = self.split_override or split_of(N, K, block_n, block_k)
+        split = split_of(N, K, block_n, block_k)
         k_split = -(-K // block_k // split) * block_k  # whole BLOCK_K tiles per program
         split = -(-K // k_split)
         grid = (triton.cdiv(N, block_n), triton.cdiv(b, BLOCK_B), split)
@@ -448,8 +449,8 @@ class FusedDecode:
                              num_warps=warps, num_stages=stages)
 
     def _partials(self, n: int) -> torch.Tensor:
-        """A float32 scratch of at least n elements (split-K partial sums; grown before a graph capture, never
-        during one: the first eager step of each shape sizes it)."""
+        """A float32 scratch of n elements, one per size (split-K partial sums; made before a graph capture, never
+        during one: the first eager step of each shape makes it)."""
         if self.scratch.get(n) is None:
             self.scratch[n] = torch.empty(max(n, 1), device=self.x.device, dtype=torch.float32)
         return self.scratch[n]

@@ -243,3 +243,24 @@ def test_compile_and_fused_are_refused_together(model):
     """Two ways to fuse one decode step: asking for both is a programmer's error, said before anything is built."""
     with pytest.raises(ValueError, match="pick one"):
         StaticDecoder(model, 1, compile=True, fused=True)
+
+
+def test_a_product_splits_only_while_its_row_tiles_fit_the_fused_steps_tickets():
+    """gpt/fused_decode.py gives each split product tile a ticket and sizes them on this: a product splits K across
+    programs only while W has fewer than SPLIT_TARGET tiles of rows (so a batch's row tiles times SPLIT_TARGET
+    tickets are enough at any batch); below that it does split, where K has more than one step."""
+    from gpt.fused_decode import SPLIT_TARGET, split_of
+
+    seen = set()
+    for N in (16, 64, 512, 1280, 3840, 5120, 8448, 16384, 16896, 65536):
+        for K in (64, 256, 1280, 5120):
+            for block_n in (16, 32, 64, 128):
+                for block_k in (64, 128, 256):
+                    split, tiles = split_of(N, K, block_n, block_k), -(-N // block_n)
+                    assert 1 <= split <= -(-K // block_k)
+                    seen.add(split > 1)
+                    if split > 1:
+                        assert tiles < SPLIT_TARGET, (N, K, block_n, block_k)
+                    elif K > block_k:
+                        assert tiles >= SPLIT_TARGET, (N, K, block_n, block_k)
+    assert seen == {True, False}
