@@ -77,12 +77,13 @@ ALL = ("tiny", "d20", "d32", "d20-2026", "default")
 NAIVE_TOKENS = {"tiny": 32, "d20": 16, "d32": 8, "d20-2026": 16, "default": 32}  # GPT.generate re-reads the prefix
 APP_SAMPLING = dict(temperature=0.8, top_k=50, top_p=1.0)  # the chat tab's defaults
 # (device type, config, metric, comparison, threshold): issue #25's targets ("decode at the memory-bandwidth limit"),
-# checked on the app's own path and, where measured, on the fused step (`--fused`, `python app.py --fused`).
+# checked on the app's own path and, where measured, on the compiled step (`--compile`, `python app.py --compile`) and
+# the fused step (`--fused`, `python app.py --fused`).
 TARGETS = [("cuda", c, metric, op, threshold) for c in ("d20", "d20-2026")
            for metric, op, threshold in (("b1_tok_s", ">=", 2200.0), ("bB_tok_s", ">=", 50000.0),
                                          ("ttft_ms", "<", 2.0), ("kernels_per_step", "<", 150.0))]
 TARGETS.append(("cpu", "default", "b1_tok_s", ">=", 250.0))
-TARGET_PATHS = (("server", "app"), ("fused", "fused"))  # (mode, how the targets table names it)
+TARGET_PATHS = (("server", "app"), ("compile", "compile"), ("fused", "fused"))  # (mode, its name in the targets table)
 CHECK_STEPS = 32  # greedy tokens compared, and bf16 logits compared, per prompt
 CHECK_ROWS = 4
 SEEDED_ROWS = 16  # seeded replies compared alone vs together, in the app's dtype
@@ -584,7 +585,8 @@ def pct(x: float | None) -> str | None:
 
 
 def target_rows(rows_by_config: dict[str, list[dict]], device: torch.device, quick: bool) -> list[dict]:
-    """Each target on each path that was measured: the app's (the batched server) and the fused step's."""
+    """Each target on each path that was measured: the app's (the batched server), the compiled step's and the fused
+    step's."""
     out = []
     for dev, name, metric, op, threshold in TARGETS:
         if dev != device.type or name not in rows_by_config:
@@ -661,7 +663,7 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                  ("seeded", "seeded replies alone vs batched")]))
     targets = target_rows(rows_by_config, device, args.quick)
     if targets:
-        print("\ntargets (the app's path, and the fused step where measured):")
+        print("\ntargets (the app's path, and the compiled and fused steps where measured):")
         print(table(targets, [("target", "target"), ("path", "path"), ("measured", "measured"), ("result", "result")]))
     standins = [r["main"].get("model") for r in results.values() if r["main"].get("standin")]
     if standins:

@@ -24,6 +24,7 @@ from gpt.checkpoint import (LoadedModel, default_dtype, load_default, load_nanoc
                             random_model)
 from gpt.anywhere import load as load_any
 from gpt.engine import Engine
+from gpt.fast import cpu_compiler
 from gpt.remote import RemoteEngine, RemoteError
 from gpt.stream import SamplingParams, StreamEvent
 from gpt.nanochat import GPT, GPTConfig
@@ -46,7 +47,7 @@ class Models:
     main: LoadedModel
     notice: str = ""  # why the requested model is not the one served ("" when it is)
     worker: TorchThread | None = None  # default: model_thread(main.device)
-    compile: bool = False  # torch.compile the GPU decode step (gpt/fast.py)
+    compile: bool = False  # torch.compile the decode step (gpt/fast.py)
     fused: bool = False  # the GPU decode step in fused Triton kernels (gpt/fused_decode.py)
     zerogpu: bool = False  # on ZeroGPU hardware: each model handler is one GPU call, in a fork (demo/gpu.py)
     second: LoadedModel | None = None  # --compare: a second model to put beside the served one (compare view)
@@ -310,6 +311,9 @@ def load(model: str | None = None, nanochat: bool = False, source: str | None = 
         fused = False
     if fused and compile:
         print("warning: --fused already fuses the decode step: --compile is ignored")
+        compile = False
+    if compile and dev.type == "cpu" and cpu_compiler() is None:
+        print("warning: --compile on a CPU needs a C++ compiler (g++, or $CXX) and none was found: decoding eagerly")
         compile = False
     worker = model_thread(dev)
     serve = functools.partial(Models, worker=worker, compile=compile, fused=fused)

@@ -210,16 +210,17 @@ class RowForward:
             return c.k[layer_idx][:1, :, : s.span], c.v[layer_idx][:1, :, : s.span]
         if s.rows is None:
             b = s.batch
-            k_all, v_all, pos = c.k[layer_idx][:b], c.v[layer_idx][:b], c.pos[:b]
-            at = torch.arange(k.size(0), device=k.device)[:, None]
-            # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]
-            k_all[at, :, self._write_pos] = k.transpose(1, 2)
-            v_all[at, :, self._write_pos] = v.transpose(1, 2)
+            at = torch.arange(b, device=k.device)[:, None]
+            # advanced indices [R,1] and [R,T] around a slice: the written block is [R, T, Hkv, hd]. Written into the
+            # whole buffer, not into a view of its first b rows: compiled, a write through a view is copied back
+            # into the buffer whole (on a CPU a 2-row cache stepping 1 row lost ~30% of its speed to that copy).
+            c.k[layer_idx][at, :, self._write_pos] = k.transpose(1, 2)
+            c.v[layer_idx][at, :, self._write_pos] = v.transpose(1, 2)
             if last:
                 # Idle rows of a static batch keep stepping on garbage; the clamp keeps their writes in bounds.
                 # Running rows never get there: their owner stops them at seq_len.
-                pos.add_(T).clamp_(max=c.seq_len - 1)
-            return k_all[:, :, : s.span], v_all[:, :, : s.span]
+                c.pos[:b].add_(T).clamp_(max=c.seq_len - 1)
+            return c.k[layer_idx][:b, :, : s.span], c.v[layer_idx][:b, :, : s.span]
         rows = s.rows[:, None]
         c.k[layer_idx][rows, :, self._write_pos] = k.transpose(1, 2)
         c.v[layer_idx][rows, :, self._write_pos] = v.transpose(1, 2)

@@ -101,7 +101,7 @@ def test_mode_rows_fractions_and_ratios():
     assert rows[4]["b1_x_eager"] == pytest.approx(8.0)
 
 
-def test_targets_are_checked_on_the_app_path_and_the_fused_step_only():
+def test_targets_are_checked_on_the_app_path_and_the_compiled_and_fused_steps_only():
     rows = {"d20": [dict(path="eager", b1_tok_s=9e9),
                     dict(path="server", app="*", b1_tok_s=1000.0, bB_tok_s=60000.0, ttft_ms=1.5, kernels_per_step=540),
                     dict(path="fused", b1_tok_s=2500.0, bB_tok_s=None, ttft_ms=2.5, kernels_per_step=104)],
@@ -113,6 +113,10 @@ def test_targets_are_checked_on_the_app_path_and_the_fused_step_only():
                    ("d20 b1_tok_s >= 2200", "fused"): True, ("d20 bB_tok_s >= 50000", "fused"): "-",
                    ("d20 ttft_ms < 2", "fused"): False, ("d20 kernels_per_step < 150", "fused"): True}
     assert decode_bench.target_rows(rows, torch.device("cpu"), quick=False) == []  # no 'default' here
+    rows["default"] = [dict(path="eager_threads", b1_tok_s=9e9), dict(path="server", app="*", b1_tok_s=98.0),
+                       dict(path="compile", b1_tok_s=268.0)]
+    got = [(r["path"], r["measured"], r["result"]) for r in decode_bench.target_rows(rows, torch.device("cpu"), False)]
+    assert got == [("app", 98.0, False), ("compile", 268.0, True)]
     quick = decode_bench.target_rows(rows, torch.device("cuda"), quick=True)
     assert quick and all(r["result"] == "n/a (--quick sizes)" for r in quick)
 

@@ -8,7 +8,8 @@ import torch
 
 from conftest import make_tiny_model
 from gpt.engine import Engine, SamplingParams
-from gpt.fast import MIN_SPAN, StaticDecoder, bucket
+from gpt.fast import MIN_SPAN, StaticDecoder, bucket, cpu_compiler
+from gpt.nanochat import TODAY, TUTORIAL
 from gpt.kv_cache import RowKVCache
 from gpt.serving import BatchServer
 from gpt.torch_thread import TorchThread
@@ -237,6 +238,40 @@ def test_decode_step_traces_as_one_graph_and_keeps_its_tokens(model):
         d.prefill(0, prompt, 64)
         tokens.append([int(d.decode(1, 128, 64)[0]) for _ in range(8)])
     assert tokens[0] == tokens[1]
+
+
+@pytest.mark.skipif(cpu_compiler() is None, reason="no C++ compiler here: no compiled CPU decode step")
+@pytest.mark.parametrize("member", [TUTORIAL, TODAY], ids=lambda m: m.name)
+def test_cpu_compiled_step_gives_each_row_its_eager_tokens(tiny_tokenizer, member, monkeypatch):
+    """StaticDecoder(compile=True) on a CPU (frozen weights in inductor's own GEMM kernels, a C++ wrapper): two rows
+    decoded together, one greedy and one seeded, give the tokens each gets alone from the eager engine. One compile
+    (batch 2, span 128, width 64) per architecture."""
+    model = make_tiny_model(tiny_tokenizer.vocab_size, member=member, sequence_len=SEQ)
+    model.fuse_qkv()
+    no_stop_tokens(monkeypatch, model, tiny_tokenizer)
+    ps, params = prompts(tiny_tokenizer)[:2], [PARAMS[0], PARAMS[2]]
+    steps = 24
+    expected = [alone(model, tiny_tokenizer, p, sp)[:steps] for p, sp in zip(ps, params)]
+    dec = StaticDecoder(model, 2, compile=True)
+    got = []
+    for r, (p, sp) in enumerate(zip(ps, params)):
+        dec.set_row(r, sp.temperature, sp.top_k, sp.top_p, sp.seed or 0)
+        got.append([int(dec.prefill(r, p, 64)[0])])
+    for _ in range(steps - 1):
+        out = dec.decode(2, MIN_SPAN, 64)
+        for r in range(2):
+            got[r].append(int(out[r]))
+    assert got == expected
+    assert len(set(expected[1])) > 5  # the seeded row really samples
+
+
+def test_compile_on_a_cpu_without_a_compiler_is_refused_with_the_reason(model, monkeypatch):
+    """No C++ compiler: StaticDecoder says so when it is built, not in the first chat's step (the app then decodes
+    eagerly with a warning: demo/models.py)."""
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", (None, "no-such-cxx-here"))
+    assert cpu_compiler() is None
+    with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler"):
+        StaticDecoder(model, 1, compile=True)
 
 
 def test_compile_and_fused_are_refused_together(model):
