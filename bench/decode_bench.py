@@ -189,13 +189,14 @@ def describe_mismatch(m32: GPT, prompts: list[list[int]], want: list[list[int]],
     return dict(row=row, step=step, eager_top2_gap=float(top[0] - top[1]))
 
 
-def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False) -> dict:
+def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False,
+                 compile: bool = False) -> dict:
     """fp32 greedy tokens of the fast path (Engine -> BatchServer, CUDA graphs on a GPU) vs the eager engine's.
 
     Pass/fail compares each prompt run alone (batch 1: the same matrix shapes as the eager loop). The same prompts
     decoded together in one batch are reported too: a batch changes the matrix-multiply kernels, so in floating point
     a near-tie may resolve differently; the eager top-2 gap at any mismatch says whether it was one."""
-    fast = no_stops(Engine(m32, tok, batched=True, max_batch=len(prompts), fused=fused))
+    fast = no_stops(Engine(m32, tok, batched=True, max_batch=len(prompts), fused=fused, compile=compile))
     eager = no_stops(Engine(m32, tok, batched=False))
     params = SamplingParams(temperature=0.0, top_k=None, max_tokens=steps)
     want = eager.generate_batch(prompts, params)  # the eager engine runs rows one after another
@@ -204,19 +205,19 @@ def greedy_check(m32: GPT, tok, prompts: list[list[int]], steps: int, fused: boo
     n_sampled = sampled_vocab(m32.config.vocab_size, tok)
     miss_alone = describe_mismatch(m32, prompts, want, first_mismatch(alone, want), n_sampled)
     miss_batch = describe_mismatch(m32, prompts, want, first_mismatch(together, want), n_sampled)
-    graphs = fast.server.decoder.use_graphs
+    step = "fused kernels, " if fused else "compiled step, " if compile else ""
+    graphs = "CUDA graphs" if fast.server.decoder.use_graphs else "BatchServer (no graphs on this device)"
     return dict(ok=miss_alone is None, steps=steps, rows=len(prompts), first_mismatch=miss_alone,
-                batched_equal=miss_batch is None, batched_first_mismatch=miss_batch,
-                fast_path=("fused kernels, " if fused else "") + ("CUDA graphs" if graphs else
-                                                                  "BatchServer eager (no graphs on this device)"),
+                batched_equal=miss_batch is None, batched_first_mismatch=miss_batch, fast_path=step + graphs,
                 continuation=want[0])
 
 
-def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False) -> dict:
+def seeded_batch_check(run: GPT, tok, prompts: list[list[int]], steps: int, fused: bool = False,
+                       compile: bool = False) -> dict:
     """Seeded sampled replies (the chat's sampling, in the app's dtype, through the app's batched server) decoded each
     alone vs all together in one batch: how many rows differ. 0 means a seeded reply does not depend on who else is
     chatting (a classroom can reproduce one)."""
-    engine = no_stops(Engine(run, tok, batched=True, max_batch=len(prompts), fused=fused))
+    engine = no_stops(Engine(run, tok, batched=True, max_batch=len(prompts), fused=fused, compile=compile))
     params = [SamplingParams(**APP_SAMPLING, seed=1000 + i, max_tokens=steps) for i in range(len(prompts))]
     alone = [engine.generate_batch([p], [sp])[0] for p, sp in zip(prompts, params)]
     together = engine.generate_batch(prompts, params)
@@ -375,13 +376,16 @@ def worker(spec: dict) -> None:
             res["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         save()
 
-    def checks(fused: bool = False) -> dict:
+    def checks(fused: bool = False, compile: bool = False) -> dict:
         steps = max(CHECK_STEPS, spec["check_steps"])
-        greedy = greedy_check(m["m32"], tok, prompts[:CHECK_ROWS], steps, fused)
+        greedy = greedy_check(m["m32"], tok, prompts[:CHECK_ROWS], steps, fused, compile)
+        continuation = greedy.pop("continuation")
+        seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps, fused, compile)
+        if compile:  # bf16_check reads the model's own forward through the cache: the same as the app path's check
+            return dict(greedy_fp32=greedy, bf16_logits=None, seeded_batch=seeded)
         m16 = run if run_dtype == torch.bfloat16 else build_model(run.config, run.member, m["m32"].state_dict(), device,
                                                                   torch.bfloat16)
-        bf16 = bf16_check(m["m32"], m16, prompts[0], greedy.pop("continuation"), fused)
-        seeded = seeded_batch_check(run, tok, prompts[:SEEDED_ROWS], steps, fused)
+        bf16 = bf16_check(m["m32"], m16, prompts[0], continuation, fused)
         return dict(greedy_fp32=greedy, bf16_logits=bf16, seeded_batch=seeded)
 
     def naive() -> dict:
@@ -467,6 +471,8 @@ def worker(spec: dict) -> None:
             phase("checks", lambda: checks(fused=True))
     else:
         phase("server_compile", lambda: server(True))
+        if spec["checks"]:
+            phase("checks", lambda: checks(compile=True))
     res["phase_s"]["total"] = time.perf_counter() - t0
     save()
     log(f"done in {res['phase_s']['total']:.1f} s")
@@ -616,16 +622,17 @@ def report(results: dict, bw: dict, device: torch.device, args) -> dict:
                                   dtype=main["dtype"], weight_mb=wb / 1e6, roof_b1=bps / wb,
                                   roof_bB=args.batch * bps / wb, ttft_floor_ms=wb / bps * 1e3, ops=ops,
                                   us_per_op=1e6 / b1 / ops if ops and b1 else None))
-        for path, c in (("server", main.get("checks")), ("fused", (fused or {}).get("checks"))):
+        for path, c in (("server", main.get("checks")), ("compile", (comp or {}).get("checks")),
+                        ("fused", (fused or {}).get("checks"))):
             if not c:
                 continue
-            g, b, sb = c["greedy_fp32"], c["bf16_logits"], c.get("seeded_batch")
+            g, b, sb = c["greedy_fp32"], c["bf16_logits"] or {}, c.get("seeded_batch")  # no bf16 check: compile
             batched = "equal" if g["batched_equal"] else mismatch_text(g["batched_first_mismatch"])
             seeded = f"{sb['differ']} of {sb['rows']} differ ({main['dtype']})" if sb else "-"
             check_rows.append(dict(config=name, greedy=g["ok"], greedy_what=f"{g['rows']} rows x {g['steps']} steps, "
                                    f"{g['fast_path']}", mismatch=mismatch_text(g["first_mismatch"]),
-                                   batched=batched, bf16=b["ok"], rel_rms=b["rel_rms"], max_abs=b["max_abs"],
-                                   top1=b["top1_agree"], seeded=seeded))
+                                   batched=batched, bf16=b.get("ok", "-"), rel_rms=b.get("rel_rms"),
+                                   max_abs=b.get("max_abs"), top1=b.get("top1_agree"), seeded=seeded))
         profiles = (("fused step", (fused or {}).get("kernels")), ("forward", (fused or {}).get("kernels_forward")))
         for label, k in profiles:
             if k:

@@ -167,7 +167,8 @@ def test_explain_bench_quick_writes_every_view(tmp_path):
 
 
 def test_decode_bench_quick_runs_every_path_on_cpu(tmp_path):
-    """The same code paths the GPU run takes (workers, checks, naive, eager, server, compile is left to the GPU)."""
+    """The same code paths the GPU run takes (workers, checks, naive, eager, server; --compile is left to the real
+    runs: each of its batch and span buckets is a compile of ~40 s on a CPU)."""
     out = tmp_path / "decode.json"
     cmd = [sys.executable, str(ROOT / "bench" / "decode_bench.py"), "--device", "cpu", "--quick",
            "--configs", "tiny,default", "--out", str(out)]
