@@ -44,7 +44,10 @@ TOPK_BUCKET = CANDIDATES  # sampling looks at the 64 largest logits when every s
 # are mkldnn tensors, which inductor's on-disk cache cannot pickle), and the served weights are baked in.
 GPU_COMPILE = {"coordinate_descent_tuning": True}
 CPU_COMPILE = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN",
-               "cpp_wrapper": True, "autotune_num_choices_displayed": 0}
+               "cpp_wrapper": True, "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+
+
+RECOMPILE_LIMIT = 256  # compiled decode keys of one process (each decoder's keys count: its `self` is in the guards)
 
 
 def cpu_compiler() -> str | None:
@@ -58,17 +61,16 @@ def compiled_step(fn: Callable, device: torch.device) -> Callable:
     """torch.compile(fn) as one graph per distinct argument tuple, built with `device`'s settings. The settings are
     applied around every call, not passed as torch.compile options: dynamo decides whether parameters are frozen
     while it traces, from the global inductor config, before any option reaches inductor."""
-    # fullgraph makes a graph break an error instead of a silent fall back to eager; every key is a recompile (6 batch
-    # x 5 span x 2 width buckets at most)
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # fullgraph makes a graph break an error instead of a silent fall back to eager
     step = torch.compile(fn, dynamic=False, fullgraph=True)
     settings = CPU_COMPILE if device.type == "cpu" else GPU_COMPILE
-
     compiled: set[tuple] = set()
 
     def run(*args):
         if args not in compiled:
-            with torch._inductor.config.patch(settings):
+            # Every key is a recompile of the same code (6 batch x 5 span x 2 width buckets at most, per decoder in
+            # the process), past dynamo's default limit of 8. Its config is per thread: set where the step runs.
+            with torch._inductor.config.patch(settings), torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                 out = step(*args)
             compiled.add(args)
             return out

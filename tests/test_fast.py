@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_tiny_model
 from gpt.engine import Engine, SamplingParams
-from gpt.fast import MIN_SPAN, StaticDecoder, bucket, cpu_compiler
+from gpt.fast import MIN_SPAN, StaticDecoder, bucket, compiled_step, cpu_compiler
 from gpt.nanochat import TODAY, TUTORIAL
 from gpt.kv_cache import RowKVCache
 from gpt.serving import BatchServer
@@ -263,6 +263,33 @@ def test_cpu_compiled_step_gives_each_row_its_eager_tokens(tiny_tokenizer, membe
             got[r].append(int(out[r]))
     assert got == expected
     assert len(set(expected[1])) > 5  # the seeded row really samples
+
+
+def test_compiled_step_takes_more_keys_than_dynamos_default_limit_from_another_thread(model, monkeypatch):
+    """Each (batch, span, width) key is a recompile of the same code: more than dynamo's default limit of 8, and run
+    from the server's thread, whose dynamo config is its own (backend="eager": tracing only, any machine)."""
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile(fn, **kw, backend="eager"))
+    model.fuse_qkv()
+    dec = StaticDecoder(model, 1, graphs=False, compile=True) if cpu_compiler() else None
+    if dec is None:  # no C++ compiler: build the same compiled step by hand (the eager backend needs none)
+        dec = StaticDecoder(model, 1, graphs=False)
+        dec._decode_fn, dec.static_shapes = compiled_step(dec._decode_step, dec.device), True
+    dec.set_row(0, 0.8, 50, 1.0, 3)
+    dec.prefill(0, list(range(1, 20)), 64)
+    failure = []
+
+    def steps():
+        try:
+            for span in range(MIN_SPAN, MIN_SPAN + 10):  # 10 keys
+                dec.decode(1, span, 64)
+        except Exception as e:  # noqa: BLE001 - reported below
+            failure.append(e)
+    thread = threading.Thread(target=steps)
+    thread.start()
+    thread.join()
+    assert failure == []
+    assert int(dec.cache.pos[0]) == 19 + 10
 
 
 def test_compile_on_a_cpu_without_a_compiler_is_refused_with_the_reason(model, monkeypatch):
