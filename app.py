@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (faster decoding; each new batch/length bucket waits for a "
                         "compile the first time: ~30 s on a GPU; on a CPU ~45 s on 2 cores, needs a C++ compiler, "
-                        "and takes the default model from ~99 to ~300 tokens/s at batch 1 in float32)")
+                        "and decodes the default model ~2.7x as fast: 240-270 tokens/s at batch 1 in float32)")
     p.add_argument("--fused", action="store_true",
                    help="GPU only: decode with the fused Triton kernels of gpt/fused_decode.py (5 per layer instead "
                         "of ~27; a d20 on an H200: 779 tokens/s at batch 1 instead of 643; first use compiles them, "

@@ -39,7 +39,8 @@ TOPK_BUCKET = CANDIDATES  # sampling looks at the 64 largest logits when every s
 # CPU: `freezing` makes the weights constants, so inductor packs them once for its own AVX-512/AVX2 GEMM template
 # (`max_autotune` with the CPP backend picks it per shape against MKL) and fuses the norms and residual adds into the
 # products' epilogues; `cpp_wrapper` calls the step's kernels from C++ instead of Python. Measured on the 2-core Zen 4
-# VM, default model, batch 1, float32: ~300 tokens/s against 99 eager; the packed products stream at ~2x MKL's rate.
+# VM, default model, batch 1, float32: the step alone 280-318 tokens/s against 99 eager (bench/README.md); the packed
+# products stream at ~2x MKL's rate.
 # The price: ~45 s of compiling per (batch, span, width) key on two cores, every process start (the packed weights
 # are mkldnn tensors, which inductor's on-disk cache cannot pickle), and the served weights are baked in.
 GPU_COMPILE = {"coordinate_descent_tuning": True}
