@@ -55,7 +55,7 @@ def cpu_compiler() -> str | None:
     """The C++ compiler inductor would call on a CPU (its `cpp.cxx` candidates, then $CXX), or None: without one
     there is no compiled CPU step."""
     names = [c for c in torch._inductor.config.cpp.cxx if c]
-    return next((shutil.which(n) for n in names if shutil.which(n)), None)
+    return next(filter(None, map(shutil.which, names)), None)
 
 
 def compiled_step(fn: Callable, device: torch.device) -> Callable:
